@@ -1,0 +1,3 @@
+//! The edge: packet → chain → stages → origin.
+
+pub mod rules;

@@ -1,0 +1,70 @@
+//! Developer commands: `cargo xtask <command>`.
+//!
+//! Every command installs what it needs first (see `setup`), so each works on a
+//! fresh machine of the kind this project targets.
+
+mod ebpf;
+mod run;
+mod setup;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "Developer commands for edge")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install the pinned toolchains, llvm-22-dev, bpf-linker and the test tools.
+    Setup,
+    /// Build the XDP program (release) that the `edge` binary embeds.
+    BuildEbpf,
+    /// Build everything and run the demo on its embedded default config.
+    Demo {
+        /// Extra arguments for `edge demo` (ports, directory).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// fmt and clippy checks, then the whole test suite (BPF tests included; needs root).
+    Test,
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Command::Setup => setup::all(),
+        Command::BuildEbpf => ebpf::build(),
+        Command::Demo { args } => {
+            ebpf::build()?;
+            let mut cmd = run::cargo();
+            cmd.args([
+                "run",
+                "--release",
+                "--package",
+                "edge-userspace",
+                "--bin",
+                "edge",
+                "--",
+                "demo",
+            ]);
+            run::status(cmd.args(args))
+        }
+        Command::Test => {
+            setup::all()?;
+            ebpf::build()?;
+            run::status(run::cargo().args(["fmt", "--all", "--check"]))?;
+            run::status(run::cargo().args([
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ]))?;
+            run::status(run::cargo().args(["test", "--workspace", "--release"]))
+        }
+    }
+}
