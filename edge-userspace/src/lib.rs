@@ -1,3 +1,5 @@
 //! The edge: packet → chain → stages → origin.
 
+pub mod chain;
 pub mod rules;
+pub mod state;

@@ -1,0 +1,437 @@
+//! Precomputes every hostname's outcome from the state, following the
+//! reference's ownership rules: an exact custom hostname beats an exact
+//! record; records (exact or wildcard) beat a wildcard custom hostname unless
+//! they CNAME into that hostname's provider zone; a chain has at most two
+//! stages, customer first, and is O2O only for a proxied CNAME straight from
+//! a zone of another account to the provider.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::error::{EdgeError, ErrorKind};
+use super::model::{Chain, ChainHostname, HostHeader, Origin, OriginSni, OriginTls, Stage};
+use super::snapshot::{Outcome, Snapshot};
+use crate::state::hostname::{is_wildcard, parent};
+use crate::state::{
+    CustomHostname, DnsRecord, FallbackOriginStatus, HostnameStatus, REQUEST_HOST_HEADER,
+    RecordType, State, ZoneState,
+};
+
+pub(super) fn build(state: &State) -> Snapshot {
+    let mut b = Builder::new(state);
+    let mut exact: Vec<(Arc<str>, Outcome)> = Vec::new();
+    let mut wildcard: Vec<(Arc<str>, Outcome)> = Vec::new();
+    for (z, zs) in state.zones.iter().enumerate() {
+        for record in &zs.dns_records {
+            let name = record.name.to_ascii_lowercase();
+            if b.zone_of(&name) != Some(z) {
+                // A more specific zone on this edge answers for the name.
+                continue;
+            }
+            match name.strip_prefix("*.") {
+                Some(suffix) => {
+                    let outcome = b.record_outcome(&name, z, record, suffix);
+                    wildcard.push((Arc::from(name.as_str()), outcome));
+                }
+                None if b.ch_exact.contains_key(&name) => {}
+                None => {
+                    let suffix = parent(&name).unwrap_or_default();
+                    let outcome = b.record_outcome(&name, z, record, suffix);
+                    exact.push((Arc::from(name.as_str()), outcome));
+                }
+            }
+        }
+    }
+    let wildcard_records: std::collections::HashSet<Arc<str>> =
+        wildcard.iter().map(|(n, _)| n.clone()).collect();
+    for (z, zs) in state.zones.iter().enumerate() {
+        for ch in &zs.custom_hostnames {
+            let name = ch.hostname.to_ascii_lowercase();
+            if is_wildcard(&name) {
+                if !wildcard_records.contains(name.as_str()) {
+                    let (name, outcome) = b.hostname_outcome(&name, z, ch);
+                    wildcard.push((name, outcome));
+                }
+            } else {
+                exact.push(b.hostname_outcome(&name, z, ch));
+            }
+        }
+    }
+    let zones = state
+        .zones
+        .iter()
+        .map(|zs| (Arc::from(zs.zone.id.as_str()), Arc::new(zs.zone.clone())))
+        .collect();
+    Snapshot::from_parts(exact, wildcard, b.chains, zones)
+}
+
+struct Builder<'s> {
+    zones: &'s [ZoneState],
+    stages: Vec<Stage>,
+    zone_by_name: HashMap<String, usize>,
+    /// Per zone: records by lower-case name (wildcards as `*.suffix`).
+    records: Vec<HashMap<String, &'s DnsRecord>>,
+    /// Lower-case hostname -> (provider zone, custom hostname).
+    ch_exact: HashMap<String, (usize, &'s CustomHostname)>,
+    /// Lower-case name below `*.` -> (provider zone, wildcard custom hostname).
+    ch_wildcard: HashMap<String, (usize, &'s CustomHostname)>,
+    chains: Vec<Arc<Chain>>,
+    stage_lists: HashMap<(Option<usize>, usize), Arc<[Stage]>>,
+    origins: HashMap<Origin, Arc<Origin>>,
+    /// Record chains are shared by every name with the same zone and origin.
+    record_chains: HashMap<(usize, Arc<Origin>), Arc<Chain>>,
+}
+
+impl<'s> Builder<'s> {
+    fn new(state: &'s State) -> Self {
+        let zones = state.zones.as_slice();
+        let mut ch_exact = HashMap::new();
+        let mut ch_wildcard = HashMap::new();
+        for (z, zs) in zones.iter().enumerate() {
+            for ch in &zs.custom_hostnames {
+                let name = ch.hostname.to_ascii_lowercase();
+                match name.strip_prefix("*.") {
+                    Some(suffix) => ch_wildcard.insert(suffix.to_string(), (z, ch)),
+                    None => ch_exact.insert(name, (z, ch)),
+                };
+            }
+        }
+        Builder {
+            zones,
+            stages: zones
+                .iter()
+                .map(|zs| Stage {
+                    zone_id: zs.zone.id.as_str().into(),
+                    zone_name: zs.zone.name.to_ascii_lowercase().into(),
+                    account_id: zs.zone.account.id.as_str().into(),
+                })
+                .collect(),
+            zone_by_name: zones
+                .iter()
+                .enumerate()
+                .map(|(z, zs)| (zs.zone.name.to_ascii_lowercase(), z))
+                .collect(),
+            records: zones
+                .iter()
+                .map(|zs| {
+                    zs.dns_records
+                        .iter()
+                        .map(|r| (r.name.to_ascii_lowercase(), r))
+                        .collect()
+                })
+                .collect(),
+            ch_exact,
+            ch_wildcard,
+            chains: Vec::new(),
+            stage_lists: HashMap::new(),
+            origins: HashMap::new(),
+            record_chains: HashMap::new(),
+        }
+    }
+
+    /// The zone a lower-case name falls in: the longest apex it lies within.
+    fn zone_of(&self, name: &str) -> Option<usize> {
+        let mut candidate = Some(name);
+        while let Some(n) = candidate {
+            if let Some(&z) = self.zone_by_name.get(n) {
+                return Some(z);
+            }
+            candidate = parent(n);
+        }
+        None
+    }
+
+    /// The record answering a lower-case name in zone `z`: exact, else the
+    /// wildcard one label up.
+    fn record_for(&self, z: usize, name: &str) -> Option<&'s DnsRecord> {
+        let records = &self.records[z];
+        records.get(name).copied().or_else(|| {
+            let parent = parent(name)?;
+            records.get(&format!("*.{parent}")).copied()
+        })
+    }
+
+    /// A custom hostname (exact or wildcard) covering `name`, the name below
+    /// the wildcard being `suffix`.
+    fn hostname_covering(&self, suffix: &str) -> Option<(usize, &'s CustomHostname)> {
+        self.ch_wildcard.get(suffix).copied()
+    }
+
+    fn zone_label(&self, z: usize) -> String {
+        let zone = &self.zones[z].zone;
+        format!(
+            "zone {} ({}, account {})",
+            zone.name, zone.id, zone.account.id
+        )
+    }
+
+    /// A DNS record's outcome for `name` (the record's own name); `suffix` is
+    /// the name one label up, where a wildcard custom hostname would sit.
+    fn record_outcome(
+        &mut self,
+        name: &str,
+        z: usize,
+        record: &DnsRecord,
+        suffix: &str,
+    ) -> Outcome {
+        let wildcard_ch = self.hostname_covering(suffix);
+        if !record.proxied {
+            if let Some((p, ch)) = wildcard_ch {
+                return self.hostname_outcome(name, p, ch).1;
+            }
+            return Err(EdgeError::new(
+                ErrorKind::NoRoute,
+                format!(
+                    "DNS record {name} of {} is DNS-only (not proxied), so no zone of this edge serves it",
+                    self.zone_label(z)
+                ),
+            ));
+        }
+        if record.record_type == RecordType::Cname {
+            let target = record.content.to_ascii_lowercase();
+            if let Some(q) = self.zone_of(&target)
+                && q != z
+                && self.zones[q].zone.account.id != self.zones[z].zone.account.id
+            {
+                if let Some((p, ch)) = wildcard_ch
+                    && p == q
+                {
+                    return self.hostname_outcome(name, p, ch).1;
+                }
+                return Err(EdgeError::new(
+                    ErrorKind::CnameCrossUser,
+                    format!(
+                        "{} has a proxied CNAME {name} -> {target}, which crosses into {}, \
+                         and that zone has no custom hostname for {name}",
+                        self.zone_label(z),
+                        self.zone_label(q)
+                    ),
+                ));
+            }
+        }
+        let origin = self.intern_origin(Origin {
+            host: record.content.to_ascii_lowercase().into(),
+            port: None,
+            tls: OriginTls::from(self.zones[z].zone.settings.ssl),
+            sni: OriginSni::RequestHost,
+            host_header: HostHeader::Request,
+        });
+        if let Some(chain) = self.record_chains.get(&(z, origin.clone())) {
+            return Ok(chain.clone());
+        }
+        let chain = self.push_chain(None, z, false, origin.clone(), None);
+        self.record_chains.insert((z, origin), chain.clone());
+        Ok(chain)
+    }
+
+    /// The outcome of custom hostname `ch` of provider zone `p`, reached by the
+    /// lower-case `name` (the hostname itself, or a record name it covers).
+    fn hostname_outcome(
+        &mut self,
+        name: &str,
+        p: usize,
+        ch: &CustomHostname,
+    ) -> (Arc<str>, Outcome) {
+        let hostname: Arc<str> = Arc::from(ch.hostname.to_ascii_lowercase());
+        let key = if name == &*hostname {
+            hostname.clone()
+        } else {
+            Arc::from(name)
+        };
+        (key, self.hostname_chain(name, p, ch, hostname))
+    }
+
+    fn hostname_chain(
+        &mut self,
+        name: &str,
+        p: usize,
+        ch: &CustomHostname,
+        hostname: Arc<str>,
+    ) -> Outcome {
+        let provider = &self.zones[p];
+        let what = || {
+            format!(
+                "custom hostname {} ({}) of {}",
+                ch.hostname,
+                ch.id,
+                self.zone_label(p)
+            )
+        };
+        let errors = || {
+            if ch.verification_errors.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", ch.verification_errors.join("; "))
+            }
+        };
+        match ch.status {
+            HostnameStatus::Active => {}
+            HostnameStatus::Blocked => {
+                return Err(EdgeError::new(
+                    ErrorKind::HostnameBlocked,
+                    format!("{} is blocked{}", what(), errors()),
+                ));
+            }
+            status => {
+                return Err(EdgeError::new(
+                    ErrorKind::OriginUnresolvable,
+                    format!(
+                        "{} is {}, and only active custom hostnames carry traffic{}",
+                        what(),
+                        status.as_str(),
+                        errors()
+                    ),
+                ));
+            }
+        }
+        let (origin_name, sni) = match &ch.custom_origin_server {
+            Some(server) => {
+                let sni = match ch.custom_origin_sni.as_deref() {
+                    Some(REQUEST_HOST_HEADER) => OriginSni::RequestHost,
+                    Some(sni) => OriginSni::Name(sni.to_ascii_lowercase().into()),
+                    None => OriginSni::Name(server.to_ascii_lowercase().into()),
+                };
+                (server.to_ascii_lowercase(), sni)
+            }
+            None => match &provider.fallback_origin {
+                None => {
+                    return Err(EdgeError::new(
+                        ErrorKind::OriginUnresolvable,
+                        format!(
+                            "{} sets no custom_origin_server and the zone has no fallback origin",
+                            what()
+                        ),
+                    ));
+                }
+                Some(f) if f.status != FallbackOriginStatus::Active => {
+                    return Err(EdgeError::new(
+                        ErrorKind::OriginUnresolvable,
+                        format!(
+                            "{} sets no custom_origin_server and the zone's fallback origin {} is {}, not active",
+                            what(),
+                            f.origin,
+                            f.status.as_str()
+                        ),
+                    ));
+                }
+                Some(f) => (f.origin.to_ascii_lowercase(), OriginSni::RequestHost),
+            },
+        };
+        let Some(record) = self.records[p].get(&origin_name).copied() else {
+            return Err(EdgeError::new(
+                ErrorKind::OriginUnresolvable,
+                format!(
+                    "{}: origin {origin_name} is not a DNS record of the zone",
+                    what()
+                ),
+            ));
+        };
+        if record.record_type == RecordType::Cname {
+            let target = record.content.to_ascii_lowercase();
+            let next_zone = self.zone_of(&target).filter(|&q| q != p);
+            let next_hostname = self
+                .ch_exact
+                .get(&target)
+                .copied()
+                .or_else(|| parent(&target).and_then(|s| self.hostname_covering(s)))
+                .filter(|&(q, _)| q != p);
+            let other_account =
+                next_zone.filter(|&q| self.zones[q].zone.account.id != provider.zone.account.id);
+            if let Some(q) = next_hostname.map(|(q, _)| q).or(other_account) {
+                return Err(EdgeError::new(
+                    ErrorKind::CnameCrossUser,
+                    format!(
+                        "{}: its origin {origin_name} is a CNAME to {target} in {}; a custom-hostname \
+                         zone is never chained into another zone",
+                        what(),
+                        self.zone_label(q)
+                    ),
+                ));
+            }
+        }
+        let origin = self.intern_origin(Origin {
+            host: record.content.to_ascii_lowercase().into(),
+            port: None,
+            tls: OriginTls::from(provider.zone.settings.ssl),
+            sni,
+            host_header: HostHeader::CustomHostname,
+        });
+        let customer = self.zone_of(name).filter(|&c| c != p);
+        let o2o_customer = customer.filter(|&c| {
+            self.zones[c].zone.account.id != provider.zone.account.id
+                && self
+                    .record_for(c, name)
+                    .is_some_and(|r| self.points_at_provider(r, p))
+        });
+        let metadata = ch
+            .custom_metadata
+            .as_ref()
+            .map(|m| Arc::from(serde_json::to_string(m).expect("a JSON map always serialises")));
+        let hostname = ChainHostname {
+            id: ch.id.as_str().into(),
+            hostname,
+            metadata,
+            min_tls_version: ch.ssl.settings.min_tls_version,
+        };
+        Ok(self.push_chain(
+            o2o_customer,
+            p,
+            o2o_customer.is_some(),
+            origin,
+            Some(hostname),
+        ))
+    }
+
+    /// O2O needs a proxied CNAME straight to the provider: its CNAME target or
+    /// a name inside its zone, not through another record of the customer.
+    fn points_at_provider(&self, record: &DnsRecord, p: usize) -> bool {
+        if record.record_type != RecordType::Cname || !record.proxied {
+            return false;
+        }
+        let target = record.content.to_ascii_lowercase();
+        let cname_target = self.zones[p]
+            .custom_hostname_settings
+            .as_ref()
+            .map(|s| s.cname_target.as_str());
+        cname_target.is_some_and(|t| t.eq_ignore_ascii_case(&target))
+            || self.zone_of(&target) == Some(p)
+    }
+
+    fn intern_origin(&mut self, origin: Origin) -> Arc<Origin> {
+        self.origins
+            .entry(origin)
+            .or_insert_with_key(|o| Arc::new(o.clone()))
+            .clone()
+    }
+
+    fn push_chain(
+        &mut self,
+        customer: Option<usize>,
+        provider: usize,
+        o2o: bool,
+        origin: Arc<Origin>,
+        custom_hostname: Option<ChainHostname>,
+    ) -> Arc<Chain> {
+        let stages = self
+            .stage_lists
+            .entry((customer, provider))
+            .or_insert_with(|| {
+                customer
+                    .iter()
+                    .chain(std::iter::once(&provider))
+                    .map(|&z| self.stages[z].clone())
+                    .collect()
+            })
+            .clone();
+        let id = u32::try_from(self.chains.len() + 1).expect("fewer than 2^32 chains");
+        let chain = Arc::new(Chain {
+            id,
+            stages,
+            o2o,
+            origin,
+            custom_hostname,
+        });
+        self.chains.push(chain.clone());
+        chain
+    }
+}

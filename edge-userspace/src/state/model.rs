@@ -1,0 +1,232 @@
+//! The objects operators manage, in the JSON shapes of Cloudflare's API v4 so
+//! that the config file, the control API and people who already run Cloudflare
+//! for SaaS all read the same field names.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::rules::model::{Phase, Ruleset};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Account {
+    pub id: String,
+    pub name: String,
+}
+
+/// How a zone names its owner (`"account": {"id": ...}` in the API).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountRef {
+    pub id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Zone {
+    pub id: String,
+    /// The apex, e.g. `example.com`.
+    pub name: String,
+    pub account: AccountRef,
+    #[serde(default)]
+    pub settings: ZoneSettings,
+    /// Entrypoint ruleset per phase; compiled and checked by the rules engine.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub rulesets: BTreeMap<Phase, Ruleset>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZoneSettings {
+    #[serde(default)]
+    pub ssl: SslMode,
+}
+
+/// Cloudflare's SSL/TLS encryption mode: how the edge talks to the origin.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SslMode {
+    Off,
+    Flexible,
+    /// Cloudflare's default for new zones.
+    #[default]
+    Full,
+    Strict,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsRecord {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub record_type: RecordType,
+    pub name: String,
+    pub content: String,
+    #[serde(default)]
+    pub proxied: bool,
+    /// Seconds; 1 means "automatic" as in Cloudflare's API.
+    #[serde(default = "ttl_automatic")]
+    pub ttl: u32,
+}
+
+fn ttl_automatic() -> u32 {
+    1
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum RecordType {
+    A,
+    #[serde(rename = "AAAA")]
+    Aaaa,
+    #[serde(rename = "CNAME")]
+    Cname,
+}
+
+impl RecordType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordType::A => "A",
+            RecordType::Aaaa => "AAAA",
+            RecordType::Cname => "CNAME",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomHostname {
+    pub id: String,
+    /// Exact (`shop.example.com`) or wildcard (`*.example.com`, one label deep).
+    pub hostname: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom_origin_server: Option<String>,
+    /// A hostname, or [`REQUEST_HOST_HEADER`] for "the request's host".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom_origin_sni: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom_metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    #[serde(default)]
+    pub ssl: CustomHostnameSsl,
+    #[serde(default)]
+    pub status: HostnameStatus,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub verification_errors: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ownership_verification: Option<OwnershipVerification>,
+}
+
+/// The `custom_origin_sni` value that means "send the request's host as SNI".
+pub const REQUEST_HOST_HEADER: &str = ":request_host_header:";
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomHostnameSsl {
+    #[serde(default)]
+    pub settings: SslSettings,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SslSettings {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_tls_version: Option<MinTlsVersion>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum MinTlsVersion {
+    #[serde(rename = "1.0")]
+    Tls10,
+    #[serde(rename = "1.1")]
+    Tls11,
+    #[serde(rename = "1.2")]
+    Tls12,
+    #[serde(rename = "1.3")]
+    Tls13,
+}
+
+/// The hostname's `status` (not `ssl.status`, which is about the certificate).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HostnameStatus {
+    #[default]
+    Pending,
+    Active,
+    Moved,
+    Blocked,
+    PendingDeletion,
+}
+
+impl HostnameStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HostnameStatus::Pending => "pending",
+            HostnameStatus::Active => "active",
+            HostnameStatus::Moved => "moved",
+            HostnameStatus::Blocked => "blocked",
+            HostnameStatus::PendingDeletion => "pending_deletion",
+        }
+    }
+}
+
+/// The TXT pre-validation record the API hands out when the hostname is created.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OwnershipVerification {
+    #[serde(rename = "type")]
+    pub verification_type: VerificationType,
+    /// `_cf-custom-hostname.<hostname>`.
+    pub name: String,
+    /// The token.
+    pub value: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VerificationType {
+    Txt,
+}
+
+/// Where custom-hostname traffic goes when the hostname sets no `custom_origin_server`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FallbackOrigin {
+    /// A proxied record of the provider zone.
+    pub origin: String,
+    #[serde(default)]
+    pub status: FallbackOriginStatus,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FallbackOriginStatus {
+    Initializing,
+    #[default]
+    PendingDeployment,
+    Active,
+    PendingDeletion,
+    DeploymentTimedOut,
+    DeletionTimedOut,
+}
+
+impl FallbackOriginStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FallbackOriginStatus::Initializing => "initializing",
+            FallbackOriginStatus::PendingDeployment => "pending_deployment",
+            FallbackOriginStatus::Active => "active",
+            FallbackOriginStatus::PendingDeletion => "pending_deletion",
+            FallbackOriginStatus::DeploymentTimedOut => "deployment_timed_out",
+            FallbackOriginStatus::DeletionTimedOut => "deletion_timed_out",
+        }
+    }
+}
+
+/// A SaaS provider zone's custom-hostname settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomHostnameSettings {
+    /// The proxied record of this zone that customers CNAME to, e.g.
+    /// `customers.saasprovider.com`.
+    pub cname_target: String,
+}

@@ -1,0 +1,304 @@
+//! Whole-state validation: each object's fields, then the references between
+//! objects (records inside their zone, origins that are proxied records, ...).
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use super::hostname::{self, Wildcard};
+use super::model::*;
+use super::{State, ZoneState};
+
+/// Cloudflare's limit on `custom_metadata`, serialised.
+pub const MAX_METADATA_BYTES: usize = 4096;
+
+/// What is wrong, on which object, in which field (Cloudflare's field names,
+/// dotted for nested ones: `ssl.settings.min_tls_version`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidationError {
+    pub object: String,
+    pub field: String,
+    pub message: String,
+}
+
+impl ValidationError {
+    pub fn new(
+        object: impl Into<String>,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        ValidationError {
+            object: object.into(),
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ValidationError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: `{}` {}", self.object, self.field, self.message)
+    }
+}
+
+impl std::error::Error for ValidationError {}
+
+pub(super) fn state(state: &State) -> Result<(), ValidationError> {
+    let mut account_ids = HashSet::new();
+    for account in &state.accounts {
+        let object = format!("account `{}`", account.id);
+        if account.id.is_empty() {
+            return Err(ValidationError::new(object, "id", "must not be empty"));
+        }
+        if !account_ids.insert(account.id.as_str()) {
+            return Err(ValidationError::new(
+                object,
+                "id",
+                "is used by another account",
+            ));
+        }
+        if account.name.trim().is_empty() {
+            return Err(ValidationError::new(object, "name", "must not be empty"));
+        }
+    }
+
+    let mut zone_ids = HashSet::new();
+    let mut zone_names = HashMap::new();
+    let mut record_ids = HashSet::new();
+    let mut hostname_ids = HashSet::new();
+    let mut hostnames: HashMap<String, &str> = HashMap::new();
+    for zs in &state.zones {
+        let zone = &zs.zone;
+        let object = format!("zone `{}`", zone.id);
+        if zone.id.is_empty() {
+            return Err(ValidationError::new(object, "id", "must not be empty"));
+        }
+        if !zone_ids.insert(zone.id.as_str()) {
+            return Err(ValidationError::new(
+                object,
+                "id",
+                "is used by another zone",
+            ));
+        }
+        hostname::check(&zone.name, Wildcard::Refused)
+            .map_err(|m| ValidationError::new(&object, "name", m))?;
+        if let Some(other) = zone_names.insert(zone.name.to_ascii_lowercase(), zone.id.as_str()) {
+            return Err(ValidationError::new(
+                object,
+                "name",
+                format!("`{}` is already zone `{other}`", zone.name),
+            ));
+        }
+        if !account_ids.contains(zone.account.id.as_str()) {
+            return Err(ValidationError::new(
+                object,
+                "account.id",
+                format!("no account `{}`", zone.account.id),
+            ));
+        }
+        let by_name = records(zs, &mut record_ids)?;
+        for ch in &zs.custom_hostnames {
+            custom_hostname(zs, &by_name, ch)?;
+            let object = || format!("custom hostname `{}` in zone `{}`", ch.id, zone.id);
+            if !hostname_ids.insert(ch.id.as_str()) {
+                return Err(ValidationError::new(
+                    object(),
+                    "id",
+                    "is used by another custom hostname",
+                ));
+            }
+            if let Some(other) = hostnames.insert(ch.hostname.to_ascii_lowercase(), &ch.id) {
+                return Err(ValidationError::new(
+                    object(),
+                    "hostname",
+                    format!("`{}` is already custom hostname `{other}`", ch.hostname),
+                ));
+            }
+        }
+        provider_settings(zs, &by_name)?;
+    }
+    Ok(())
+}
+
+/// Records by lower-cased name.
+type RecordsByName<'a> = HashMap<String, &'a DnsRecord>;
+
+fn records<'a>(
+    zs: &'a ZoneState,
+    ids: &mut HashSet<&'a str>,
+) -> Result<RecordsByName<'a>, ValidationError> {
+    let zone = &zs.zone;
+    let mut names = HashMap::new();
+    for record in &zs.dns_records {
+        let object = format!("DNS record `{}` in zone `{}`", record.id, zone.id);
+        if record.id.is_empty() {
+            return Err(ValidationError::new(object, "id", "must not be empty"));
+        }
+        if !ids.insert(record.id.as_str()) {
+            return Err(ValidationError::new(
+                object,
+                "id",
+                "is used by another DNS record",
+            ));
+        }
+        hostname::check(&record.name, Wildcard::Allowed)
+            .map_err(|m| ValidationError::new(&object, "name", m))?;
+        if !hostname::is_within(&record.name, &zone.name) {
+            return Err(ValidationError::new(
+                object,
+                "name",
+                format!("`{}` is not inside the zone `{}`", record.name, zone.name),
+            ));
+        }
+        // One record per name: an origin is one address, and CNAME excludes others anyway.
+        if names
+            .insert(record.name.to_ascii_lowercase(), record)
+            .is_some()
+        {
+            return Err(ValidationError::new(
+                object,
+                "name",
+                format!("another record of the zone is named `{}`", record.name),
+            ));
+        }
+        let content_ok = match record.record_type {
+            RecordType::A => record.content.parse::<Ipv4Addr>().is_ok(),
+            RecordType::Aaaa => record.content.parse::<Ipv6Addr>().is_ok(),
+            RecordType::Cname => {
+                hostname::check(&record.content, Wildcard::Refused)
+                    .map_err(|m| ValidationError::new(&object, "content", m))?;
+                if record.content.eq_ignore_ascii_case(&record.name) {
+                    return Err(ValidationError::new(object, "content", "points at itself"));
+                }
+                true
+            }
+        };
+        if !content_ok {
+            return Err(ValidationError::new(
+                object,
+                "content",
+                format!(
+                    "`{}` is not an {} address",
+                    record.content,
+                    if record.record_type == RecordType::A {
+                        "IPv4"
+                    } else {
+                        "IPv6"
+                    }
+                ),
+            ));
+        }
+        if record.ttl != 1 && !(30..=86_400).contains(&record.ttl) {
+            return Err(ValidationError::new(
+                object,
+                "ttl",
+                "must be 1 (automatic) or between 30 and 86400 seconds",
+            ));
+        }
+    }
+    Ok(names)
+}
+
+fn custom_hostname(
+    zs: &ZoneState,
+    records: &RecordsByName,
+    ch: &CustomHostname,
+) -> Result<(), ValidationError> {
+    let zone = &zs.zone;
+    let object = format!("custom hostname `{}` in zone `{}`", ch.id, zone.id);
+    let err = |field: &str, message: String| ValidationError::new(&object, field, message);
+    if ch.id.is_empty() {
+        return Err(err("id", "must not be empty".into()));
+    }
+    hostname::check(&ch.hostname, Wildcard::Allowed).map_err(|m| err("hostname", m))?;
+    if ch.hostname.eq_ignore_ascii_case(&zone.name) {
+        return Err(err(
+            "hostname",
+            format!("`{}` is the zone's own apex", ch.hostname),
+        ));
+    }
+    let wildcard = hostname::is_wildcard(&ch.hostname);
+    if let Some(server) = &ch.custom_origin_server {
+        hostname::check(server, Wildcard::Refused).map_err(|m| err("custom_origin_server", m))?;
+        proxied_record(zs, records, server).map_err(|m| err("custom_origin_server", m))?;
+    }
+    if let Some(sni) = &ch.custom_origin_sni {
+        if ch.custom_origin_server.is_none() {
+            return Err(err(
+                "custom_origin_sni",
+                "needs a `custom_origin_server`".into(),
+            ));
+        }
+        if sni != REQUEST_HOST_HEADER {
+            hostname::check(sni, Wildcard::Refused).map_err(|m| {
+                err(
+                    "custom_origin_sni",
+                    format!("{m} (or use `{REQUEST_HOST_HEADER}`)"),
+                )
+            })?;
+        }
+    }
+    if let Some(metadata) = &ch.custom_metadata {
+        if wildcard {
+            return Err(err(
+                "custom_metadata",
+                "is not allowed on wildcard custom hostnames".into(),
+            ));
+        }
+        let len = serde_json::to_string(metadata)
+            .map_err(|e| err("custom_metadata", e.to_string()))?
+            .len();
+        if len > MAX_METADATA_BYTES {
+            return Err(err(
+                "custom_metadata",
+                format!("is {len} bytes as JSON, at most {MAX_METADATA_BYTES} are allowed"),
+            ));
+        }
+    }
+    if let Some(ov) = &ch.ownership_verification {
+        let expected = format!("_cf-custom-hostname.{}", ch.hostname);
+        if !ov.name.eq_ignore_ascii_case(&expected) {
+            return Err(err(
+                "ownership_verification.name",
+                format!("must be `{expected}`"),
+            ));
+        }
+        if ov.value.is_empty() {
+            return Err(err(
+                "ownership_verification.value",
+                "must not be empty".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn provider_settings(zs: &ZoneState, records: &RecordsByName) -> Result<(), ValidationError> {
+    let object = || format!("zone `{}`", zs.zone.id);
+    if let Some(fallback) = &zs.fallback_origin {
+        hostname::check(&fallback.origin, Wildcard::Refused)
+            .and_then(|()| proxied_record(zs, records, &fallback.origin))
+            .map_err(|m| ValidationError::new(object(), "fallback_origin.origin", m))?;
+    }
+    if let Some(settings) = &zs.custom_hostname_settings {
+        hostname::check(&settings.cname_target, Wildcard::Refused)
+            .and_then(|()| proxied_record(zs, records, &settings.cname_target))
+            .map_err(|m| {
+                ValidationError::new(object(), "custom_hostname_settings.cname_target", m)
+            })?;
+    }
+    Ok(())
+}
+
+/// Origins and CNAME targets must be proxied records of the provider zone, so
+/// that the provider's settings apply to them.
+fn proxied_record(zs: &ZoneState, records: &RecordsByName, name: &str) -> Result<(), String> {
+    let zone = &zs.zone.name;
+    match records.get(&name.to_ascii_lowercase()) {
+        None => Err(format!("`{name}` is not a DNS record of zone `{zone}`")),
+        Some(r) if !r.proxied => Err(format!(
+            "`{name}` is a DNS-only record of zone `{zone}`; it must be proxied"
+        )),
+        Some(_) => Ok(()),
+    }
+}
