@@ -64,7 +64,7 @@ impl Snapshot {
             ),
             direct_ip: EdgeError::new(
                 ErrorKind::DirectIp,
-                "the request names an IP address, not a hostname served by this edge",
+                "the request carries an IP address or no host instead of a hostname served by this edge",
             ),
         }
     }

@@ -1,1 +1,434 @@
+use std::sync::Arc;
 
+use serde_json::json;
+
+use super::*;
+use crate::state::{CnameCheck, State};
+
+/// One state holding every case of the reference; written in the config
+/// file's JSON so the Cloudflare field names are exercised too.
+fn fixture() -> State {
+    let a = |id: &str, name: &str, content: &str, proxied: bool| {
+        let kind = if content.parse::<std::net::Ipv4Addr>().is_ok() {
+            "A"
+        } else if content.contains(':') {
+            "AAAA"
+        } else {
+            "CNAME"
+        };
+        json!({"id": id, "type": kind, "name": name, "content": content, "proxied": proxied, "ttl": 1})
+    };
+    let ch = |id: &str, hostname: &str, status: &str| json!({"id": id, "hostname": hostname, "status": status});
+    let state = json!({
+        "accounts": [
+            {"id": "a-cust", "name": "Customer"},
+            {"id": "a-saas", "name": "SaaS provider"},
+            {"id": "a-saas2", "name": "Second provider"},
+            {"id": "a-other", "name": "Someone else"}
+        ],
+        "zones": [
+            {
+                "zone": {"id": "zp", "name": "saasprovider.com", "account": {"id": "a-saas"},
+                         "settings": {"ssl": "strict"}},
+                "dns_records": [
+                    a("r-p1", "customers.saasprovider.com", "192.0.2.10", true),
+                    a("r-p2", "fallback.saasprovider.com", "192.0.2.20", true),
+                    a("r-p3", "custom-origin.saasprovider.com", "origin.saas-backend.net", true),
+                    a("r-p4", "dnsonly.saasprovider.com", "192.0.2.30", false)
+                ],
+                "custom_hostname_settings": {"cname_target": "customers.saasprovider.com"},
+                "fallback_origin": {"origin": "fallback.saasprovider.com", "status": "active"},
+                "custom_hostnames": [
+                    {"id": "ch-o2o", "hostname": "o2o.example.com", "status": "active",
+                     "custom_metadata": {"tier": "gold"},
+                     "ssl": {"settings": {"min_tls_version": "1.2"}},
+                     "ownership_verification": {"type": "txt",
+                        "name": "_cf-custom-hostname.o2o.example.com", "value": "tok-o2o"}},
+                    ch("ch-grey", "grey.example.com", "active"),
+                    ch("ch-arec", "arec.example.com", "active"),
+                    ch("ch-apex", "example.net", "active"),
+                    ch("ch-same", "shop.samecorp.com", "active"),
+                    ch("ch-nozone", "shop.nozone.io", "active"),
+                    ch("ch-through", "through.example.com", "active"),
+                    ch("ch-pending", "pending.example.com", "pending"),
+                    {"id": "ch-moved", "hostname": "moved.example.com", "status": "moved",
+                     "verification_errors": ["moved.example.com resolves to 203.0.113.9"]},
+                    ch("ch-blocked", "blocked.example.com", "blocked"),
+                    {"id": "ch-custom", "hostname": "custom.example.com", "status": "active",
+                     "custom_origin_server": "custom-origin.saasprovider.com"},
+                    {"id": "ch-sni-req", "hostname": "sni-req.example.com", "status": "active",
+                     "custom_origin_server": "custom-origin.saasprovider.com",
+                     "custom_origin_sni": ":request_host_header:"},
+                    {"id": "ch-sni-name", "hostname": "sni-name.example.com", "status": "active",
+                     "custom_origin_server": "custom-origin.saasprovider.com",
+                     "custom_origin_sni": "backend.saas-backend.net"},
+                    ch("ch-wild", "*.shops.com", "active"),
+                    ch("ch-exact-shop", "exact.shops.com", "active"),
+                    ch("ch-wildrec", "*.wildrec.com", "active"),
+                    ch("ch-mixed", "*.mixed.com", "active"),
+                    ch("ch-p1-fallback", "fallback.chainsaas.com", "active"),
+                    ch("ch-inside", "inside.example.com", "active")
+                ]
+            },
+            {
+                "zone": {"id": "zc", "name": "example.com", "account": {"id": "a-cust"},
+                         "settings": {"ssl": "flexible"}},
+                "dns_records": [
+                    a("r-c1", "o2o.example.com", "customers.saasprovider.com", true),
+                    a("r-c2", "grey.example.com", "customers.saasprovider.com", false),
+                    a("r-c3", "arec.example.com", "192.0.2.10", true),
+                    a("r-c4", "through.example.com", "hop.example.com", true),
+                    a("r-c5", "hop.example.com", "customers.saasprovider.com", true),
+                    a("r-c6", "pending.example.com", "customers.saasprovider.com", true),
+                    a("r-c7", "moved.example.com", "203.0.113.9", true),
+                    a("r-c8", "blocked.example.com", "customers.saasprovider.com", true),
+                    a("r-c9", "custom.example.com", "customers.saasprovider.com", true),
+                    a("r-c10", "www.example.com", "203.0.113.5", true),
+                    a("r-c11", "cross.example.com", "app.victim.com", true),
+                    a("r-c12", "greycross.example.com", "app.victim.com", false),
+                    a("r-c13", "own.example.com", "www.example.org", true),
+                    a("r-c14", "nf.example.com", "customers.nofallback.com", true),
+                    a("r-c15", "if.example.com", "customers.inactivefb.com", true),
+                    a("r-c16", "deep.example.com", "customers.chainsaas.com", true),
+                    a("r-c17", "v6.example.com", "2001:db8::5", true),
+                    a("r-c18", "inside.example.com", "shop.saasprovider.com", true)
+                ]
+            },
+            {
+                "zone": {"id": "zorg", "name": "example.org", "account": {"id": "a-cust"}},
+                "dns_records": [a("r-o1", "www.example.org", "203.0.113.6", true)]
+            },
+            {
+                "zone": {"id": "znet", "name": "example.net", "account": {"id": "a-cust"}},
+                "dns_records": [a("r-n1", "example.net", "192.0.2.10", true)]
+            },
+            {
+                "zone": {"id": "zsame", "name": "samecorp.com", "account": {"id": "a-saas"}},
+                "dns_records": [a("r-s1", "shop.samecorp.com", "customers.saasprovider.com", true)]
+            },
+            {
+                "zone": {"id": "zshops", "name": "shops.com", "account": {"id": "a-cust"}},
+                "dns_records": [
+                    a("r-sh1", "www.shops.com", "198.51.100.1", true),
+                    a("r-sh2", "exact.shops.com", "198.51.100.2", true),
+                    a("r-sh3", "o2o.shops.com", "customers.saasprovider.com", true),
+                    a("r-sh4", "dns.shops.com", "198.51.100.3", false)
+                ]
+            },
+            {
+                "zone": {"id": "zwildrec", "name": "wildrec.com", "account": {"id": "a-cust"}},
+                "dns_records": [a("r-w1", "*.wildrec.com", "customers.saasprovider.com", true)]
+            },
+            {
+                "zone": {"id": "zmixed", "name": "mixed.com", "account": {"id": "a-cust"}},
+                "dns_records": [a("r-m1", "*.mixed.com", "198.51.100.7", true)]
+            },
+            {
+                "zone": {"id": "zvictim", "name": "victim.com", "account": {"id": "a-other"}},
+                "dns_records": [a("r-v1", "app.victim.com", "198.51.100.9", true)]
+            },
+            {
+                "zone": {"id": "znf", "name": "nofallback.com", "account": {"id": "a-saas2"}},
+                "dns_records": [a("r-nf1", "customers.nofallback.com", "192.0.2.40", true)],
+                "custom_hostname_settings": {"cname_target": "customers.nofallback.com"},
+                "custom_hostnames": [ch("ch-nf", "nf.example.com", "active")]
+            },
+            {
+                "zone": {"id": "zif", "name": "inactivefb.com", "account": {"id": "a-saas2"}},
+                "dns_records": [
+                    a("r-if1", "customers.inactivefb.com", "192.0.2.50", true),
+                    a("r-if2", "fallback.inactivefb.com", "192.0.2.51", true)
+                ],
+                "fallback_origin": {"origin": "fallback.inactivefb.com", "status": "pending_deployment"},
+                "custom_hostnames": [ch("ch-if", "if.example.com", "active")]
+            },
+            {
+                "zone": {"id": "zp1", "name": "chainsaas.com", "account": {"id": "a-saas2"}},
+                "dns_records": [
+                    a("r-cs1", "customers.chainsaas.com", "192.0.2.60", true),
+                    a("r-cs2", "fallback.chainsaas.com", "customers.saasprovider.com", true)
+                ],
+                "custom_hostname_settings": {"cname_target": "customers.chainsaas.com"},
+                "fallback_origin": {"origin": "fallback.chainsaas.com", "status": "active"},
+                "custom_hostnames": [ch("ch-deep", "deep.example.com", "active")]
+            }
+        ]
+    });
+    let state: State = serde_json::from_value(state).expect("fixture parses");
+    state.validate().expect("fixture is valid");
+    state
+}
+
+#[derive(Debug)]
+enum Want {
+    /// Zone ids of the stages, o2o, origin host, custom hostname id.
+    Chain(
+        &'static [&'static str],
+        bool,
+        &'static str,
+        Option<&'static str>,
+    ),
+    /// Code, and words the detail must contain.
+    Error(u16, &'static str),
+}
+use Want::{Chain as C, Error as E};
+
+#[rustfmt::skip]
+const CASES: &[(&str, &str, Want)] = &[
+    ("o2o: proxied CNAME to the provider's target, other account", "o2o.example.com", C(&["zc", "zp"], true, "192.0.2.20", Some("ch-o2o"))),
+    ("o2o: CNAME to a name inside the provider zone", "inside.example.com", C(&["zc", "zp"], true, "192.0.2.20", Some("ch-inside"))),
+    ("grey record: provider only", "grey.example.com", C(&["zp"], false, "192.0.2.20", Some("ch-grey"))),
+    ("A record (apex proxying): provider only", "arec.example.com", C(&["zp"], false, "192.0.2.20", Some("ch-arec"))),
+    ("apex A record of the customer zone", "example.net", C(&["zp"], false, "192.0.2.20", Some("ch-apex"))),
+    ("same account: provider only", "shop.samecorp.com", C(&["zp"], false, "192.0.2.20", Some("ch-same"))),
+    ("no customer zone: provider only", "shop.nozone.io", C(&["zp"], false, "192.0.2.20", Some("ch-nozone"))),
+    ("CNAME through another proxied record: not O2O", "through.example.com", C(&["zp"], false, "192.0.2.20", Some("ch-through"))),
+    ("cross-account proxied CNAME to the provider's target without custom hostname", "hop.example.com", E(1014, "has no custom hostname for hop.example.com")),
+    ("pending hostname", "pending.example.com", E(1016, "is pending")),
+    ("moved hostname (our rule: like pending)", "moved.example.com", E(1016, "is moved, and only active custom hostnames carry traffic (moved.example.com resolves to 203.0.113.9)")),
+    ("blocked hostname", "blocked.example.com", E(1016, "is blocked")),
+    ("no fallback origin", "nf.example.com", E(1016, "the zone has no fallback origin")),
+    ("inactive fallback origin", "if.example.com", E(1016, "fallback origin fallback.inactivefb.com is pending_deployment, not active")),
+    ("custom origin server", "custom.example.com", C(&["zc", "zp"], true, "origin.saas-backend.net", Some("ch-custom"))),
+    ("custom origin with :request_host_header: SNI", "sni-req.example.com", C(&["zp"], false, "origin.saas-backend.net", Some("ch-sni-req"))),
+    ("custom origin with named SNI", "sni-name.example.com", C(&["zp"], false, "origin.saas-backend.net", Some("ch-sni-name"))),
+    ("cross-account proxied CNAME without custom hostname", "cross.example.com", E(1014, "zone example.com (zc, account a-cust) has a proxied CNAME cross.example.com -> app.victim.com, which crosses into zone victim.com (zvictim, account a-other)")),
+    ("grey cross-account CNAME is not served", "greycross.example.com", E(1001, "DNS-only")),
+    ("same-account CNAME into another zone", "own.example.com", C(&["zc"], false, "www.example.org", None)),
+    ("plain proxied record", "www.example.com", C(&["zc"], false, "203.0.113.5", None)),
+    ("plain proxied AAAA record", "v6.example.com", C(&["zc"], false, "2001:db8::5", None)),
+    ("record beats wildcard custom hostname", "www.shops.com", C(&["zshops"], false, "198.51.100.1", None)),
+    ("exact custom hostname beats record", "exact.shops.com", C(&["zp"], false, "192.0.2.20", Some("ch-exact-shop"))),
+    ("wildcard custom hostname without record", "any.shops.com", C(&["zp"], false, "192.0.2.20", Some("ch-wild"))),
+    ("record CNAMEd to the provider under a wildcard hostname: O2O", "o2o.shops.com", C(&["zshops", "zp"], true, "192.0.2.20", Some("ch-wild"))),
+    ("grey record under a wildcard hostname", "dns.shops.com", C(&["zp"], false, "192.0.2.20", Some("ch-wild"))),
+    ("wildcard covers one label only", "a.b.shops.com", E(1001, "no proxied DNS record")),
+    ("wildcard record CNAMEd to provider, wildcard hostname: O2O", "x.wildrec.com", C(&["zwildrec", "zp"], true, "192.0.2.20", Some("ch-wildrec"))),
+    ("wildcard record beats wildcard hostname", "x.mixed.com", C(&["zmixed"], false, "198.51.100.7", None)),
+    ("chains of custom-hostname zones refused", "deep.example.com", E(1014, "is never chained into another zone")),
+    ("provider zone O2O into another provider still two stages", "fallback.chainsaas.com", C(&["zp1", "zp"], true, "192.0.2.20", Some("ch-p1-fallback"))),
+    ("case-insensitive", "O2O.Example.COM", C(&["zc", "zp"], true, "192.0.2.20", Some("ch-o2o"))),
+    ("trailing dot", "o2o.example.com.", C(&["zc", "zp"], true, "192.0.2.20", Some("ch-o2o"))),
+    ("case and trailing dot on a wildcard", "ANY.Shops.Com.", C(&["zp"], false, "192.0.2.20", Some("ch-wild"))),
+    ("unknown name in a known zone", "unknown.example.com", E(1001, "no proxied DNS record")),
+    ("nothing matches", "nothing.nowhere.test", E(1001, "no proxied DNS record")),
+    ("bare IPv4", "192.0.2.1", E(1003, "IP address")),
+    ("bare IPv6", "[2001:db8::1]", E(1003, "IP address")),
+    ("empty host", "", E(1003, "IP address")),
+    ("too long", "a.example.com.a.example.com.a.example.com.a.example.com.a.example.com.a.example.com.a.example.com.a.example.com.a.example.com.a.example.com.a.example.com.a.example.com.a.example.com.a.example.com.a.example.com.a.example.com.a.example.com.a.example.com.", E(1001, "no proxied DNS record")),
+];
+
+#[test]
+fn resolution_table() {
+    let snapshot = Snapshot::build(&fixture());
+    for (case, host, want) in CASES {
+        let got = snapshot.resolve(host);
+        match (want, &got) {
+            (C(stages, o2o, origin, ch), Ok(chain)) => {
+                let ids: Vec<&str> = chain.stages.iter().map(|s| &*s.zone_id).collect();
+                assert_eq!(&ids, stages, "{case}: stages");
+                assert_eq!(chain.o2o, *o2o, "{case}: o2o");
+                assert_eq!(&*chain.origin.host, *origin, "{case}: origin");
+                let got_ch = chain.custom_hostname.as_ref().map(|h| &*h.id);
+                assert_eq!(got_ch, *ch, "{case}: custom hostname");
+                assert_eq!(snapshot.chain(chain.id), Some(chain), "{case}: chain id");
+            }
+            (E(code, detail), Err(e)) => {
+                assert_eq!(e.code(), *code, "{case}: {e}");
+                assert!(e.detail().contains(detail), "{case}: {e}");
+            }
+            _ => panic!("{case}: {host}: wanted {want:?}, got {got:?}"),
+        }
+    }
+}
+
+#[test]
+fn origin_details() {
+    let snapshot = Snapshot::build(&fixture());
+    let o2o = snapshot.resolve("o2o.example.com").unwrap();
+    assert_eq!(
+        o2o.origin.tls,
+        OriginTls::Verified,
+        "provider zone is strict"
+    );
+    assert_eq!(o2o.origin.sni, OriginSni::RequestHost);
+    assert_eq!(o2o.origin.host_header, HostHeader::CustomHostname);
+    assert_eq!(o2o.origin.port_or_default(), 443);
+    let hostname = o2o.custom_hostname.as_ref().unwrap();
+    assert_eq!(hostname.metadata.as_deref(), Some(r#"{"tier":"gold"}"#));
+    assert_eq!(
+        hostname.min_tls_version,
+        Some(crate::state::MinTlsVersion::Tls12)
+    );
+    assert_eq!(o2o.customer().unwrap().account_id.as_ref(), "a-cust");
+    assert_eq!(o2o.provider().zone_name.as_ref(), "saasprovider.com");
+
+    let custom = snapshot.resolve("custom.example.com").unwrap();
+    assert_eq!(
+        custom.origin.sni,
+        OriginSni::Name("custom-origin.saasprovider.com".into())
+    );
+    let named = snapshot.resolve("sni-name.example.com").unwrap();
+    assert_eq!(
+        named.origin.sni,
+        OriginSni::Name("backend.saas-backend.net".into())
+    );
+    let req = snapshot.resolve("sni-req.example.com").unwrap();
+    assert_eq!(req.origin.sni, OriginSni::RequestHost);
+
+    let plain = snapshot.resolve("www.example.com").unwrap();
+    assert_eq!(
+        plain.origin.tls,
+        OriginTls::Plain,
+        "customer zone is flexible"
+    );
+    assert_eq!(plain.origin.port_or_default(), 80);
+    assert_eq!(plain.origin.host_header, HostHeader::Request);
+    assert!(plain.custom_hostname.is_none());
+}
+
+#[test]
+fn error_codes_and_statuses() {
+    let snapshot = Snapshot::build(&fixture());
+    let expect = [
+        ("nothing.nowhere.test", 1001, 530, "DNS resolution error"),
+        ("192.0.2.1", 1003, 403, "Direct IP access not allowed"),
+        ("cross.example.com", 1014, 403, "CNAME Cross-User Banned"),
+        ("pending.example.com", 1016, 530, "Origin DNS error"),
+    ];
+    for (host, code, status, title) in expect {
+        let e = snapshot.resolve(host).unwrap_err();
+        assert_eq!(
+            (e.code(), e.status().as_u16(), e.title()),
+            (code, status, title),
+            "{host}"
+        );
+    }
+    let made = [
+        (EdgeError::origin_is_edge("198.18.0.1"), 1000, 403),
+        (EdgeError::loop_detected(3), 1019, 508),
+        (
+            EdgeError::fronting("a.example.com", "b.example.com"),
+            421,
+            421,
+        ),
+    ];
+    for (e, code, status) in made {
+        assert_eq!((e.code(), e.status().as_u16()), (code, status), "{e}");
+        assert!(!e.detail().is_empty());
+    }
+}
+
+#[test]
+fn identical_record_chains_are_shared() {
+    let mut state = fixture();
+    let zone = state
+        .zones
+        .iter_mut()
+        .find(|z| z.zone.id == "zorg")
+        .unwrap();
+    let mut twin = zone.dns_records[0].clone();
+    twin.id = "r-o2".into();
+    twin.name = "twin.example.org".into();
+    zone.dns_records.push(twin);
+    state.validate().unwrap();
+    let snapshot = Snapshot::build(&state);
+    let a = snapshot.resolve("www.example.org").unwrap();
+    let b = snapshot.resolve("twin.example.org").unwrap();
+    assert!(Arc::ptr_eq(&a, &b));
+    let c = snapshot.resolve("o2o.example.com").unwrap();
+    let d = snapshot.resolve("custom.example.com").unwrap();
+    assert!(
+        Arc::ptr_eq(&c.stages, &d.stages),
+        "stage lists are interned"
+    );
+}
+
+#[test]
+fn routes_for_the_xdp_map() {
+    let snapshot = Snapshot::build(&fixture());
+    let routes: Vec<Route> = snapshot.routes().collect();
+    let find = |h: &str| routes.iter().find(|r| r.hostname == h).copied();
+    let blocked = find("blocked.example.com").expect("blocked hostnames are routes");
+    assert!(blocked.blocked);
+    assert_eq!(blocked.chain_id, 0);
+    let o2o = find("o2o.example.com").unwrap();
+    assert!(!o2o.blocked);
+    assert_eq!(
+        o2o.chain_id,
+        snapshot.resolve("o2o.example.com").unwrap().id
+    );
+    assert!(find("*.shops.com").is_some());
+    for refused in [
+        "pending.example.com",
+        "cross.example.com",
+        "greycross.example.com",
+    ] {
+        assert!(find(refused).is_none(), "{refused}");
+    }
+    assert!(
+        routes
+            .iter()
+            .all(|r| r.hostname == r.hostname.to_ascii_lowercase())
+    );
+    assert!(
+        snapshot
+            .zone("zp")
+            .is_some_and(|z| z.name == "saasprovider.com")
+    );
+    assert!(snapshot.zone("nope").is_none());
+}
+
+#[test]
+fn activation_from_own_zones_then_routing() {
+    let state = fixture();
+    let check = |host: &str, zone: &str| state.cname_check(host, zone);
+    assert_eq!(
+        check("pending.example.com", "zp"),
+        Some(CnameCheck::Provider)
+    );
+    assert_eq!(
+        check("through.example.com", "zp"),
+        Some(CnameCheck::Provider)
+    );
+    assert_eq!(check("x.wildrec.com", "zp"), Some(CnameCheck::Provider));
+    assert_eq!(
+        check("moved.example.com", "zp"),
+        Some(CnameCheck::Elsewhere {
+            at: "203.0.113.9".into()
+        })
+    );
+    assert_eq!(
+        check("unknown.example.com", "zp"),
+        Some(CnameCheck::NoRecord)
+    );
+    assert_eq!(
+        check("cross.example.com", "zp"),
+        Some(CnameCheck::Elsewhere {
+            at: "198.51.100.9".into()
+        })
+    );
+    assert_eq!(check("shop.nozone.io", "zp"), None, "DNS outside this edge");
+
+    let result = check("pending.example.com", "zp").unwrap();
+    let next = state
+        .apply(crate::state::Change::Observe {
+            zone_id: "zp".into(),
+            custom_hostname_id: "ch-pending".into(),
+            observation: crate::state::Observation::Cname { result },
+        })
+        .unwrap();
+    let before = Snapshot::build(&state);
+    let live = Live::new(before);
+    assert_eq!(
+        live.load()
+            .resolve("pending.example.com")
+            .unwrap_err()
+            .code(),
+        1016
+    );
+    live.store(Snapshot::build(&next));
+    let chain = live.load().resolve("pending.example.com").unwrap();
+    assert_eq!(chain.stages.len(), 2);
+    assert!(chain.o2o);
+}

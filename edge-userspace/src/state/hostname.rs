@@ -136,7 +136,7 @@ mod tests {
         for (name, wildcard, ok) in cases {
             assert_eq!(check(name, *wildcard).is_ok(), *ok, "{name}");
         }
-        let long = format!("{}.com", ["a".repeat(60); 5].join("."));
+        let long = format!("{}.com", vec!["a".repeat(60); 5].join("."));
         assert!(long.len() > MAX_HOSTNAME_LEN);
         assert!(
             check(&long, Wildcard::Refused)

@@ -6,6 +6,8 @@
 pub mod activation;
 pub mod hostname;
 pub mod model;
+#[cfg(test)]
+mod tests;
 mod validate;
 
 use serde::{Deserialize, Serialize};
