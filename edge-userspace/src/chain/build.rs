@@ -19,8 +19,8 @@ use crate::state::{
 
 pub(super) fn build(state: &State) -> Snapshot {
     let mut b = Builder::new(state);
-    let mut exact: Vec<(Arc<str>, Outcome)> = Vec::new();
-    let mut wildcard: Vec<(Arc<str>, Outcome)> = Vec::new();
+    let mut exact: Vec<(String, Outcome)> = Vec::new();
+    let mut wildcard: Vec<(String, Outcome)> = Vec::new();
     for (z, zs) in state.zones.iter().enumerate() {
         for record in &zs.dns_records {
             let name = record.name.to_ascii_lowercase();
@@ -31,29 +31,30 @@ pub(super) fn build(state: &State) -> Snapshot {
             match name.strip_prefix("*.") {
                 Some(suffix) => {
                     let outcome = b.record_outcome(&name, z, record, suffix);
-                    wildcard.push((Arc::from(name.as_str()), outcome));
+                    wildcard.push((name, outcome));
                 }
                 None if b.ch_exact.contains_key(&name) => {}
                 None => {
                     let suffix = parent(&name).unwrap_or_default();
                     let outcome = b.record_outcome(&name, z, record, suffix);
-                    exact.push((Arc::from(name.as_str()), outcome));
+                    exact.push((name, outcome));
                 }
             }
         }
     }
-    let wildcard_records: std::collections::HashSet<Arc<str>> =
+    let wildcard_records: std::collections::HashSet<String> =
         wildcard.iter().map(|(n, _)| n.clone()).collect();
     for (z, zs) in state.zones.iter().enumerate() {
         for ch in &zs.custom_hostnames {
             let name = ch.hostname.to_ascii_lowercase();
             if is_wildcard(&name) {
-                if !wildcard_records.contains(name.as_str()) {
-                    let (name, outcome) = b.hostname_outcome(&name, z, ch);
+                if !wildcard_records.contains(&name) {
+                    let outcome = b.hostname_outcome(&name, z, ch);
                     wildcard.push((name, outcome));
                 }
             } else {
-                exact.push(b.hostname_outcome(&name, z, ch));
+                let outcome = b.hostname_outcome(&name, z, ch);
+                exact.push((name, outcome));
             }
         }
     }
@@ -177,7 +178,7 @@ impl<'s> Builder<'s> {
         let wildcard_ch = self.hostname_covering(suffix);
         if !record.proxied {
             if let Some((p, ch)) = wildcard_ch {
-                return self.hostname_outcome(name, p, ch).1;
+                return self.hostname_outcome(name, p, ch);
             }
             return Err(EdgeError::new(
                 ErrorKind::NoRoute,
@@ -196,7 +197,7 @@ impl<'s> Builder<'s> {
                 if let Some((p, ch)) = wildcard_ch
                     && p == q
                 {
-                    return self.hostname_outcome(name, p, ch).1;
+                    return self.hostname_outcome(name, p, ch);
                 }
                 return Err(EdgeError::new(
                     ErrorKind::CnameCrossUser,
@@ -226,28 +227,7 @@ impl<'s> Builder<'s> {
 
     /// The outcome of custom hostname `ch` of provider zone `p`, reached by the
     /// lower-case `name` (the hostname itself, or a record name it covers).
-    fn hostname_outcome(
-        &mut self,
-        name: &str,
-        p: usize,
-        ch: &CustomHostname,
-    ) -> (Arc<str>, Outcome) {
-        let hostname: Arc<str> = Arc::from(ch.hostname.to_ascii_lowercase());
-        let key = if name == &*hostname {
-            hostname.clone()
-        } else {
-            Arc::from(name)
-        };
-        (key, self.hostname_chain(name, p, ch, hostname))
-    }
-
-    fn hostname_chain(
-        &mut self,
-        name: &str,
-        p: usize,
-        ch: &CustomHostname,
-        hostname: Arc<str>,
-    ) -> Outcome {
+    fn hostname_outcome(&mut self, name: &str, p: usize, ch: &CustomHostname) -> Outcome {
         let provider = &self.zones[p];
         let what = || {
             format!(
@@ -367,12 +347,12 @@ impl<'s> Builder<'s> {
             .custom_metadata
             .as_ref()
             .map(|m| Arc::from(serde_json::to_string(m).expect("a JSON map always serialises")));
-        let hostname = ChainHostname {
-            id: ch.id.as_str().into(),
-            hostname,
+        let hostname = ChainHostname::new(
+            &ch.id,
+            &ch.hostname,
             metadata,
-            min_tls_version: ch.ssl.settings.min_tls_version,
-        };
+            ch.ssl.settings.min_tls_version,
+        );
         Ok(self.push_chain(
             o2o_customer,
             p,

@@ -42,12 +42,38 @@ impl Chain {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChainHostname {
-    pub id: Arc<str>,
-    /// As configured, lower-case; `*.example.com` for a wildcard.
-    pub hostname: Arc<str>,
+    /// The id followed by the hostname: one allocation for both, since there
+    /// is one of these per custom hostname.
+    names: Arc<str>,
+    id_len: usize,
     /// `custom_metadata` serialised as JSON: the value of `cf.hostname.metadata`.
     pub metadata: Option<Arc<str>>,
     pub min_tls_version: Option<MinTlsVersion>,
+}
+
+impl ChainHostname {
+    pub fn new(
+        id: &str,
+        hostname: &str,
+        metadata: Option<Arc<str>>,
+        min_tls_version: Option<MinTlsVersion>,
+    ) -> Self {
+        ChainHostname {
+            names: format!("{id}{}", hostname.to_ascii_lowercase()).into(),
+            id_len: id.len(),
+            metadata,
+            min_tls_version,
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.names[..self.id_len]
+    }
+
+    /// As configured, lower-case; `*.example.com` for a wildcard.
+    pub fn hostname(&self) -> &str {
+        &self.names[self.id_len..]
+    }
 }
 
 /// Where the request goes after its last stage, before origin rules

@@ -1,7 +1,9 @@
 //! The read side: an immutable index from hostname to precomputed outcome,
 //! swapped whole by its owner. A lookup lower-cases into a stack buffer, probes
-//! one hash table (two for a wildcard hit) and clones an `Arc`: no allocation,
-//! no lock.
+//! one table (two for a wildcard hit) and clones an `Arc`: no allocation, no
+//! lock. The table is hand-rolled rather than a general hash map because at a
+//! million hostnames the cost is cache misses: slot, record (name and outcome
+//! in one line), chain, and nothing else.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -9,7 +11,6 @@ use std::sync::Arc;
 
 use arc_swap::{ArcSwap, Guard};
 use foldhash::fast::RandomState;
-use hashbrown::HashTable;
 
 use super::error::{EdgeError, ErrorKind};
 use super::model::Chain;
@@ -26,6 +27,8 @@ pub struct Snapshot {
     /// By `id - 1`.
     chains: Vec<Arc<Chain>>,
     zones: HashMap<Arc<str>, Arc<Zone>>,
+    /// Precomputed errors, shared by the records of both indexes.
+    errors: Vec<EdgeError>,
     miss: EdgeError,
     direct_ip: EdgeError,
 }
@@ -47,17 +50,22 @@ impl Snapshot {
     }
 
     pub(super) fn from_parts(
-        exact: Vec<(Arc<str>, Outcome)>,
-        wildcard: Vec<(Arc<str>, Outcome)>,
+        exact: Vec<(String, Outcome)>,
+        wildcard: Vec<(String, Outcome)>,
         chains: Vec<Arc<Chain>>,
         zones: HashMap<Arc<str>, Arc<Zone>>,
     ) -> Snapshot {
         let hasher = RandomState::default();
+        let mut errors = Vec::new();
+        let exact = Index::new(exact, 0, hasher.clone(), &mut errors);
+        let wildcard = Index::new(wildcard, 2, hasher, &mut errors);
+        errors.shrink_to_fit();
         Snapshot {
-            exact: Index::new(exact, 0, hasher.clone()),
-            wildcard: Index::new(wildcard, 2, hasher),
+            exact,
+            wildcard,
             chains,
             zones,
+            errors,
             miss: EdgeError::new(
                 ErrorKind::NoRoute,
                 "no proxied DNS record and no custom hostname on this edge matches this hostname",
@@ -79,14 +87,14 @@ impl Snapshot {
         };
         key.copy_from_slice(host.as_bytes());
         key.make_ascii_lowercase();
-        if let Some(outcome) = self.exact.get(key) {
-            return outcome.clone();
+        if let Some(stored) = self.exact.get(key) {
+            return self.outcome(stored);
         }
         if let Some(dot) = key.iter().position(|&b| b == b'.')
             && dot > 0
-            && let Some(outcome) = self.wildcard.get(&key[dot + 1..])
+            && let Some(stored) = self.wildcard.get(&key[dot + 1..])
         {
-            return outcome.clone();
+            return self.outcome(stored);
         }
         if host.is_empty() || is_ip_literal(host) {
             return Err(self.direct_ip.clone());
@@ -94,25 +102,30 @@ impl Snapshot {
         Err(self.miss.clone())
     }
 
+    fn outcome(&self, stored: &Stored) -> Result<Arc<Chain>, EdgeError> {
+        match stored {
+            Stored::Chain(chain) => Ok(chain.clone()),
+            Stored::Error(i) => Err(self.errors[*i as usize].clone()),
+        }
+    }
+
     /// Every hostname with a chain, and every blocked custom hostname.
     pub fn routes(&self) -> impl Iterator<Item = Route<'_>> + '_ {
-        self.exact
-            .entries
-            .iter()
-            .chain(self.wildcard.entries.iter())
-            .filter_map(|(name, outcome)| match outcome {
-                Ok(chain) => Some(Route {
-                    hostname: name,
+        self.exact.iter().chain(self.wildcard.iter()).filter_map(
+            |(hostname, stored)| match stored {
+                Stored::Chain(chain) => Some(Route {
+                    hostname,
                     chain_id: chain.id,
                     blocked: false,
                 }),
-                Err(e) if e.kind() == ErrorKind::HostnameBlocked => Some(Route {
-                    hostname: name,
-                    chain_id: 0,
-                    blocked: true,
-                }),
-                Err(_) => None,
-            })
+                Stored::Error(i) => (self.errors[*i as usize].kind() == ErrorKind::HostnameBlocked)
+                    .then_some(Route {
+                        hostname,
+                        chain_id: 0,
+                        blocked: true,
+                    }),
+            },
+        )
     }
 
     pub fn chain(&self, id: u32) -> Option<&Arc<Chain>> {
@@ -126,7 +139,7 @@ impl Snapshot {
 
     /// Hostnames (exact and wildcard) with an outcome.
     pub fn len(&self) -> usize {
-        self.exact.entries.len() + self.wildcard.entries.len()
+        self.exact.len() + self.wildcard.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -134,41 +147,130 @@ impl Snapshot {
     }
 }
 
-/// A hash table of positions into `entries`: 4 bytes a slot, the names
-/// themselves shared with the chains that carry them.
+/// What a record points at: errors live once in [`Snapshot::errors`] so a
+/// record stays 16 bytes of outcome.
+enum Stored {
+    Chain(Arc<Chain>),
+    Error(u32),
+}
+
+/// Names up to this many bytes live inside their record, so one cache line
+/// holds both the key to compare and the outcome.
+const INLINE: usize = 31;
+
+struct Record {
+    outcome: Stored,
+    len: u8,
+    /// The name, or for longer names its offset in [`Index::long_names`].
+    name: [u8; INLINE],
+}
+
+/// Open addressing with linear probing over `(tag << 32) | (record + 1)`
+/// slots, at most half full: a hit costs one slot read, one record read and
+/// the chain's reference count.
 struct Index {
-    table: HashTable<u32>,
-    entries: Vec<(Arc<str>, Outcome)>,
+    slots: Box<[u64]>,
+    records: Box<[Record]>,
+    long_names: String,
     /// Bytes of each name that are not part of the key (`*.` for wildcards).
     skip: usize,
     hasher: RandomState,
 }
 
 impl Index {
-    fn new(mut entries: Vec<(Arc<str>, Outcome)>, skip: usize, hasher: RandomState) -> Index {
-        entries.shrink_to_fit();
-        let mut table = HashTable::with_capacity(entries.len());
-        for (i, (name, _)) in entries.iter().enumerate() {
-            let hash = hasher.hash_one(&name.as_bytes()[skip..]);
-            let i = u32::try_from(i).expect("fewer than 2^32 hostnames");
-            table.insert_unique(hash, i, |&j| {
-                hasher.hash_one(&entries[j as usize].0.as_bytes()[skip..])
-            });
-        }
-        Index {
-            table,
-            entries,
+    fn new(
+        entries: Vec<(String, Outcome)>,
+        skip: usize,
+        hasher: RandomState,
+        errors: &mut Vec<EdgeError>,
+    ) -> Index {
+        let capacity = (entries.len() * 2).next_power_of_two().max(16);
+        let mut index = Index {
+            slots: vec![0; capacity].into_boxed_slice(),
+            records: Box::default(),
+            long_names: String::new(),
             skip,
             hasher,
+        };
+        let mut records = Vec::with_capacity(entries.len());
+        for (name, outcome) in entries {
+            let len = u8::try_from(name.len()).expect("hostnames are at most 255 bytes");
+            let mut inline = [0u8; INLINE];
+            if name.len() <= INLINE {
+                inline[..name.len()].copy_from_slice(name.as_bytes());
+            } else {
+                let offset = u32::try_from(index.long_names.len()).expect("under 4 GiB of names");
+                inline[..4].copy_from_slice(&offset.to_le_bytes());
+                index.long_names.push_str(&name);
+            }
+            let outcome = match outcome {
+                Ok(chain) => Stored::Chain(chain),
+                Err(e) => {
+                    errors.push(e);
+                    Stored::Error(u32::try_from(errors.len() - 1).expect("fewer than 2^32 errors"))
+                }
+            };
+            records.push(Record {
+                outcome,
+                len,
+                name: inline,
+            });
+        }
+        index.long_names.shrink_to_fit();
+        index.records = records.into_boxed_slice();
+        let mask = index.slots.len() - 1;
+        for r in 0..index.records.len() {
+            let hash = index
+                .hasher
+                .hash_one(&index.name(&index.records[r])[skip..]);
+            let mut i = hash as usize & mask;
+            while index.slots[i] != 0 {
+                i = (i + 1) & mask;
+            }
+            index.slots[i] = (hash & 0xffff_ffff_0000_0000) | (r as u64 + 1);
+        }
+        index
+    }
+
+    fn name<'a>(&'a self, record: &'a Record) -> &'a [u8] {
+        let len = usize::from(record.len);
+        if len <= INLINE {
+            &record.name[..len]
+        } else {
+            let offset = u32::from_le_bytes(record.name[..4].try_into().expect("4 bytes")) as usize;
+            &self.long_names.as_bytes()[offset..offset + len]
         }
     }
 
-    fn get(&self, key: &[u8]) -> Option<&Outcome> {
+    fn get(&self, key: &[u8]) -> Option<&Stored> {
         let hash = self.hasher.hash_one(key);
-        let i = self.table.find(hash, |&i| {
-            &self.entries[i as usize].0.as_bytes()[self.skip..] == key
-        })?;
-        Some(&self.entries[*i as usize].1)
+        let mask = self.slots.len() - 1;
+        let mut i = hash as usize & mask;
+        // At most half full, so an empty slot ends every probe sequence.
+        loop {
+            let slot = self.slots[i];
+            if slot == 0 {
+                return None;
+            }
+            if slot >> 32 == hash >> 32 {
+                let record = &self.records[(slot as u32 - 1) as usize];
+                if self.name(record).get(self.skip..) == Some(key) {
+                    return Some(&record.outcome);
+                }
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&str, &Stored)> + '_ {
+        self.records.iter().map(|r| {
+            let name = std::str::from_utf8(self.name(r)).expect("names are stored from str");
+            (name, &r.outcome)
+        })
+    }
+
+    fn len(&self) -> usize {
+        self.records.len()
     }
 }
 

@@ -229,7 +229,7 @@ fn resolution_table() {
                 assert_eq!(&ids, stages, "{case}: stages");
                 assert_eq!(chain.o2o, *o2o, "{case}: o2o");
                 assert_eq!(&*chain.origin.host, *origin, "{case}: origin");
-                let got_ch = chain.custom_hostname.as_ref().map(|h| &*h.id);
+                let got_ch = chain.custom_hostname.as_ref().map(|h| h.id());
                 assert_eq!(got_ch, *ch, "{case}: custom hostname");
                 assert_eq!(snapshot.chain(chain.id), Some(chain), "{case}: chain id");
             }
@@ -431,4 +431,40 @@ fn activation_from_own_zones_then_routing() {
     let chain = live.load().resolve("pending.example.com").unwrap();
     assert_eq!(chain.stages.len(), 2);
     assert!(chain.o2o);
+}
+
+#[test]
+fn long_names_and_many_entries() {
+    let mut state = fixture();
+    let long_label = "l".repeat(60);
+    let long = format!("{long_label}.{long_label}.{long_label}.{long_label}.example.com");
+    assert!(long.len() > 240 && long.len() <= 255);
+    let zc = state.zones.iter_mut().find(|z| z.zone.id == "zc").unwrap();
+    for i in 0..2000 {
+        zc.dns_records.push(crate::state::DnsRecord {
+            id: format!("bulk{i}"),
+            record_type: crate::state::RecordType::A,
+            name: if i == 0 {
+                long.clone()
+            } else {
+                format!("host{i}.example.com")
+            },
+            content: format!("198.18.{}.{}", i / 256, i % 256),
+            proxied: true,
+            ttl: 1,
+        });
+    }
+    state.validate().unwrap();
+    let snapshot = Snapshot::build(&state);
+    let chain = snapshot.resolve(&long.to_ascii_uppercase()).unwrap();
+    assert_eq!(&*chain.origin.host, "198.18.0.0");
+    for i in 1..2000 {
+        let chain = snapshot.resolve(&format!("host{i}.example.com")).unwrap();
+        assert_eq!(
+            *chain.origin.host,
+            *format!("198.18.{}.{}", i / 256, i % 256)
+        );
+    }
+    assert!(snapshot.routes().any(|r| r.hostname == long));
+    assert_eq!(snapshot.resolve(&long[1..]).unwrap_err().code(), 1001);
 }
