@@ -5,7 +5,7 @@
 //! stages, customer first, and is O2O only for a proxied CNAME straight from
 //! a zone of another account to the provider.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use super::error::{EdgeError, ErrorKind};
@@ -17,8 +17,10 @@ use crate::state::{
     RecordType, State, ZoneState,
 };
 
-pub(super) fn build(state: &State) -> Snapshot {
-    let mut b = Builder::new(state);
+/// Builds the snapshot of `state`; chains equal to one of `previous` keep its
+/// id, so the XDP route map only changes where routing did.
+pub(super) fn build(state: &State, previous: Option<&Snapshot>) -> Snapshot {
+    let mut b = Builder::new(state, Ids::new(previous));
     let mut exact: Vec<(String, Outcome)> = Vec::new();
     let mut wildcard: Vec<(String, Outcome)> = Vec::new();
     for (z, zs) in state.zones.iter().enumerate() {
@@ -61,13 +63,66 @@ pub(super) fn build(state: &State) -> Snapshot {
     let zones = state
         .zones
         .iter()
-        .map(|zs| (Arc::from(zs.zone.id.as_str()), Arc::new(zs.zone.clone())))
+        .zip(&b.stages)
+        .map(|(zs, stage)| (stage.zone_id.clone(), Arc::new(zs.zone.clone())))
         .collect();
-    Snapshot::from_parts(exact, wildcard, b.chains, zones)
+    let mut chains = vec![None; b.chains.iter().map(|c| c.id as usize).max().unwrap_or(0)];
+    for chain in b.chains {
+        let slot = chain.id as usize - 1;
+        chains[slot] = Some(chain);
+    }
+    Snapshot::from_parts(exact, wildcard, chains, zones)
 }
 
-struct Builder<'s> {
+/// Chain id allocation across snapshots: an unchanged chain keeps its id;
+/// new chains take ids free in the previous snapshot, lowest first.
+struct Ids<'p> {
+    previous: Option<&'p Snapshot>,
+    claimed: HashSet<u32>,
+    /// Ids unused by the previous snapshot, highest first.
+    holes: Vec<u32>,
+    next: u32,
+}
+
+impl<'p> Ids<'p> {
+    fn new(previous: Option<&'p Snapshot>) -> Self {
+        let (holes, next) = match previous {
+            None => (Vec::new(), 1),
+            Some(p) => {
+                let max = p.max_chain_id();
+                let holes = (1..=max)
+                    .rev()
+                    .filter(|&id| p.chain(id).is_none())
+                    .collect();
+                (holes, max + 1)
+            }
+        };
+        Ids {
+            previous,
+            claimed: HashSet::new(),
+            holes,
+            next,
+        }
+    }
+
+    /// The id for `draft`, first reached through the lower-case `name`.
+    fn assign(&mut self, name: &str, draft: &Chain) -> u32 {
+        if let Some(old) = self.previous.and_then(|p| p.chain_by_name(name))
+            && old.same_route(draft)
+            && self.claimed.insert(old.id)
+        {
+            return old.id;
+        }
+        self.holes.pop().unwrap_or_else(|| {
+            self.next += 1;
+            self.next - 1
+        })
+    }
+}
+
+struct Builder<'s, 'p> {
     zones: &'s [ZoneState],
+    ids: Ids<'p>,
     stages: Vec<Stage>,
     zone_by_name: HashMap<String, usize>,
     /// Per zone: records by lower-case name (wildcards as `*.suffix`).
@@ -81,10 +136,13 @@ struct Builder<'s> {
     origins: HashMap<Origin, Arc<Origin>>,
     /// Record chains are shared by every name with the same zone and origin.
     record_chains: HashMap<(usize, Arc<Origin>), Arc<Chain>>,
+    /// A wildcard custom hostname's chain is shared by the names it covers
+    /// through the same customer zone.
+    hostname_chains: HashMap<(String, Option<usize>), Arc<Chain>>,
 }
 
-impl<'s> Builder<'s> {
-    fn new(state: &'s State) -> Self {
+impl<'s, 'p> Builder<'s, 'p> {
+    fn new(state: &'s State, ids: Ids<'p>) -> Self {
         let zones = state.zones.as_slice();
         let mut ch_exact = HashMap::new();
         let mut ch_wildcard = HashMap::new();
@@ -99,6 +157,7 @@ impl<'s> Builder<'s> {
         }
         Builder {
             zones,
+            ids,
             stages: zones
                 .iter()
                 .map(|zs| Stage {
@@ -127,6 +186,7 @@ impl<'s> Builder<'s> {
             stage_lists: HashMap::new(),
             origins: HashMap::new(),
             record_chains: HashMap::new(),
+            hostname_chains: HashMap::new(),
         }
     }
 
@@ -220,7 +280,7 @@ impl<'s> Builder<'s> {
         if let Some(chain) = self.record_chains.get(&(z, origin.clone())) {
             return Ok(chain.clone());
         }
-        let chain = self.push_chain(None, z, false, origin.clone(), None);
+        let chain = self.push_chain(name, None, z, false, origin.clone(), None);
         self.record_chains.insert((z, origin), chain.clone());
         Ok(chain)
     }
@@ -343,6 +403,10 @@ impl<'s> Builder<'s> {
                     .record_for(c, name)
                     .is_some_and(|r| self.points_at_provider(r, p))
         });
+        let shared = (ch.id.clone(), o2o_customer);
+        if let Some(chain) = self.hostname_chains.get(&shared) {
+            return Ok(chain.clone());
+        }
         let metadata = ch
             .custom_metadata
             .as_ref()
@@ -353,13 +417,16 @@ impl<'s> Builder<'s> {
             metadata,
             ch.ssl.settings.min_tls_version,
         );
-        Ok(self.push_chain(
+        let chain = self.push_chain(
+            name,
             o2o_customer,
             p,
             o2o_customer.is_some(),
             origin,
             Some(hostname),
-        ))
+        );
+        self.hostname_chains.insert(shared, chain.clone());
+        Ok(chain)
     }
 
     /// O2O needs a proxied CNAME straight to the provider: its CNAME target or
@@ -386,6 +453,7 @@ impl<'s> Builder<'s> {
 
     fn push_chain(
         &mut self,
+        name: &str,
         customer: Option<usize>,
         provider: usize,
         o2o: bool,
@@ -403,14 +471,15 @@ impl<'s> Builder<'s> {
                     .collect()
             })
             .clone();
-        let id = u32::try_from(self.chains.len() + 1).expect("fewer than 2^32 chains");
-        let chain = Arc::new(Chain {
-            id,
+        let mut chain = Chain {
+            id: 0,
             stages,
             o2o,
             origin,
             custom_hostname,
-        });
+        };
+        chain.id = self.ids.assign(name, &chain);
+        let chain = Arc::new(chain);
         self.chains.push(chain.clone());
         chain
     }

@@ -15,7 +15,8 @@ pub struct Stage {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Chain {
-    /// Small and dense (from 1), unique per distinct chain within a snapshot:
+    /// Small (from 1), unique per distinct chain within a snapshot and kept
+    /// by an unchanged chain across [`Snapshot::rebuild`](super::Snapshot::rebuild):
     /// the value the XDP route map stores per hostname.
     pub id: u32,
     /// One or two stages, customer first; shared between chains.
@@ -34,6 +35,14 @@ impl Chain {
         &self.stages[self.stages.len() - 1]
     }
 
+    /// Everything but the id is equal: the same stages, origin and hostname.
+    pub fn same_route(&self, other: &Chain) -> bool {
+        *self.stages == *other.stages
+            && self.o2o == other.o2o
+            && self.origin == other.origin
+            && self.custom_hostname == other.custom_hostname
+    }
+
     /// The customer's stage of an O2O chain.
     pub fn customer(&self) -> Option<&Stage> {
         (self.stages.len() == 2).then(|| &self.stages[0])
@@ -45,7 +54,7 @@ pub struct ChainHostname {
     /// The id followed by the hostname: one allocation for both, since there
     /// is one of these per custom hostname.
     names: Arc<str>,
-    id_len: usize,
+    id_len: u16,
     /// `custom_metadata` serialised as JSON: the value of `cf.hostname.metadata`.
     pub metadata: Option<Arc<str>>,
     pub min_tls_version: Option<MinTlsVersion>,
@@ -60,19 +69,19 @@ impl ChainHostname {
     ) -> Self {
         ChainHostname {
             names: format!("{id}{}", hostname.to_ascii_lowercase()).into(),
-            id_len: id.len(),
+            id_len: u16::try_from(id.len()).expect("ids are short"),
             metadata,
             min_tls_version,
         }
     }
 
     pub fn id(&self) -> &str {
-        &self.names[..self.id_len]
+        &self.names[..usize::from(self.id_len)]
     }
 
     /// As configured, lower-case; `*.example.com` for a wildcard.
     pub fn hostname(&self) -> &str {
-        &self.names[self.id_len..]
+        &self.names[usize::from(self.id_len)..]
     }
 }
 

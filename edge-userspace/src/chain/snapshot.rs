@@ -24,8 +24,8 @@ pub struct Snapshot {
     exact: Index,
     /// Keyed by the name below `*.`; a wildcard covers exactly one label.
     wildcard: Index,
-    /// By `id - 1`.
-    chains: Vec<Arc<Chain>>,
+    /// By `id - 1`; ids freed since the previous snapshot are holes.
+    chains: Vec<Option<Arc<Chain>>>,
     zones: HashMap<Arc<str>, Arc<Zone>>,
     /// Precomputed errors, shared by the records of both indexes.
     errors: Vec<EdgeError>,
@@ -46,13 +46,19 @@ pub struct Route<'a> {
 
 impl Snapshot {
     pub fn build(state: &State) -> Snapshot {
-        super::build::build(state)
+        super::build::build(state, None)
+    }
+
+    /// The snapshot of `state`, where every chain equal to one of `self` keeps
+    /// its id.
+    pub fn rebuild(&self, state: &State) -> Snapshot {
+        super::build::build(state, Some(self))
     }
 
     pub(super) fn from_parts(
         exact: Vec<(String, Outcome)>,
         wildcard: Vec<(String, Outcome)>,
-        chains: Vec<Arc<Chain>>,
+        chains: Vec<Option<Arc<Chain>>>,
         zones: HashMap<Arc<str>, Arc<Zone>>,
     ) -> Snapshot {
         let hasher = RandomState::default();
@@ -87,6 +93,10 @@ impl Snapshot {
         };
         key.copy_from_slice(host.as_bytes());
         key.make_ascii_lowercase();
+        if key.first() == Some(&b'*') {
+            // A wildcard is a pattern, never a name a client may ask for.
+            return Err(self.miss.clone());
+        }
         if let Some(stored) = self.exact.get(key) {
             return self.outcome(stored);
         }
@@ -129,7 +139,25 @@ impl Snapshot {
     }
 
     pub fn chain(&self, id: u32) -> Option<&Arc<Chain>> {
-        self.chains.get(id.checked_sub(1)? as usize)
+        self.chains.get(id.checked_sub(1)? as usize)?.as_ref()
+    }
+
+    /// The highest chain id in use (0 when there are none), for sizing BPF maps.
+    pub fn max_chain_id(&self) -> u32 {
+        u32::try_from(self.chains.len()).expect("chain ids are u32")
+    }
+
+    /// The chain stored under a lower-case name as the index keeps it
+    /// (`*.example.com` for wildcards).
+    pub(super) fn chain_by_name(&self, name: &str) -> Option<&Arc<Chain>> {
+        let stored = match name.strip_prefix("*.") {
+            Some(suffix) => self.wildcard.get(suffix.as_bytes()),
+            None => self.exact.get(name.as_bytes()),
+        };
+        match stored? {
+            Stored::Chain(chain) => Some(chain),
+            Stored::Error(_) => None,
+        }
     }
 
     /// The zone's settings and rulesets as of this snapshot.

@@ -210,6 +210,7 @@ const CASES: &[(&str, &str, Want)] = &[
     ("case-insensitive", "O2O.Example.COM", C(&["zc", "zp"], true, "192.0.2.20", Some("ch-o2o"))),
     ("trailing dot", "o2o.example.com.", C(&["zc", "zp"], true, "192.0.2.20", Some("ch-o2o"))),
     ("case and trailing dot on a wildcard", "ANY.Shops.Com.", C(&["zp"], false, "192.0.2.20", Some("ch-wild"))),
+    ("a wildcard pattern is not a name", "*.shops.com", E(1001, "no proxied DNS record")),
     ("unknown name in a known zone", "unknown.example.com", E(1001, "no proxied DNS record")),
     ("nothing matches", "nothing.nowhere.test", E(1001, "no proxied DNS record")),
     ("bare IPv4", "192.0.2.1", E(1003, "IP address")),
@@ -467,4 +468,73 @@ fn long_names_and_many_entries() {
     }
     assert!(snapshot.routes().any(|r| r.hostname == long));
     assert_eq!(snapshot.resolve(&long[1..]).unwrap_err().code(), 1001);
+}
+
+#[test]
+fn unchanged_chains_keep_their_ids() {
+    let state = fixture();
+    let first = Snapshot::build(&state);
+    let ids = |s: &Snapshot| -> std::collections::BTreeMap<String, u32> {
+        s.routes()
+            .map(|r| (r.hostname.to_string(), r.chain_id))
+            .collect()
+    };
+    let same = first.rebuild(&state);
+    assert_eq!(ids(&first), ids(&same));
+    assert_eq!(first.max_chain_id(), same.max_chain_id());
+
+    let moved = state
+        .apply(crate::state::Change::PutCustomHostname {
+            zone_id: "zp".into(),
+            custom_hostname: {
+                let mut ch = state.zone("zp").unwrap().custom_hostnames[1].clone();
+                assert_eq!(ch.hostname, "grey.example.com");
+                ch.custom_origin_server = Some("custom-origin.saasprovider.com".into());
+                ch
+            },
+        })
+        .unwrap();
+    let second = same.rebuild(&moved);
+    let (before, after) = (ids(&same), ids(&second));
+    for (host, id) in &before {
+        if host == "grey.example.com" {
+            assert_ne!(after[host], *id, "a changed chain gets a new id");
+            assert!(
+                same.chain(after[host]).is_none(),
+                "new ids do not reuse live ones"
+            );
+        } else {
+            assert_eq!(after[host], *id, "{host} kept its id");
+        }
+    }
+
+    let deleted = moved
+        .apply(crate::state::Change::DeleteCustomHostname {
+            zone_id: "zp".into(),
+            id: "ch-o2o".into(),
+        })
+        .unwrap();
+    let third = second.rebuild(&deleted);
+    let freed = ids(&second)["o2o.example.com"];
+    assert!(third.chain(freed).is_none());
+    let added = deleted
+        .apply(crate::state::Change::PutDnsRecord {
+            zone_id: "zc".into(),
+            record: crate::state::DnsRecord {
+                id: "r-new".into(),
+                record_type: crate::state::RecordType::A,
+                name: "new.example.com".into(),
+                content: "203.0.113.77".into(),
+                proxied: true,
+                ttl: 1,
+            },
+        })
+        .unwrap();
+    let fourth = third.rebuild(&added);
+    assert_eq!(
+        fourth.resolve("new.example.com").unwrap().id,
+        freed,
+        "freed ids are reused"
+    );
+    assert_eq!(fourth.max_chain_id(), third.max_chain_id());
 }
