@@ -33,7 +33,7 @@ pub const EDGE_OWNED_HEADERS: [&str; 5] = [
 #[derive(Debug)]
 pub enum ValueSource {
     Static(Bytes),
-    Dynamic(Expression),
+    Dynamic(Box<Expression>),
 }
 
 #[derive(Debug)]
@@ -614,7 +614,7 @@ impl RuleCompiler<'_> {
         match (&v.value, &v.expression) {
             (Some(s), None) => Ok(ValueSource::Static(Bytes::from(s.clone()))),
             (None, Some(e)) => Expression::compile(e, self.kind(true))
-                .map(ValueSource::Dynamic)
+                .map(|e| ValueSource::Dynamic(Box::new(e)))
                 .map_err(|err| self.err(&format!("{field}.expression"), err.to_string())),
             _ => Err(self.err(field, "exactly one of `value` and `expression` is required")),
         }

@@ -156,7 +156,7 @@ pub(crate) enum CExpr {
     ToString(Box<CExpr>),
     RegexReplace(Box<CExpr>, Regex, Box<str>),
     WildcardReplace(Box<CExpr>, Regex, Box<str>),
-    Compare(Box<CExpr>, Matcher),
+    Compare(Box<CExpr>, Box<Matcher>),
     Not(Box<CExpr>),
     And(Box<[CExpr]>),
     Xor(Box<[CExpr]>),
@@ -213,7 +213,7 @@ fn lower_with(node: &Node, star: &mut Option<ArraySrc>) -> CExpr {
         // A map indexed but not then indexed again is an array: only valid
         // under `[*]` or `len`, handled by their parents.
         Node::Index(_, IndexKey::Key(_)) | Node::Expand(_) => CExpr::Elem,
-        Node::Compare(lhs, rhs) => CExpr::Compare(sub(lhs), Matcher::new(rhs)),
+        Node::Compare(lhs, rhs) => CExpr::Compare(sub(lhs), Box::new(Matcher::new(rhs))),
         Node::Not(n) => CExpr::Not(sub(n)),
         Node::And(v) => CExpr::And(v.iter().map(|n| take_expand(n, star)).collect()),
         Node::Xor(v) => CExpr::Xor(v.iter().map(|n| take_expand(n, star)).collect()),

@@ -89,7 +89,8 @@ impl IpSet {
         let [v6, v4] = by_len;
         for (fam, map) in [(&mut set.v6, v6), (&mut set.v4, v4)] {
             fam.prefixes = map.into_iter().collect();
-            fam.prefixes.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+            fam.prefixes
+                .sort_unstable_by_key(|p| std::cmp::Reverse(p.0));
         }
         set
     }

@@ -17,13 +17,17 @@ pub(crate) fn segments(pattern: &[u8]) -> Vec<Vec<u8>> {
     while i < pattern.len() {
         match pattern[i] {
             b'\\' if matches!(pattern.get(i + 1), Some(b'*' | b'\\')) => {
-                out.last_mut().map(|s| s.push(pattern[i + 1]));
+                if let Some(s) = out.last_mut() {
+                    s.push(pattern[i + 1]);
+                }
                 i += 2;
                 continue;
             }
             b'*' => out.push(Vec::new()),
             c => {
-                out.last_mut().map(|s| s.push(c));
+                if let Some(s) = out.last_mut() {
+                    s.push(c);
+                }
             }
         }
         i += 1;
