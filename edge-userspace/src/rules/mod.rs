@@ -24,3 +24,6 @@ pub use expression::{Expression, FieldValue};
 pub use model::{Phase, Ruleset};
 pub use ratelimit::{Clock, ManualClock, SystemClock};
 pub use scheme::{ExprKind, Field, Type};
+
+#[cfg(test)]
+mod tests;
