@@ -204,3 +204,6 @@ pub fn run_response(
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
