@@ -2,4 +2,5 @@
 
 pub mod chain;
 pub mod rules;
+pub mod stages;
 pub mod state;

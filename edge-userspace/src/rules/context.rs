@@ -1,0 +1,217 @@
+//! Field values of one request, computed on demand from `http` parts: the
+//! request is never copied, and a field nobody reads costs nothing.
+
+use std::borrow::Cow;
+use std::net::IpAddr;
+
+use http::header::{COOKIE, HOST, REFERER, USER_AGENT};
+use http::{HeaderMap, HeaderName, Uri, Version, request, response};
+
+use super::scheme::Field;
+
+/// A value during evaluation; bytes borrow from the request whenever possible.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Val<'a> {
+    Bytes(Cow<'a, [u8]>),
+    Int(i64),
+    Bool(bool),
+    Ip(IpAddr),
+}
+
+impl<'a> Val<'a> {
+    pub(crate) fn bytes(&self) -> &[u8] {
+        match self {
+            Val::Bytes(b) => b,
+            _ => b"",
+        }
+    }
+
+    pub(crate) fn into_bytes(self) -> Cow<'a, [u8]> {
+        match self {
+            Val::Bytes(b) => b,
+            Val::Int(i) => Cow::Owned(i.to_string().into_bytes()),
+            Val::Bool(b) => Cow::Borrowed(if b { b"true" } else { b"false" }),
+            Val::Ip(ip) => Cow::Owned(ip.to_string().into_bytes()),
+        }
+    }
+}
+
+/// What the edge knows about the client and the hostname, outside the HTTP head.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientInfo<'m> {
+    pub ip: IpAddr,
+    pub tls: bool,
+    /// The custom hostname's `custom_metadata`, for `cf.hostname.metadata`.
+    pub metadata: Option<&'m serde_json::Value>,
+}
+
+/// The client's request as it arrived, for `raw.*` fields. The URI clone is
+/// reference-counted; headers are only kept when some rule reads them.
+#[derive(Debug, Clone)]
+pub struct RawRequest {
+    pub uri: Uri,
+    pub headers: Option<HeaderMap>,
+}
+
+impl RawRequest {
+    pub fn capture(req: &request::Parts, keep_headers: bool) -> Self {
+        RawRequest {
+            uri: req.uri.clone(),
+            headers: keep_headers.then(|| req.headers.clone()),
+        }
+    }
+}
+
+/// Which header map a header field reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeaderSource {
+    Request,
+    Raw,
+    Response,
+}
+
+/// Everything an expression can read, by reference.
+#[derive(Clone, Copy)]
+pub struct Ctx<'a> {
+    pub req: &'a request::Parts,
+    pub raw: &'a RawRequest,
+    pub client: &'a ClientInfo<'a>,
+    pub resp: Option<&'a response::Parts>,
+}
+
+static EMPTY_HEADERS: std::sync::LazyLock<HeaderMap> = std::sync::LazyLock::new(HeaderMap::new);
+
+impl<'a> Ctx<'a> {
+    pub fn headers(&self, src: HeaderSource) -> &'a HeaderMap {
+        match src {
+            HeaderSource::Request => &self.req.headers,
+            HeaderSource::Raw => self.raw.headers.as_ref().unwrap_or(&self.req.headers),
+            HeaderSource::Response => self.resp.map_or(&EMPTY_HEADERS, |r| &r.headers),
+        }
+    }
+
+    fn first_header(&self, name: &HeaderName) -> &'a [u8] {
+        self.req.headers.get(name).map_or(b"", |v| v.as_bytes())
+    }
+
+    /// All values of a request header joined by `sep` (borrowed when there is one).
+    fn joined_header(&self, name: &HeaderName, sep: &[u8]) -> Cow<'a, [u8]> {
+        let mut values = self.req.headers.get_all(name).iter();
+        let Some(first) = values.next() else {
+            return Cow::Borrowed(b"");
+        };
+        let mut rest = values.peekable();
+        if rest.peek().is_none() {
+            return Cow::Borrowed(first.as_bytes());
+        }
+        let mut out = first.as_bytes().to_vec();
+        for v in rest {
+            out.extend_from_slice(sep);
+            out.extend_from_slice(v.as_bytes());
+        }
+        Cow::Owned(out)
+    }
+
+    pub fn host(&self) -> &'a [u8] {
+        match self.req.headers.get(HOST) {
+            Some(h) => h.as_bytes(),
+            None => self.req.uri.host().unwrap_or("").as_bytes(),
+        }
+    }
+
+    fn full_uri(&self, uri: &Uri) -> Cow<'a, [u8]> {
+        let scheme: &[u8] = if self.client.tls {
+            b"https://"
+        } else {
+            b"http://"
+        };
+        let mut out = scheme.to_vec();
+        out.extend_from_slice(self.host());
+        out.extend_from_slice(path_and_query(uri).as_bytes());
+        Cow::Owned(out)
+    }
+
+    /// A scalar field's value. Array and map fields are read by `arrays`.
+    pub fn field(&self, f: Field) -> Val<'a> {
+        let b = |s: &'a [u8]| Val::Bytes(Cow::Borrowed(s));
+        match f {
+            Field::Host => b(self.host()),
+            Field::Method => b(self.req.method.as_str().as_bytes()),
+            Field::Uri => b(path_and_query(&self.req.uri).as_bytes()),
+            Field::UriPath => b(self.req.uri.path().as_bytes()),
+            Field::UriPathExtension => Val::Bytes(extension(self.req.uri.path())),
+            Field::UriQuery => b(self.req.uri.query().unwrap_or("").as_bytes()),
+            Field::FullUri => Val::Bytes(self.full_uri(&self.req.uri)),
+            Field::Version => b(version(self.req.version)),
+            Field::Cookie => Val::Bytes(self.joined_header(&COOKIE, b"; ")),
+            Field::UserAgent => b(self.first_header(&USER_AGENT)),
+            Field::Referer => b(self.first_header(&REFERER)),
+            Field::XForwardedFor => Val::Bytes(self.joined_header(&X_FORWARDED_FOR, b", ")),
+            Field::IpSrc => Val::Ip(self.client.ip.to_canonical()),
+            Field::Ssl => Val::Bool(self.client.tls),
+            Field::HostnameMetadata => match self.client.metadata {
+                Some(m) => Val::Bytes(Cow::Owned(serde_json::to_vec(m).unwrap_or_default())),
+                None => b(b""),
+            },
+            Field::RawUri => b(path_and_query(&self.raw.uri).as_bytes()),
+            Field::RawUriPath => b(self.raw.uri.path().as_bytes()),
+            Field::RawUriPathExtension => Val::Bytes(extension(self.raw.uri.path())),
+            Field::RawUriQuery => b(self.raw.uri.query().unwrap_or("").as_bytes()),
+            Field::RawFullUri => Val::Bytes(self.full_uri(&self.raw.uri)),
+            Field::ResponseCode => Val::Int(self.resp.map_or(0, |r| i64::from(r.status.as_u16()))),
+            Field::Headers
+            | Field::HeaderNames
+            | Field::HeaderValues
+            | Field::Cookies
+            | Field::RawHeaders
+            | Field::RawHeaderNames
+            | Field::RawHeaderValues
+            | Field::ResponseHeaders
+            | Field::ResponseHeaderNames
+            | Field::ResponseHeaderValues => b(b""),
+        }
+    }
+}
+
+pub(crate) static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
+pub(crate) fn path_and_query(uri: &Uri) -> &str {
+    uri.path_and_query().map_or("/", |pq| pq.as_str())
+}
+
+fn version(v: Version) -> &'static [u8] {
+    match v {
+        Version::HTTP_09 => b"HTTP/0.9",
+        Version::HTTP_10 => b"HTTP/1.0",
+        Version::HTTP_2 => b"HTTP/2",
+        Version::HTTP_3 => b"HTTP/3",
+        _ => b"HTTP/1.1",
+    }
+}
+
+/// The lower-cased extension of the last path segment, without the dot.
+pub(crate) fn extension(path: &str) -> Cow<'_, [u8]> {
+    let last = path.rsplit('/').next().unwrap_or("");
+    let ext = last.rsplit_once('.').map_or("", |(_, e)| e).as_bytes();
+    if ext.iter().any(u8::is_ascii_uppercase) {
+        Cow::Owned(ext.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(ext)
+    }
+}
+
+/// Values of cookie `name` in the `Cookie` headers, in order.
+pub(crate) fn cookie_values<'a>(
+    headers: &'a HeaderMap,
+    name: &'a [u8],
+) -> impl Iterator<Item = &'a [u8]> + 'a {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&c| c == b';'))
+        .filter_map(move |pair| {
+            let pair = pair.trim_ascii();
+            let eq = pair.iter().position(|&c| c == b'=')?;
+            (pair[..eq].trim_ascii() == name).then(|| pair[eq + 1..].trim_ascii())
+        })
+}

@@ -1,0 +1,400 @@
+//! One phase of one zone. Rules see the request as it was when the phase
+//! started: changes are collected while the phase borrows the request and
+//! applied when it ends, in rule order, so later rules overwrite earlier ones.
+
+use bytes::Bytes;
+use http::header::LOCATION;
+use http::uri::PathAndQuery;
+use http::{HeaderMap, HeaderName, HeaderValue, Uri, request, response};
+
+use super::trace::{PhaseTrace, RuleResult, RuleTrace};
+use super::{RouteOverride, TerminalResponse};
+use crate::rules::context::path_and_query;
+use crate::rules::model::HeaderOperation;
+use crate::rules::{
+    CannedResponse, ClientInfo, CompiledAction, CompiledRule, Ctx, Phase, RawRequest, ValueSource,
+};
+
+/// State of one zone stage across its phases.
+#[derive(Debug, Default)]
+pub(crate) struct StageState {
+    /// Phases a `skip` rule named, as bits of their position in `Phase::REQUEST`.
+    skipped: u8,
+    pub(crate) route: RouteOverride,
+}
+
+fn phase_bit(p: Phase) -> u8 {
+    Phase::REQUEST
+        .iter()
+        .position(|q| *q == p)
+        .map_or(0, |i| 1 << i)
+}
+
+impl StageState {
+    pub(crate) fn is_skipped(&self, p: Phase) -> bool {
+        self.skipped & phase_bit(p) != 0
+    }
+}
+
+#[derive(Default)]
+struct Changes {
+    path: Option<Vec<u8>>,
+    query: Option<Vec<u8>>,
+    headers: Vec<(HeaderName, HeaderOperation, Option<HeaderValue>)>,
+}
+
+/// What a matched rule did, for the trace.
+enum Effect {
+    Continue(Option<String>),
+    StopPhase(String),
+    Terminate(TerminalResponse, String),
+}
+
+fn value_of<'a>(v: &'a ValueSource, ctx: &Ctx<'a>) -> std::borrow::Cow<'a, [u8]> {
+    match v {
+        ValueSource::Static(b) => std::borrow::Cow::Borrowed(b.as_ref()),
+        ValueSource::Dynamic(e) => e.value(ctx),
+    }
+}
+
+fn canned(c: &CannedResponse) -> TerminalResponse {
+    TerminalResponse {
+        status: c.status,
+        headers: c.headers(),
+        body: c.body.clone(),
+    }
+}
+
+fn apply_rule(
+    rule: &CompiledRule,
+    ctx: &Ctx<'_>,
+    state: &mut StageState,
+    changes: &mut Changes,
+    tracing: bool,
+) -> Effect {
+    let note = |s: String| tracing.then_some(s);
+    match &rule.action {
+        CompiledAction::Redirect {
+            target,
+            status,
+            preserve_query_string,
+        } => {
+            let mut location = value_of(target, ctx).into_owned();
+            if *preserve_query_string && let Some(q) = ctx.req.uri.query().filter(|q| !q.is_empty())
+            {
+                location.push(if location.contains(&b'?') { b'&' } else { b'?' });
+                location.extend_from_slice(q.as_bytes());
+            }
+            match HeaderValue::from_bytes(&location) {
+                Ok(v) if !location.is_empty() => {
+                    let mut headers = HeaderMap::with_capacity(1);
+                    headers.insert(LOCATION, v);
+                    let what = format!(
+                        "redirect {} to {}",
+                        status.as_u16(),
+                        String::from_utf8_lossy(&location)
+                    );
+                    Effect::Terminate(
+                        TerminalResponse {
+                            status: *status,
+                            headers,
+                            body: Bytes::new(),
+                        },
+                        what,
+                    )
+                }
+                _ => {
+                    tracing::warn!(
+                        rule = rule.index,
+                        "redirect target is not a valid Location; rule ignored"
+                    );
+                    Effect::Continue(note("redirect target invalid, ignored".into()))
+                }
+            }
+        }
+        CompiledAction::RewriteUri { path, query } => {
+            let mut what = Vec::new();
+            if let Some(p) = path {
+                let v = value_of(p, ctx);
+                if v.starts_with(b"/") && !v.contains(&b'?') && !v.contains(&b'#') {
+                    what.push(format!("path={}", String::from_utf8_lossy(&v)));
+                    changes.path = Some(v.into_owned());
+                } else {
+                    what.push("path value invalid, ignored".into());
+                }
+            }
+            if let Some(q) = query {
+                let v = value_of(q, ctx);
+                if !v.contains(&b'#') {
+                    what.push(format!("query={}", String::from_utf8_lossy(&v)));
+                    changes.query = Some(v.into_owned());
+                } else {
+                    what.push("query value invalid, ignored".into());
+                }
+            }
+            Effect::Continue(note(format!("rewrite {}", what.join(" "))))
+        }
+        CompiledAction::Headers(list) => {
+            let mut what = Vec::new();
+            for change in list {
+                let value = match &change.value {
+                    None => None,
+                    Some(v) => match HeaderValue::from_bytes(&value_of(v, ctx)) {
+                        Ok(v) => Some(v),
+                        Err(_) => {
+                            what.push(format!("{}: invalid value, ignored", change.name));
+                            continue;
+                        }
+                    },
+                };
+                if tracing {
+                    let op = match change.operation {
+                        HeaderOperation::Set => "set",
+                        HeaderOperation::Add => "add",
+                        HeaderOperation::Remove => "remove",
+                    };
+                    let shown = value
+                        .as_ref()
+                        .map(|v| format!("={}", String::from_utf8_lossy(v.as_bytes())))
+                        .unwrap_or_default();
+                    what.push(format!("{op} {}{shown}", change.name));
+                }
+                changes
+                    .headers
+                    .push((change.name.clone(), change.operation, value));
+            }
+            Effect::Continue(note(format!("headers: {}", what.join(", "))))
+        }
+        CompiledAction::Route {
+            host_header,
+            origin_host,
+            origin_port,
+            sni,
+        } => {
+            let r = &mut state.route;
+            if host_header.is_some() {
+                r.host_header.clone_from(host_header);
+            }
+            if origin_host.is_some() {
+                r.origin_host.clone_from(origin_host);
+            }
+            if origin_port.is_some() {
+                r.origin_port = *origin_port;
+            }
+            if sni.is_some() {
+                r.sni.clone_from(sni);
+            }
+            Effect::Continue(note(format!("route {r:?}")))
+        }
+        CompiledAction::Block(c) => {
+            Effect::Terminate(canned(c), format!("block {}", c.status.as_u16()))
+        }
+        CompiledAction::Skip {
+            rest_of_ruleset,
+            phases,
+        } => {
+            for p in phases {
+                state.skipped |= phase_bit(*p);
+            }
+            let names: Vec<_> = phases.iter().map(|p| p.as_str()).collect();
+            let what = format!(
+                "skip{}{}",
+                if *rest_of_ruleset {
+                    " rest of ruleset"
+                } else {
+                    ""
+                },
+                if names.is_empty() {
+                    String::new()
+                } else {
+                    format!(" phases {}", names.join(", "))
+                }
+            );
+            if *rest_of_ruleset {
+                Effect::StopPhase(what)
+            } else {
+                Effect::Continue(note(what))
+            }
+        }
+        CompiledAction::Log => {
+            tracing::info!(rule = rule.index, id = rule.id.as_deref().unwrap_or(""), uri = %ctx.req.uri, "rule matched (log)");
+            Effect::Continue(note("log".into()))
+        }
+        CompiledAction::RateLimit { limiter, response } => {
+            let d = limiter.hit(ctx);
+            if d.exceeded {
+                Effect::Terminate(
+                    canned(response),
+                    format!(
+                        "rate limited ({} requests in window) -> {}",
+                        d.count,
+                        response.status.as_u16()
+                    ),
+                )
+            } else {
+                Effect::Continue(note(format!("counted ({} requests in window)", d.count)))
+            }
+        }
+    }
+}
+
+/// Runs the rules of one phase against `ctx`, collecting changes.
+fn evaluate(
+    rules: &[CompiledRule],
+    ctx: &Ctx<'_>,
+    state: &mut StageState,
+    changes: &mut Changes,
+    mut trace: Option<&mut PhaseTrace>,
+) -> Option<TerminalResponse> {
+    let mut stop: Option<String> = None;
+    let mut terminal = None;
+    for rule in rules {
+        let mut entry = trace.is_some().then(|| RuleTrace {
+            index: rule.index,
+            id: rule.id.clone(),
+            description: rule.description.clone(),
+            expression: rule.filter.source().to_owned(),
+            result: RuleResult::NotMatched,
+            fields: Vec::new(),
+            action: None,
+        });
+        let skip_reason = match (&stop, rule.enabled) {
+            (Some(reason), _) => Some(reason.clone()),
+            (None, false) => Some("disabled".to_owned()),
+            (None, true) => None,
+        };
+        if let Some(reason) = skip_reason {
+            if let (Some(t), Some(mut e)) = (trace.as_deref_mut(), entry) {
+                e.result = RuleResult::Skipped(reason);
+                t.rules.push(e);
+            }
+            continue;
+        }
+        let matched = rule.filter.matches(ctx);
+        if let Some(e) = entry.as_mut() {
+            e.fields = rule.filter.field_values(ctx);
+        }
+        if matched {
+            let effect = apply_rule(rule, ctx, state, changes, entry.is_some());
+            if let Some(e) = entry.as_mut() {
+                e.result = RuleResult::Matched;
+            }
+            let action = match effect {
+                Effect::Continue(what) => what,
+                Effect::StopPhase(what) => {
+                    stop = Some(format!(
+                        "rule {} skipped the rest of the ruleset",
+                        rule.index
+                    ));
+                    Some(what)
+                }
+                Effect::Terminate(resp, what) => {
+                    stop = Some(format!("rule {} ended the request", rule.index));
+                    terminal = Some(resp);
+                    Some(what)
+                }
+            };
+            if let Some(e) = entry.as_mut() {
+                e.action = action;
+            }
+        }
+        if let (Some(t), Some(e)) = (trace.as_deref_mut(), entry) {
+            t.rules.push(e);
+        }
+        if terminal.is_some() && trace.is_none() {
+            break;
+        }
+    }
+    terminal
+}
+
+fn apply_headers(
+    headers: &mut HeaderMap,
+    changes: Vec<(HeaderName, HeaderOperation, Option<HeaderValue>)>,
+) {
+    for (name, op, value) in changes {
+        match (op, value) {
+            (HeaderOperation::Set, Some(v)) => {
+                headers.insert(name, v);
+            }
+            (HeaderOperation::Add, Some(v)) => {
+                headers.append(name, v);
+            }
+            (HeaderOperation::Remove, _) => {
+                headers.remove(name);
+            }
+            (_, None) => {}
+        }
+    }
+}
+
+fn apply_uri(req: &mut request::Parts, path: Option<Vec<u8>>, query: Option<Vec<u8>>) {
+    if path.is_none() && query.is_none() {
+        return;
+    }
+    let current = path_and_query(&req.uri);
+    let (cur_path, cur_query) = current.split_once('?').unwrap_or((current, ""));
+    let mut pq = path.unwrap_or_else(|| cur_path.as_bytes().to_vec());
+    let q = query.unwrap_or_else(|| cur_query.as_bytes().to_vec());
+    if !q.is_empty() {
+        pq.push(b'?');
+        pq.extend_from_slice(&q);
+    }
+    let mut parts = req.uri.clone().into_parts();
+    match PathAndQuery::try_from(pq) {
+        Ok(pq) => parts.path_and_query = Some(pq),
+        Err(_) => {
+            tracing::warn!("rewritten URI is invalid; rewrite dropped");
+            return;
+        }
+    }
+    if let Ok(uri) = Uri::from_parts(parts) {
+        req.uri = uri;
+    }
+}
+
+/// Runs a request phase on `req`; returns the response if a rule ended the request.
+pub(crate) fn run_request_phase(
+    rules: &[CompiledRule],
+    req: &mut request::Parts,
+    client: &ClientInfo<'_>,
+    raw: &RawRequest,
+    state: &mut StageState,
+    trace: Option<&mut PhaseTrace>,
+) -> Option<TerminalResponse> {
+    let mut changes = Changes::default();
+    let ctx = Ctx {
+        req: &*req,
+        raw,
+        client,
+        resp: None,
+    };
+    let terminal = evaluate(rules, &ctx, state, &mut changes, trace);
+    if terminal.is_some() {
+        return terminal;
+    }
+    apply_uri(req, changes.path, changes.query);
+    apply_headers(&mut req.headers, changes.headers);
+    None
+}
+
+/// Runs a response phase on `resp`.
+pub(crate) fn run_response_phase(
+    rules: &[CompiledRule],
+    req: &request::Parts,
+    client: &ClientInfo<'_>,
+    raw: &RawRequest,
+    resp: &mut response::Parts,
+    trace: Option<&mut PhaseTrace>,
+) {
+    let mut changes = Changes::default();
+    let mut state = StageState::default();
+    let ctx = Ctx {
+        req,
+        raw,
+        client,
+        resp: Some(&*resp),
+    };
+    evaluate(rules, &ctx, &mut state, &mut changes, trace);
+    apply_headers(&mut resp.headers, changes.headers);
+}
