@@ -20,6 +20,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use sha2::{Digest, Sha256};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 
 use crate::downstream::BoxError;
@@ -34,19 +35,22 @@ type EchoBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
 
 /// Serves the echo origin on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener) {
-    let http = auto::Builder::new(TokioExecutor::new());
     loop {
-        let Ok((tcp, _)) = listener.accept().await else {
-            continue;
-        };
-        let http = http.clone();
-        tokio::spawn(async move {
-            let service = service_fn(|req| async move { Ok::<_, Infallible>(answer(req).await) });
-            let _ = http
-                .serve_connection_with_upgrades(TokioIo::new(tcp), service)
-                .await;
-        });
+        if let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(serve_connection(tcp));
+        }
     }
+}
+
+/// Serves one connection (plain TCP, or a TLS stream for origins that need TLS).
+pub async fn serve_connection<IO>(io: IO)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(|req| async move { Ok::<_, Infallible>(answer(req).await) });
+    let _ = auto::Builder::new(TokioExecutor::new())
+        .serve_connection_with_upgrades(TokioIo::new(io), service)
+        .await;
 }
 
 async fn answer(mut req: Request<Incoming>) -> Response<EchoBody> {
