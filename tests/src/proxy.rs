@@ -308,3 +308,31 @@ fn reset(tcp: TcpStream) {
         .expect("setting SO_LINGER");
     drop(std);
 }
+
+/// A TLS origin serving the echo app with `cert`, offering `alpn`; counts TCP connections.
+pub async fn spawn_tls_echo(
+    cert: Arc<rustls::sign::CertifiedKey>,
+    alpn: &[&[u8]],
+) -> Result<(SocketAddr, Arc<std::sync::atomic::AtomicUsize>)> {
+    let mut config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(cert)));
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                if let Ok(stream) = acceptor.accept(tcp).await {
+                    edge_userspace::echo::serve_connection(stream).await;
+                }
+            });
+        }
+    });
+    Ok((addr, connections))
+}
