@@ -55,6 +55,9 @@ impl Router for TableRouter {
     }
 }
 
+/// Adds certificates or TLS policy with the edge's CA before the edge starts.
+pub type ConfigureCerts = Box<dyn FnOnce(&LocalCa, &mut CertStore) + Send>;
+
 /// What an edge under test serves.
 pub struct EdgeSetup {
     /// Hostname → origin; every hostname gets a certificate from the local CA unless `certs`
@@ -64,7 +67,7 @@ pub struct EdgeSetup {
     pub client: ClientConfig,
     pub pipeline: PipelineConfig,
     /// Extra certificate configuration, run before the missing certificates are minted.
-    pub certs: Box<dyn FnOnce(&LocalCa, &mut CertStore) + Send>,
+    pub certs: ConfigureCerts,
 }
 
 impl EdgeSetup {
