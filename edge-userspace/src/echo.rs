@@ -36,8 +36,10 @@ type EchoBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
 /// Serves the echo origin on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener) {
     loop {
-        if let Ok((tcp, _)) = listener.accept().await {
-            tokio::spawn(serve_connection(tcp));
+        match listener.accept().await {
+            Ok((tcp, _)) => drop(tokio::spawn(serve_connection(tcp))),
+            // Out of descriptors and the like: back off rather than spin.
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
         }
     }
 }
@@ -84,6 +86,7 @@ async fn answer(mut req: Request<Incoming>) -> Response<EchoBody> {
     }
     let json = serde_json::json!({
         "method": parts.method.as_str(),
+        "authority": parts.uri.authority().map(|a| a.as_str()),
         "path": parts.uri.path(),
         "query": parts.uri.query(),
         "version": format!("{:?}", parts.version),

@@ -215,6 +215,8 @@ async fn origin_connections_are_pooled_and_h2_is_multiplexed() {
         .await
         .unwrap();
     assert_eq!(warm["version"], "HTTP/2.0");
+    // The virtual host travels as `:authority`, not the origin's address.
+    assert_eq!(warm["authority"], "h2.example.com", "{warm}");
     let requests = (0..20).map(|_| client.get(url(&edge, "h2.example.com", "/")).send());
     for response in futures_util::future::join_all(requests).await {
         assert_eq!(response.unwrap().status(), 200);

@@ -30,10 +30,13 @@ pub(super) struct TlsParams {
     pub handshake_timeout: Duration,
 }
 
-/// Connector for one pool: plain when `tls` is `None`.
+/// Connector for one origin: always dials `address`, whatever authority the request URI
+/// carries (that is the virtual host the origin should see, not where it lives); plain when
+/// `tls` is `None`.
 #[derive(Clone)]
 pub(super) struct OriginConnector {
     pub tcp: HttpConnector,
+    pub address: Uri,
     pub tls: Option<TlsParams>,
 }
 
@@ -46,8 +49,8 @@ impl Service<Uri> for OriginConnector {
         self.tcp.poll_ready(cx).map_err(Into::into)
     }
 
-    fn call(&mut self, uri: Uri) -> Self::Future {
-        let tcp = self.tcp.call(uri);
+    fn call(&mut self, _virtual_host: Uri) -> Self::Future {
+        let tcp = self.tcp.call(self.address.clone());
         let tls = self.tls.clone();
         Box::pin(async move {
             let tcp = tcp.await?.into_inner();

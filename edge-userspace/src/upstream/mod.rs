@@ -1,8 +1,9 @@
 //! Origin side: pooled HTTP/1.1 and HTTP/2 connections, TLS to origins, timeouts and the
 //! mapping of origin failures onto 502 / 504.
 //!
-//! One hyper-util pool exists per TLS identity (SNI + verification mode), and inside it one
-//! per `host:port`, so a pool key is the full (host, port, tls, sni) of an origin. The pool
+//! One hyper-util pool exists per [`Origin`] (host, port, TLS, SNI, verification), and inside it
+//! one per virtual host: the request URI carries the `Host` the origin should see (so HTTP/2
+//! origins get it as `:authority`) while the connector dials the origin's own address. The pool
 //! retries a request only when hyper hands it back unsent because a reused idle connection
 //! turned out closed, i.e. the origin never saw it.
 
@@ -15,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::header::HOST;
 use http::{Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client as PoolClient;
@@ -131,7 +133,7 @@ pub struct Client {
     config: Arc<ClientConfig>,
     strict: tokio_rustls::TlsConnector,
     full: tokio_rustls::TlsConnector,
-    pools: Arc<Mutex<HashMap<Option<OriginTls>, Pool>>>,
+    pools: Arc<Mutex<HashMap<Origin, Pool>>>,
 }
 
 impl Client {
@@ -161,7 +163,8 @@ impl Client {
         }
     }
 
-    /// Sends `req` (whose URI carries only path and query) to `origin`.
+    /// Sends `req` (whose URI carries only path and query, and whose `Host` header names the
+    /// virtual host) to `origin`.
     ///
     /// Returns when the response head has arrived; the body then streams with the idle-body
     /// timeout. Failures of one origin only fail the requests sent to it.
@@ -170,7 +173,8 @@ impl Client {
         origin: &Origin,
         mut req: Request<RequestBody>,
     ) -> Result<Response<ResponseBody>, UpstreamError> {
-        *req.uri_mut() = origin_uri(origin, req.uri())?;
+        let host = req.headers().get(HOST).and_then(|h| h.to_str().ok());
+        *req.uri_mut() = origin_uri(origin, host, req.uri())?;
         let pool = self.pool(origin)?;
         let response = tokio::time::timeout(self.config.header_timeout, pool.request(req))
             .await
@@ -182,7 +186,7 @@ impl Client {
 
     fn pool(&self, origin: &Origin) -> Result<Pool, UpstreamError> {
         let mut pools = self.pools.lock().expect("pool map lock poisoned");
-        if let Some(pool) = pools.get(&origin.tls) {
+        if let Some(pool) = pools.get(origin) {
             return Ok(pool.clone());
         }
         let tls = match &origin.tls {
@@ -209,29 +213,33 @@ impl Client {
             .pool_max_idle_per_host(self.config.pool_max_idle_per_origin)
             .retry_canceled_requests(true)
             .set_host(false)
-            .build(OriginConnector { tcp, tls });
-        pools.insert(origin.tls.clone(), pool.clone());
+            .build(OriginConnector {
+                tcp,
+                address: origin_uri(origin, None, &Uri::default())?,
+                tls,
+            });
+        pools.insert(origin.clone(), pool.clone());
         Ok(pool)
     }
 }
 
-fn origin_uri(origin: &Origin, uri: &Uri) -> Result<Uri, UpstreamError> {
+/// `scheme://authority/path?query`, the authority being `host` (the virtual host) when given,
+/// else the origin's own address.
+fn origin_uri(origin: &Origin, host: Option<&str>, uri: &Uri) -> Result<Uri, UpstreamError> {
     let scheme = if origin.tls.is_some() {
         "https"
     } else {
         "http"
     };
-    let host = if origin.host.contains(':') {
-        format!("[{}]", origin.host)
-    } else {
-        origin.host.clone()
-    };
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
-    format!("{scheme}://{host}:{}{path}", origin.port)
+    let authority = match host {
+        Some(host) => host.to_owned(),
+        None if origin.host.contains(':') => format!("[{}]:{}", origin.host, origin.port),
+        None => format!("{}:{}", origin.host, origin.port),
+    };
+    format!("{scheme}://{authority}{path}")
         .parse()
-        .map_err(|error| {
-            UpstreamError::BadOrigin(format!("{}:{}: {error}", origin.host, origin.port))
-        })
+        .map_err(|error| UpstreamError::BadOrigin(format!("{authority}: {error}")))
 }
 
 /// Timeouts anywhere in the cause chain (TCP connect, origin TLS handshake) are 504s; every
