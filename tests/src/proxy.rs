@@ -97,8 +97,10 @@ pub struct Edge {
     pub ca_pem: Vec<u8>,
     pub ca_der: Vec<u8>,
     pub state_dir: tempfile::TempDir,
+    /// The TLS listener's acceptor, for reloading certificates.
+    pub tls: TlsAcceptor,
     shutdown: Option<oneshot::Sender<()>>,
-    servers: Option<JoinHandle<()>>,
+    servers: Option<JoinHandle<Result<()>>>,
 }
 
 impl Edge {
@@ -135,8 +137,9 @@ impl Edge {
             let _ = stop.await;
         });
         let limits = setup.limits;
+        let acceptor = tls.clone();
         let servers = tokio::spawn(async move {
-            tokio::join!(
+            let (tls, plain) = tokio::join!(
                 downstream::serve(
                     tls_listener,
                     Some(tls),
@@ -146,6 +149,7 @@ impl Edge {
                 ),
                 downstream::serve(plain_listener, None, proxy, limits, stop),
             );
+            tls.and(plain)
         });
         Ok(Self {
             tls_addr,
@@ -153,6 +157,7 @@ impl Edge {
             ca_pem: std::fs::read(ca.cert_path())?,
             ca_der: ca.cert_der().to_vec(),
             state_dir,
+            tls: acceptor,
             shutdown: Some(shutdown),
             servers: Some(servers),
         })
@@ -192,7 +197,7 @@ impl Edge {
             let _ = tx.send(());
         }
         if let Some(servers) = self.servers.take() {
-            servers.await.context("edge task panicked")?;
+            servers.await.context("edge task panicked")??;
         }
         Ok(())
     }

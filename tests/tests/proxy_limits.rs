@@ -198,3 +198,56 @@ async fn connection_cap_queues_further_clients() {
         "served once a slot frees"
     );
 }
+
+#[tokio::test]
+async fn invalid_limits_are_refused_before_serving() {
+    use edge_tests::proxy::TableRouter;
+    use edge_userspace::downstream::{Limits, serve};
+    use edge_userspace::pipeline::{PipelineConfig, Proxy};
+    use edge_userspace::upstream::{Client, ClientConfig};
+
+    let proxy = Proxy::new(
+        TableRouter(Default::default()),
+        Client::new(ClientConfig::default()),
+        PipelineConfig::default(),
+    );
+    for (limits, complaint) in [
+        (
+            Limits {
+                max_connections: 0,
+                ..Limits::default()
+            },
+            "max_connections",
+        ),
+        (
+            Limits {
+                max_header_bytes: 100,
+                ..Limits::default()
+            },
+            "max_header_bytes",
+        ),
+        (
+            Limits {
+                header_read_timeout: Duration::ZERO,
+                ..Limits::default()
+            },
+            "header_read_timeout",
+        ),
+    ] {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let served = tokio::time::timeout(
+            Duration::from_secs(5),
+            serve(
+                listener,
+                None,
+                proxy.clone(),
+                limits,
+                std::future::pending(),
+            ),
+        )
+        .await
+        .expect("refused at once");
+        let error = served.unwrap_err().to_string();
+        assert!(error.contains(complaint), "{error}");
+    }
+}

@@ -227,3 +227,60 @@ fn local_ca_is_reused_and_never_half_replaced() {
         "the certificate is left alone"
     );
 }
+
+#[tokio::test]
+async fn reload_switches_certificates_and_policy_without_dropping_connections() {
+    use edge_userspace::downstream::CertStore;
+    use http_body_util::Empty;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let echo = spawn_echo().await.unwrap();
+    let edge = Edge::start(EdgeSetup::new(vec![(
+        "reload.example.com".into(),
+        plain_origin(echo),
+    )]))
+    .await
+    .unwrap();
+    let stream = handshake(
+        &edge,
+        Arc::new(edge.rustls_client(&[b"h2"])),
+        "reload.example.com",
+    )
+    .await
+    .unwrap();
+    let before = leaf(&stream);
+    let (mut open, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let get = || {
+        http::Request::get("https://reload.example.com/")
+            .body(Empty::<bytes::Bytes>::new())
+            .unwrap()
+    };
+    assert_eq!(open.send_request(get()).await.unwrap().status(), 200);
+
+    let ca = LocalCa::load_or_create(edge.state_dir.path()).unwrap();
+    let mut store = CertStore::default();
+    store.ensure(Tier::Zone, "reload.example.com", &ca).unwrap();
+    store.set_min_tls("reload.example.com", MinTls::Tls13);
+    edge.tls.reload(Arc::new(store)).unwrap();
+
+    // The connection opened before the reload keeps working.
+    assert_eq!(open.send_request(get()).await.unwrap().status(), 200);
+    // New handshakes see the new certificate and the new minimum version.
+    let after = handshake(
+        &edge,
+        Arc::new(edge.rustls_client(&[])),
+        "reload.example.com",
+    )
+    .await
+    .unwrap();
+    assert_ne!(leaf(&after), before);
+    assert!(
+        handshake(&edge, Arc::new(tls12_only(&edge)), "reload.example.com")
+            .await
+            .is_err()
+    );
+}

@@ -56,6 +56,40 @@ impl Default for Limits {
     }
 }
 
+impl Limits {
+    /// Rejects settings that would stop the listener from serving at all.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let zero_duration = [
+            ("tls_handshake_timeout", self.tls_handshake_timeout),
+            ("header_read_timeout", self.header_read_timeout),
+        ]
+        .into_iter()
+        .find(|(_, d)| d.is_zero());
+        if let Some((name, _)) = zero_duration {
+            anyhow::bail!("limits: {name} must be longer than zero");
+        }
+        anyhow::ensure!(
+            self.max_connections > 0,
+            "limits: max_connections must be at least 1"
+        );
+        anyhow::ensure!(
+            self.max_headers > 0,
+            "limits: max_headers must be at least 1"
+        );
+        anyhow::ensure!(
+            self.h2_max_concurrent_streams > 0,
+            "limits: h2_max_concurrent_streams must be at least 1"
+        );
+        // hyper refuses HTTP/1.1 buffers below 8 KiB.
+        anyhow::ensure!(
+            (8192..=u32::MAX as usize).contains(&self.max_header_bytes),
+            "limits: max_header_bytes must be between 8192 and {}",
+            u32::MAX
+        );
+        Ok(())
+    }
+}
+
 /// Resolves on SIGTERM or SIGINT: what `serve`'s `shutdown` argument usually is.
 pub async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
@@ -72,14 +106,15 @@ pub async fn shutdown_signal() {
 /// With `tls` every connection is TLS (ALPN picks HTTP/2 or HTTP/1.1); without, it is the plain
 /// listener (HTTP/1.1, or HTTP/2 with prior knowledge). Returns once every connection has
 /// finished or `limits.drain_timeout` has passed, whichever comes first; connections still open
-/// at the deadline are closed.
+/// at the deadline are closed. Invalid `limits` are refused before anything is served.
 pub async fn serve<H: Handler>(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     handler: H,
     limits: Limits,
     shutdown: impl Future<Output = ()>,
-) {
+) -> anyhow::Result<()> {
+    limits.validate()?;
     let http = Arc::new(http_builder(&limits));
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
@@ -149,6 +184,7 @@ pub async fn serve<H: Handler>(
         );
     }
     connections.shutdown().await;
+    Ok(())
 }
 
 async fn serve_connection<IO, H>(
@@ -180,7 +216,7 @@ fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
         .timer(TokioTimer::new())
         .keep_alive(true)
         .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(limits.max_header_bytes.max(8192))
+        .max_buf_size(limits.max_header_bytes)
         .max_headers(limits.max_headers);
     builder
         .http2()
@@ -188,7 +224,7 @@ fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
         .max_concurrent_streams(limits.h2_max_concurrent_streams)
         .max_pending_accept_reset_streams(limits.h2_max_pending_accept_reset_streams)
         .max_local_error_reset_streams(limits.h2_max_local_error_reset_streams)
-        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .max_header_list_size(limits.max_header_bytes as u32)
         .keep_alive_interval(Duration::from_secs(20));
     builder
 }

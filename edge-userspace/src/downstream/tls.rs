@@ -5,10 +5,14 @@
 //! refused inside the handshake with a `protocol_version` alert instead of being accepted and
 //! then dropped. This is also the point where the SNI (or, later, the XDP flow map) gives a
 //! connection its hostname before the handshake finishes.
+//!
+//! Certificates and policies can be replaced at run time ([`TlsAcceptor::reload`], for SIGHUP):
+//! handshakes already running keep the configuration they started with, later ones get the new.
 
 use std::sync::Arc;
 
 use anyhow::Result;
+use arc_swap::ArcSwap;
 use rustls::crypto::CryptoProvider;
 use rustls::crypto::aws_lc_rs::{self, kx_group};
 use rustls::server::{ServerSessionMemoryCache, StoresServerSessions};
@@ -22,9 +26,18 @@ use super::certs::{CertStore, MinTls, SniResolver};
 /// Number of TLS 1.2 sessions remembered for ID-based resumption (tickets need no storage).
 const SESSION_CACHE_SIZE: usize = 4096;
 
-/// Server-side TLS: one configuration per minimum version, sharing certificates and tickets.
+/// Server-side TLS; clones share the configuration (and see reloads).
 #[derive(Clone, Debug)]
 pub struct TlsAcceptor {
+    current: Arc<ArcSwap<Configs>>,
+    provider: Arc<CryptoProvider>,
+    ticketer: Arc<dyn rustls::server::ProducesTickets>,
+    sessions: Arc<dyn StoresServerSessions>,
+}
+
+/// One configuration per minimum version, sharing certificates, tickets and session cache.
+#[derive(Debug)]
+struct Configs {
     certs: Arc<CertStore>,
     any_version: Arc<ServerConfig>,
     tls13_only: Arc<ServerConfig>,
@@ -45,26 +58,26 @@ impl TlsAcceptor {
         let ticketer = aws_lc_rs::Ticketer::new()?;
         let sessions: Arc<dyn StoresServerSessions> =
             ServerSessionMemoryCache::new(SESSION_CACHE_SIZE);
-        let build = |versions: &[&'static rustls::SupportedProtocolVersion]| -> Result<_> {
-            let mut config = ServerConfig::builder_with_provider(provider.clone())
-                .with_protocol_versions(versions)?
-                .with_no_client_auth()
-                .with_cert_resolver(Arc::new(SniResolver(certs.clone())));
-            config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-            config.ticketer = ticketer.clone();
-            config.session_storage = sessions.clone();
-            Ok(Arc::new(config))
-        };
+        let configs = build(&provider, &ticketer, &sessions, certs)?;
         Ok(Self {
-            any_version: build(&[&rustls::version::TLS13, &rustls::version::TLS12])?,
-            tls13_only: build(&[&rustls::version::TLS13])?,
-            certs,
+            current: Arc::new(ArcSwap::from_pointee(configs)),
+            provider,
+            ticketer,
+            sessions,
         })
     }
 
+    /// Switches every listener using this acceptor to `certs`. Tickets issued before stay
+    /// valid, so clients resume across reloads. On error nothing changes.
+    pub fn reload(&self, certs: Arc<CertStore>) -> Result<()> {
+        let configs = build(&self.provider, &self.ticketer, &self.sessions, certs)?;
+        self.current.store(Arc::new(configs));
+        Ok(())
+    }
+
     /// The certificates and policy in use.
-    pub fn certs(&self) -> &Arc<CertStore> {
-        &self.certs
+    pub fn certs(&self) -> Arc<CertStore> {
+        self.current.load().certs.clone()
     }
 
     /// Runs the handshake on `io`, applying the hostname's minimum TLS version.
@@ -73,14 +86,17 @@ impl TlsAcceptor {
         IO: AsyncRead + AsyncWrite + Unpin,
     {
         let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io).await?;
-        let min = start
-            .client_hello()
-            .server_name()
-            .map(|sni| self.certs.min_tls(sni))
-            .unwrap_or_default();
-        let config = match min {
-            MinTls::Tls12 => self.any_version.clone(),
-            MinTls::Tls13 => self.tls13_only.clone(),
+        let config = {
+            let configs = self.current.load();
+            let min = start
+                .client_hello()
+                .server_name()
+                .map(|sni| configs.certs.min_tls(sni))
+                .unwrap_or_default();
+            match min {
+                MinTls::Tls12 => configs.any_version.clone(),
+                MinTls::Tls13 => configs.tls13_only.clone(),
+            }
         };
         let stream = start.into_stream(config).await?;
         let conn = stream.get_ref().1;
@@ -91,6 +107,29 @@ impl TlsAcceptor {
         };
         Ok((stream, info))
     }
+}
+
+fn build(
+    provider: &Arc<CryptoProvider>,
+    ticketer: &Arc<dyn rustls::server::ProducesTickets>,
+    sessions: &Arc<dyn StoresServerSessions>,
+    certs: Arc<CertStore>,
+) -> Result<Configs> {
+    let config = |versions: &[&'static rustls::SupportedProtocolVersion]| -> Result<_> {
+        let mut config = ServerConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(versions)?
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::new(SniResolver(certs.clone())));
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        config.ticketer = ticketer.clone();
+        config.session_storage = sessions.clone();
+        Ok(Arc::new(config))
+    };
+    Ok(Configs {
+        any_version: config(&[&rustls::version::TLS13, &rustls::version::TLS12])?,
+        tls13_only: config(&[&rustls::version::TLS13])?,
+        certs,
+    })
 }
 
 /// aws-lc-rs with the hybrid post-quantum group offered first, whatever the crate's feature
