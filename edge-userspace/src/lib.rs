@@ -1,6 +1,14 @@
 //! The edge: packet → chain → stages → origin.
+//!
+//! `downstream` accepts connections, `chain` resolves which zones a request
+//! passes through, `stages` runs their `rules`, `pipeline` ties the request
+//! path together and `upstream` carries it to the origin.
 
 pub mod chain;
+pub mod downstream;
+pub mod echo;
+pub mod pipeline;
 pub mod rules;
 pub mod stages;
 pub mod state;
+pub mod upstream;

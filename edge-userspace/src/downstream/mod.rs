@@ -1,0 +1,59 @@
+//! Client-facing side: TLS termination and the HTTP/1.1 + HTTP/2 listeners.
+//!
+//! `ca` and `certs` decide which certificate a hostname gets, `tls` runs the handshake with the
+//! hostname's policy, `listener` accepts connections under the limits and hands every request
+//! to a [`Handler`] (the pipeline).
+
+pub mod ca;
+pub mod certs;
+pub mod listener;
+pub mod tls;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use hyper::body::Incoming;
+
+pub use ca::LocalCa;
+pub use certs::{CertStore, MinTls, Tier};
+pub use listener::{Limits, serve, shutdown_signal};
+pub use tls::{TlsAcceptor, TlsInfo};
+
+/// Boxed error type carried by streaming bodies.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The connection a request arrived on.
+#[derive(Clone, Debug)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+    /// `None` on the plain HTTP listener.
+    pub tls: Option<TlsInfo>,
+}
+
+impl ConnInfo {
+    /// `https` or `http`, as the client sees it (what `x-forwarded-proto` reports).
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
+    }
+
+    /// The SNI the client sent, if any.
+    pub fn sni(&self) -> Option<&str> {
+        self.tls.as_ref()?.sni.as_deref()
+    }
+}
+
+/// Answers requests; one instance is shared by every connection of a listener.
+pub trait Handler: Clone + Send + Sync + 'static {
+    /// Response body; streamed frame by frame to the client.
+    type Body: http_body::Body<Data = Bytes, Error = BoxError> + Send + 'static;
+
+    fn handle(
+        &self,
+        conn: Arc<ConnInfo>,
+        req: Request<Incoming>,
+    ) -> impl Future<Output = Response<Self::Body>> + Send;
+}

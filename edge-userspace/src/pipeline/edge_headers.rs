@@ -1,0 +1,223 @@
+//! Headers only the edge may set: visitor identity, request id, loop guard.
+//!
+//! Everything here runs before any zone's rules, so a client can never smuggle a value that
+//! origins or the provider stage would trust (`cf-connecting-o2o` above all).
+
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use http::header::{HeaderName, HeaderValue};
+use http::{HeaderMap, StatusCode};
+
+use super::ErrorPage;
+use crate::downstream::ConnInfo;
+
+pub const CF_CONNECTING_O2O: HeaderName = HeaderName::from_static("cf-connecting-o2o");
+pub const CF_CONNECTING_IP: HeaderName = HeaderName::from_static("cf-connecting-ip");
+pub const CF_RAY: HeaderName = HeaderName::from_static("cf-ray");
+pub const CF_VISITOR: HeaderName = HeaderName::from_static("cf-visitor");
+pub const CDN_LOOP: HeaderName = HeaderName::from_static("cdn-loop");
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+
+/// Headers the edge sets or vouches for; any client-sent copy is dropped on arrival.
+/// (`x-forwarded-for` is not here: it is appended to, as every proxy in a row does.)
+pub const EDGE_OWNED: &[&str] = &[
+    "cf-connecting-o2o",
+    "cf-connecting-ip",
+    "cf-connecting-ipv6",
+    "cf-pseudo-ipv4",
+    "cf-ipcountry",
+    "cf-ray",
+    "cf-visitor",
+    "cf-ew-via",
+    "cf-worker",
+    "true-client-ip",
+    "x-forwarded-proto",
+];
+
+/// Identity of this edge in `cdn-loop` and how often a request may pass it.
+#[derive(Clone, Debug)]
+pub struct LoopGuard {
+    /// The `cdn-id` token (RFC 8586) this edge adds; shared by every node of one edge.
+    pub cdn_id: String,
+    /// Passes allowed before refusing: O2O legitimately passes once per stage and a customer
+    /// may chain one more proxy of ours, so Cloudflare-like values are small.
+    pub max_passes: usize,
+}
+
+impl Default for LoopGuard {
+    fn default() -> Self {
+        Self {
+            cdn_id: "edge".into(),
+            max_passes: 3,
+        }
+    }
+}
+
+/// Generates `cf-ray`-style ids: 16 hex digits, a dash, the node name.
+///
+/// A keyed hash of a counter: unique per process, not guessable across requests, and cheaper
+/// than a random number generator on the hot path.
+#[derive(Debug)]
+pub struct RequestIds {
+    key: RandomState,
+    counter: AtomicU64,
+    node: String,
+}
+
+impl RequestIds {
+    /// `node` is the suffix (Cloudflare's colo code); it must be a valid header token.
+    pub fn new(node: &str) -> Self {
+        Self {
+            key: RandomState::new(),
+            counter: AtomicU64::new(0),
+            node: node.to_owned(),
+        }
+    }
+
+    pub fn next(&self) -> HeaderValue {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let id = self.key.hash_one(n);
+        HeaderValue::try_from(format!("{id:016x}-{}", self.node))
+            .expect("hex digits and a header-safe node name")
+    }
+}
+
+/// Phase "request received": removes forged headers, refuses loops, stamps identity.
+pub fn on_request(
+    headers: &mut HeaderMap,
+    conn: &ConnInfo,
+    ray: &HeaderValue,
+    guard: &LoopGuard,
+) -> Result<(), ErrorPage> {
+    let passes = loop_passes(headers, &guard.cdn_id);
+    if passes >= guard.max_passes {
+        return Err(ErrorPage::new(
+            StatusCode::LOOP_DETECTED,
+            1019,
+            "Loop detected",
+            "This request has passed through the edge too many times: an origin or a rule \
+             points back at the edge.",
+        ));
+    }
+    for name in EDGE_OWNED {
+        headers.remove(*name);
+    }
+    let client = ip_header(conn.peer.ip());
+    headers.insert(CF_CONNECTING_IP, client.clone());
+    append_forwarded_for(headers, client);
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(conn.scheme()));
+    headers.insert(
+        CF_VISITOR,
+        HeaderValue::from_static(if conn.tls.is_some() {
+            r#"{"scheme":"https"}"#
+        } else {
+            r#"{"scheme":"http"}"#
+        }),
+    );
+    headers.insert(CF_RAY, ray.clone());
+    headers.append(
+        CDN_LOOP,
+        HeaderValue::try_from(guard.cdn_id.as_str()).expect("cdn id is a header token"),
+    );
+    Ok(())
+}
+
+/// Counts `cdn-loop` entries naming this edge (entries may carry `; params`).
+fn loop_passes(headers: &HeaderMap, cdn_id: &str) -> usize {
+    headers
+        .get_all(CDN_LOOP)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter(|entry| {
+            let id = entry.split(';').next().unwrap_or("").trim();
+            id.eq_ignore_ascii_case(cdn_id)
+        })
+        .count()
+}
+
+fn ip_header(ip: IpAddr) -> HeaderValue {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    };
+    HeaderValue::try_from(ip.to_string()).expect("an IP address is a valid header value")
+}
+
+/// Joins any client-sent `x-forwarded-for` lines into one and appends the client address.
+fn append_forwarded_for(headers: &mut HeaderMap, client: HeaderValue) {
+    let mut joined: Vec<u8> = Vec::new();
+    for value in headers.get_all(X_FORWARDED_FOR) {
+        if !joined.is_empty() {
+            joined.extend_from_slice(b", ");
+        }
+        joined.extend_from_slice(value.as_bytes());
+    }
+    let value = if joined.is_empty() {
+        client
+    } else {
+        joined.extend_from_slice(b", ");
+        joined.extend_from_slice(client.as_bytes());
+        HeaderValue::from_bytes(&joined).expect("joined from valid header values")
+    };
+    headers.insert(X_FORWARDED_FOR, value);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn() -> ConnInfo {
+        ConnInfo {
+            peer: "[::ffff:192.0.2.7]:5000".parse().unwrap(),
+            local: "127.0.0.1:443".parse().unwrap(),
+            tls: None,
+        }
+    }
+
+    #[test]
+    fn forged_headers_are_replaced() {
+        let mut headers = HeaderMap::new();
+        headers.insert("cf-connecting-o2o", HeaderValue::from_static("1"));
+        headers.insert("cf-connecting-ip", HeaderValue::from_static("1.1.1.1"));
+        headers.append("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        headers.append("x-forwarded-for", HeaderValue::from_static("10.0.0.2"));
+        headers.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        let ray = HeaderValue::from_static("abc-TEST");
+        on_request(&mut headers, &conn(), &ray, &LoopGuard::default()).unwrap();
+        assert!(headers.get("cf-connecting-o2o").is_none());
+        assert_eq!(headers["cf-connecting-ip"], "192.0.2.7");
+        assert_eq!(headers["x-forwarded-for"], "10.0.0.1, 10.0.0.2, 192.0.2.7");
+        assert_eq!(headers["x-forwarded-proto"], "http");
+        assert_eq!(headers["cf-ray"], "abc-TEST");
+        assert_eq!(headers["cdn-loop"], "edge");
+    }
+
+    #[test]
+    fn loops_are_counted_across_lines_and_params() {
+        let mut headers = HeaderMap::new();
+        headers.append(CDN_LOOP, HeaderValue::from_static("other, EDGE; v=1"));
+        headers.append(CDN_LOOP, HeaderValue::from_static("edge"));
+        let guard = LoopGuard {
+            cdn_id: "edge".into(),
+            max_passes: 3,
+        };
+        let ray = HeaderValue::from_static("r");
+        on_request(&mut headers, &conn(), &ray, &guard).unwrap();
+        let page = on_request(&mut headers, &conn(), &ray, &guard).unwrap_err();
+        assert_eq!((page.status.as_u16(), page.code), (508, 1019));
+    }
+
+    #[test]
+    fn request_ids_differ() {
+        let ids = RequestIds::new("LHR");
+        let (a, b) = (ids.next(), ids.next());
+        assert_ne!(a, b);
+        assert!(a.to_str().unwrap().ends_with("-LHR"));
+        assert_eq!(a.len(), 16 + 4);
+    }
+}

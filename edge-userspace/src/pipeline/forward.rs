@@ -1,0 +1,121 @@
+//! Turning the client's request into the origin's and the origin's response into the
+//! client's: hop-by-hop headers stay on their hop, everything else streams through untouched.
+
+use http::header::{CONNECTION, HOST, HeaderName, HeaderValue, TE, UPGRADE};
+use http::{HeaderMap, Request, Version, request};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+
+use crate::upstream::RequestBody;
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1) plus the legacy ones proxies still see.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "transfer-encoding",
+    "te",
+    "upgrade",
+];
+
+/// `true` for an HTTP/1.1 protocol switch (WebSocket and friends).
+pub fn is_upgrade(parts: &request::Parts) -> bool {
+    parts.version == Version::HTTP_11
+        && parts.headers.contains_key(UPGRADE)
+        && connection_tokens(&parts.headers).any(|t| t.eq_ignore_ascii_case("upgrade"))
+}
+
+fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+}
+
+/// Removes hop-by-hop headers and those the `Connection` header names.
+///
+/// `te: trailers` survives because it is how a client says it accepts trailers end to end
+/// (gRPC needs it); `upgrade` is kept when `upgrading`, with `connection: upgrade` restored.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrading: bool) {
+    let named: Vec<HeaderName> = connection_tokens(headers)
+        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+        .collect();
+    let trailers = headers.get_all(TE).iter().any(|v| {
+        v.to_str().is_ok_and(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+        })
+    });
+    for name in named {
+        if !(upgrading && name == UPGRADE) {
+            headers.remove(name);
+        }
+    }
+    for name in HOP_BY_HOP {
+        if !(upgrading && *name == "upgrade") {
+            headers.remove(*name);
+        }
+    }
+    if trailers {
+        headers.insert(TE, HeaderValue::from_static("trailers"));
+    }
+    if upgrading {
+        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+/// Builds the origin request: same method, path and query, `Host` from the route, HTTP/1.1
+/// framing left to the origin connection (which may be HTTP/2).
+pub fn origin_request(
+    mut parts: request::Parts,
+    body: RequestBody,
+    host: &HeaderValue,
+    upgrading: bool,
+) -> Request<RequestBody> {
+    strip_hop_by_hop(&mut parts.headers, upgrading);
+    parts.headers.insert(HOST, host.clone());
+    parts.version = Version::HTTP_11;
+    parts.extensions = http::Extensions::new();
+    Request::from_parts(parts, body)
+}
+
+/// Joins the client's and the origin's upgraded connections and copies bytes both ways until
+/// either side closes. Runs detached: the request has been answered (101) by then.
+pub fn tunnel(client: OnUpgrade, origin: OnUpgrade) {
+    tokio::spawn(async move {
+        let (client, origin) = match tokio::try_join!(client, origin) {
+            Ok(pair) => pair,
+            Err(error) => {
+                tracing::debug!(%error, "upgrade failed");
+                return;
+            }
+        };
+        let (mut client, mut origin) = (TokioIo::new(client), TokioIo::new(origin));
+        if let Err(error) = tokio::io::copy_bidirectional(&mut client, &mut origin).await {
+            tracing::debug!(%error, "upgraded connection ended");
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_named_headers_are_dropped() {
+        let mut headers = HeaderMap::new();
+        headers.insert(CONNECTION, HeaderValue::from_static("close, x-secret"));
+        headers.insert("x-secret", HeaderValue::from_static("1"));
+        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        headers.insert(TE, HeaderValue::from_static("gzip, trailers"));
+        headers.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut headers, false);
+        assert_eq!(headers.len(), 2, "{headers:?}");
+        assert_eq!(headers[TE], "trailers");
+        assert_eq!(headers["x-kept"], "1");
+    }
+}

@@ -1,0 +1,196 @@
+//! The per-request path, in the order of Pingora's phases:
+//!
+//! 1. request received ([`edge_headers::on_request`]): forged edge headers dropped, visitor
+//!    identity, request id and loop guard stamped;
+//! 2. route ([`Router::route`]): the chain and its zones' request stages decide where the
+//!    request goes, or answer it themselves;
+//! 3. upstream ([`crate::upstream::Client::send`]): the request streams to the origin;
+//! 4. response filter ([`Router::on_response`]): the stages' response phases, in reverse;
+//! 5. errors ([`ErrorPage`]): anything that stops the request becomes a Cloudflare-style page.
+
+pub mod edge_headers;
+pub mod error_page;
+pub mod forward;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::HeaderValue;
+use http::{Method, Request, Response, StatusCode, request, response};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use crate::downstream::{self, BoxError, ConnInfo};
+use crate::upstream::{self, IdleTimeout, Origin, UpstreamError};
+pub use edge_headers::{LoopGuard, RequestIds};
+pub use error_page::{ErrorPage, error_response};
+
+/// Body of every response the edge sends.
+pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
+
+/// Where the routing step sends a request.
+#[derive(Clone, Debug)]
+pub struct Route {
+    pub origin: Origin,
+    /// `Host` (HTTP/1.1) the origin receives.
+    pub host_header: HeaderValue,
+}
+
+/// How the routing step stops a request instead of forwarding it.
+pub enum Reply {
+    /// A rule's own answer (redirect, custom block page, …); boxed to keep `Result`s small.
+    Response(Box<Response<Body>>),
+    /// An edge error (1001, 1014, 421, …), rendered for the client's `Accept`.
+    Error(ErrorPage),
+}
+
+impl From<ErrorPage> for Reply {
+    fn from(page: ErrorPage) -> Self {
+        Reply::Error(page)
+    }
+}
+
+/// The routing step: the only part of the pipeline that knows about zones.
+///
+/// This is where the chain resolver and the stage runner plug in: `route` resolves the chain
+/// for the request's host (checking it against `conn.sni()`, 421 on mismatch) and runs the
+/// request phases of each stage on `req`; `on_response` runs the response phases with the
+/// `State` that `route` returned (e.g. the resolved chain).
+pub trait Router: Send + Sync + 'static {
+    /// Carried from `route` to `on_response` of the same request.
+    type State: Send + 'static;
+
+    fn route(
+        &self,
+        conn: &ConnInfo,
+        req: &mut request::Parts,
+    ) -> Result<(Route, Self::State), Reply>;
+
+    fn on_response(&self, state: Self::State, conn: &ConnInfo, resp: &mut response::Parts);
+}
+
+/// Settings of the pipeline itself (not of any zone).
+#[derive(Clone, Debug)]
+pub struct PipelineConfig {
+    pub loop_guard: LoopGuard,
+    /// Suffix of request ids, e.g. the node's location code.
+    pub node: String,
+    /// Longest silence inside a client's request body.
+    pub request_body_idle_timeout: std::time::Duration,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        Self {
+            loop_guard: LoopGuard::default(),
+            node: "EDGE".into(),
+            request_body_idle_timeout: std::time::Duration::from_secs(60),
+        }
+    }
+}
+
+/// The request handler given to [`downstream::serve`].
+pub struct Proxy<R> {
+    router: R,
+    client: upstream::Client,
+    config: PipelineConfig,
+    ids: RequestIds,
+}
+
+impl<R: Router> Proxy<R> {
+    pub fn new(router: R, client: upstream::Client, config: PipelineConfig) -> Arc<Self> {
+        let ids = RequestIds::new(&config.node);
+        Arc::new(Self {
+            router,
+            client,
+            config,
+            ids,
+        })
+    }
+
+    async fn proxy(
+        &self,
+        conn: &ConnInfo,
+        mut req: Request<Incoming>,
+        ray: &HeaderValue,
+    ) -> Result<Response<Body>, Reply> {
+        if req.method() == Method::CONNECT {
+            return Err(ErrorPage::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                405,
+                "CONNECT is not supported",
+                "The edge is a reverse proxy; it does not open tunnels with CONNECT.",
+            )
+            .into());
+        }
+        let client_upgrade = hyper::upgrade::on(&mut req);
+        let (mut parts, body) = req.into_parts();
+        let upgrading = forward::is_upgrade(&parts);
+        edge_headers::on_request(&mut parts.headers, conn, ray, &self.config.loop_guard)?;
+
+        let (route, state) = self.router.route(conn, &mut parts)?;
+
+        let body = IdleTimeout::new(body, self.config.request_body_idle_timeout).boxed_unsync();
+        let upstream_req = forward::origin_request(parts, body, &route.host_header, upgrading);
+        let mut response = self
+            .client
+            .send(&route.origin, upstream_req)
+            .await
+            .map_err(|error| upstream_error(&route.origin, &error))?;
+
+        let switched = upgrading && response.status() == StatusCode::SWITCHING_PROTOCOLS;
+        if switched {
+            forward::tunnel(client_upgrade, hyper::upgrade::on(&mut response));
+        }
+        let (mut parts, body) = response.into_parts();
+        forward::strip_hop_by_hop(&mut parts.headers, switched);
+        self.router.on_response(state, conn, &mut parts);
+        Ok(Response::from_parts(parts, body.boxed_unsync()))
+    }
+}
+
+fn upstream_error(origin: &Origin, error: &UpstreamError) -> ErrorPage {
+    tracing::info!(origin = %origin.host, port = origin.port, %error, "origin request failed");
+    let (code, title, detail) = match error.status() {
+        StatusCode::GATEWAY_TIMEOUT => (
+            504,
+            "Gateway time-out",
+            "The origin web server did not answer in time.",
+        ),
+        _ => (
+            502,
+            "Bad gateway",
+            "The origin web server refused or dropped the connection, or sent an invalid response.",
+        ),
+    };
+    ErrorPage::new(error.status(), code, title, detail)
+}
+
+impl<R: Router> downstream::Handler for Arc<Proxy<R>> {
+    type Body = Body;
+
+    async fn handle(&self, conn: Arc<ConnInfo>, req: Request<Incoming>) -> Response<Body> {
+        let ray = self.ids.next();
+        // Kept for the error page: the request itself moves into the pipeline.
+        let request_headers = error_page_headers(req.headers());
+        let mut response = match self.proxy(&conn, req, &ray).await {
+            Ok(response) => response,
+            Err(Reply::Response(response)) => *response,
+            Err(Reply::Error(page)) => page.render(
+                &request_headers,
+                ray.to_str().expect("request ids are ASCII"),
+            ),
+        };
+        response.headers_mut().insert(edge_headers::CF_RAY, ray);
+        response
+    }
+}
+
+/// The only request header error pages depend on.
+fn error_page_headers(headers: &http::HeaderMap) -> http::HeaderMap {
+    let mut kept = http::HeaderMap::new();
+    for value in headers.get_all(http::header::ACCEPT) {
+        kept.append(http::header::ACCEPT, value.clone());
+    }
+    kept
+}

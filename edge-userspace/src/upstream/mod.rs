@@ -1,0 +1,258 @@
+//! Origin side: pooled HTTP/1.1 and HTTP/2 connections, TLS to origins, timeouts and the
+//! mapping of origin failures onto 502 / 504.
+//!
+//! One hyper-util pool exists per [`Origin`] (host, port, TLS, SNI, verification), and inside it
+//! one per virtual host: the request URI carries the `Host` the origin should see (so HTTP/2
+//! origins get it as `:authority`) while the connector dials the origin's own address. The pool
+//! retries a request only when hyper hands it back unsent because a reused idle connection
+//! turned out closed, i.e. the origin never saw it.
+
+mod connector;
+mod idle;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::HOST;
+use http::{Request, Response, StatusCode, Uri};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client as PoolClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use rustls::RootCertStore;
+use rustls::pki_types::ServerName;
+
+use crate::downstream::BoxError;
+use connector::{AnyOriginCert, OriginConnector, TlsParams};
+pub use idle::{BodyIdleTimeout, IdleTimeout};
+
+/// Body type sent to origins.
+pub type RequestBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
+/// Body type received from origins: the raw stream, failing after the idle-body timeout.
+pub type ResponseBody = IdleTimeout<Incoming>;
+
+/// Where a request goes.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Origin {
+    /// Name or IP address to connect to.
+    pub host: String,
+    pub port: u16,
+    /// `None`: plain HTTP (SSL mode `off` / `flexible`).
+    pub tls: Option<OriginTls>,
+}
+
+/// TLS towards the origin.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct OriginTls {
+    /// SNI sent, and the name checked in the origin's certificate when `verify` is on.
+    pub sni: String,
+    /// `true` for SSL mode `strict`, `false` for `full`.
+    pub verify: bool,
+}
+
+/// Pool sizes and timeouts.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    pub connect_timeout: Duration,
+    /// From sending the request until the response head arrives (includes connecting).
+    pub header_timeout: Duration,
+    /// Longest silence inside a response body.
+    pub idle_body_timeout: Duration,
+    /// Idle pooled connections are closed after this.
+    pub pool_idle_timeout: Duration,
+    /// Idle connections kept per origin.
+    pub pool_max_idle_per_origin: usize,
+    /// Trust anchors for SSL mode `strict`.
+    pub roots: Arc<RootCertStore>,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(15),
+            header_timeout: Duration::from_secs(100),
+            idle_body_timeout: Duration::from_secs(100),
+            pool_idle_timeout: Duration::from_secs(90),
+            pool_max_idle_per_origin: 64,
+            roots: Arc::new(RootCertStore::from_iter(
+                webpki_roots::TLS_SERVER_ROOTS.iter().cloned(),
+            )),
+        }
+    }
+}
+
+/// Why an origin request failed; decides between 502 and 504.
+#[derive(Debug)]
+pub enum UpstreamError {
+    /// Connection refused, reset, TLS failure, malformed response: the origin is broken.
+    Failed(BoxError),
+    /// The origin did not connect or answer in time.
+    Timeout(&'static str),
+    /// The origin's address or SNI is unusable.
+    BadOrigin(String),
+}
+
+impl UpstreamError {
+    /// The status the client gets (Cloudflare uses the same code as error number).
+    pub fn status(&self) -> StatusCode {
+        match self {
+            UpstreamError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            UpstreamError::Failed(_) | UpstreamError::BadOrigin(_) => StatusCode::BAD_GATEWAY,
+        }
+    }
+}
+
+impl fmt::Display for UpstreamError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UpstreamError::Failed(error) => {
+                write!(f, "origin failed: {error}")?;
+                let mut source = error.source();
+                while let Some(cause) = source {
+                    write!(f, ": {cause}")?;
+                    source = cause.source();
+                }
+                Ok(())
+            }
+            UpstreamError::Timeout(what) => write!(f, "origin timed out: {what}"),
+            UpstreamError::BadOrigin(why) => write!(f, "unusable origin: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for UpstreamError {}
+
+type Pool = PoolClient<OriginConnector, RequestBody>;
+
+/// Pools keyed by TLS identity; cloning shares them.
+#[derive(Clone)]
+pub struct Client {
+    config: Arc<ClientConfig>,
+    strict: tokio_rustls::TlsConnector,
+    full: tokio_rustls::TlsConnector,
+    pools: Arc<Mutex<HashMap<Origin, Pool>>>,
+}
+
+impl Client {
+    pub fn new(config: ClientConfig) -> Self {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let tls = |verifier: Option<Arc<AnyOriginCert>>| {
+            let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+                .with_safe_default_protocol_versions()
+                .expect("aws-lc-rs supports the default versions");
+            let mut config = match verifier {
+                None => builder
+                    .with_root_certificates(config.roots.clone())
+                    .with_no_client_auth(),
+                Some(verifier) => builder
+                    .dangerous()
+                    .with_custom_certificate_verifier(verifier)
+                    .with_no_client_auth(),
+            };
+            config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+            tokio_rustls::TlsConnector::from(Arc::new(config))
+        };
+        Self {
+            strict: tls(None),
+            full: tls(Some(Arc::new(AnyOriginCert(provider.clone())))),
+            config: Arc::new(config),
+            pools: Arc::default(),
+        }
+    }
+
+    /// Sends `req` (whose URI carries only path and query, and whose `Host` header names the
+    /// virtual host) to `origin`.
+    ///
+    /// Returns when the response head has arrived; the body then streams with the idle-body
+    /// timeout. Failures of one origin only fail the requests sent to it.
+    pub async fn send(
+        &self,
+        origin: &Origin,
+        mut req: Request<RequestBody>,
+    ) -> Result<Response<ResponseBody>, UpstreamError> {
+        let host = req.headers().get(HOST).and_then(|h| h.to_str().ok());
+        *req.uri_mut() = origin_uri(origin, host, req.uri())?;
+        let pool = self.pool(origin)?;
+        let response = tokio::time::timeout(self.config.header_timeout, pool.request(req))
+            .await
+            .map_err(|_| UpstreamError::Timeout("no response head in time"))?
+            .map_err(classify)?;
+        let idle = self.config.idle_body_timeout;
+        Ok(response.map(|body| IdleTimeout::new(body, idle)))
+    }
+
+    fn pool(&self, origin: &Origin) -> Result<Pool, UpstreamError> {
+        let mut pools = self.pools.lock().expect("pool map lock poisoned");
+        if let Some(pool) = pools.get(origin) {
+            return Ok(pool.clone());
+        }
+        let tls = match &origin.tls {
+            None => None,
+            Some(tls) => Some(TlsParams {
+                connector: if tls.verify {
+                    self.strict.clone()
+                } else {
+                    self.full.clone()
+                },
+                sni: ServerName::try_from(tls.sni.clone())
+                    .map_err(|_| UpstreamError::BadOrigin(format!("invalid SNI {:?}", tls.sni)))?,
+                handshake_timeout: self.config.connect_timeout,
+            }),
+        };
+        let mut tcp = HttpConnector::new();
+        tcp.enforce_http(false);
+        tcp.set_nodelay(true);
+        tcp.set_connect_timeout(Some(self.config.connect_timeout));
+        let pool = PoolClient::builder(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(self.config.pool_idle_timeout)
+            .pool_max_idle_per_host(self.config.pool_max_idle_per_origin)
+            .retry_canceled_requests(true)
+            .set_host(false)
+            .build(OriginConnector {
+                tcp,
+                address: origin_uri(origin, None, &Uri::default())?,
+                tls,
+            });
+        pools.insert(origin.clone(), pool.clone());
+        Ok(pool)
+    }
+}
+
+/// `scheme://authority/path?query`, the authority being `host` (the virtual host) when given,
+/// else the origin's own address.
+fn origin_uri(origin: &Origin, host: Option<&str>, uri: &Uri) -> Result<Uri, UpstreamError> {
+    let scheme = if origin.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let authority = match host {
+        Some(host) => host.to_owned(),
+        None if origin.host.contains(':') => format!("[{}]:{}", origin.host, origin.port),
+        None => format!("{}:{}", origin.host, origin.port),
+    };
+    format!("{scheme}://{authority}{path}")
+        .parse()
+        .map_err(|error| UpstreamError::BadOrigin(format!("{authority}: {error}")))
+}
+
+/// Timeouts anywhere in the cause chain (TCP connect, origin TLS handshake) are 504s; every
+/// other failure is the origin misbehaving: 502.
+fn classify(error: hyper_util::client::legacy::Error) -> UpstreamError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::TimedOut
+        {
+            return UpstreamError::Timeout("connecting to the origin");
+        }
+        source = cause.source();
+    }
+    UpstreamError::Failed(Box::new(error))
+}
