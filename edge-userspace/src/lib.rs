@@ -5,10 +5,13 @@
 //! path together and `upstream` carries it to the origin.
 
 pub mod chain;
+pub mod config;
 pub mod downstream;
 pub mod echo;
 pub mod pipeline;
+pub mod routing;
 pub mod rules;
+pub mod serve;
 pub mod stages;
 pub mod state;
 pub mod upstream;

@@ -1,7 +1,12 @@
 //! The `edge` binary.
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
 use anyhow::Result;
 use clap::{Parser, Subcommand};
+
+use edge_userspace::serve::{self, Source};
 
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -18,7 +23,28 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
-enum Command {}
+enum Command {
+    /// Serve the zones of a config file (SIGHUP reloads it, SIGTERM drains).
+    Serve {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Serve the embedded demo: an O2O chain, a non-O2O hostname, an echo origin.
+    Demo {
+        /// TLS listener [default: 127.0.0.1:8443].
+        #[arg(long)]
+        https: Option<SocketAddr>,
+        /// Plain HTTP listener [default: 127.0.0.1:8080].
+        #[arg(long)]
+        http: Option<SocketAddr>,
+        /// The built-in echo origin [default: 127.0.0.1:8081].
+        #[arg(long)]
+        echo: Option<SocketAddr>,
+        /// State directory with the demo CA (ca.pem) [default: ./edge-demo].
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
 
 fn main() -> Result<()> {
     tracing_subscriber::fmt()
@@ -26,5 +52,21 @@ fn main() -> Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
-    match Cli::parse().command {}
+    let runtime = tokio::runtime::Runtime::new()?;
+    match Cli::parse().command {
+        Command::Serve { config } => runtime.block_on(serve::run(Source::File(config), |bound| {
+            tracing::info!(https = %bound.https, http = ?bound.http, "serving");
+        })),
+        Command::Demo {
+            https,
+            http,
+            echo,
+            dir,
+        } => {
+            let config = serve::demo::config(https, http, echo, dir)?;
+            runtime.block_on(serve::run(Source::Inline(Box::new(config)), |bound| {
+                println!("{}", serve::demo::instructions(bound));
+            }))
+        }
+    }
 }

@@ -410,7 +410,7 @@ impl<'s, 'p> Builder<'s, 'p> {
         let metadata = ch
             .custom_metadata
             .as_ref()
-            .map(|m| Arc::from(serde_json::to_string(m).expect("a JSON map always serialises")));
+            .map(|m| Arc::new(serde_json::Value::Object(m.clone())));
         let hostname = ChainHostname::new(
             &ch.id,
             &ch.hostname,

@@ -55,8 +55,9 @@ pub struct ChainHostname {
     /// is one of these per custom hostname.
     names: Arc<str>,
     id_len: u16,
-    /// `custom_metadata` serialised as JSON: the value of `cf.hostname.metadata`.
-    pub metadata: Option<Arc<str>>,
+    /// `custom_metadata`: the value of `cf.hostname.metadata`, parsed once
+    /// here so that rules read it without parsing per request.
+    pub metadata: Option<Arc<serde_json::Value>>,
     pub min_tls_version: Option<MinTlsVersion>,
 }
 
@@ -64,7 +65,7 @@ impl ChainHostname {
     pub fn new(
         id: &str,
         hostname: &str,
-        metadata: Option<Arc<str>>,
+        metadata: Option<Arc<serde_json::Value>>,
         min_tls_version: Option<MinTlsVersion>,
     ) -> Self {
         ChainHostname {

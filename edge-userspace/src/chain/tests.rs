@@ -256,7 +256,10 @@ fn origin_details() {
     assert_eq!(o2o.origin.host_header, HostHeader::CustomHostname);
     assert_eq!(o2o.origin.port_or_default(), 443);
     let hostname = o2o.custom_hostname.as_ref().unwrap();
-    assert_eq!(hostname.metadata.as_deref(), Some(r#"{"tier":"gold"}"#));
+    assert_eq!(
+        hostname.metadata.as_deref(),
+        Some(&serde_json::json!({"tier": "gold"}))
+    );
     assert_eq!(
         hostname.min_tls_version,
         Some(crate::state::MinTlsVersion::Tls12)

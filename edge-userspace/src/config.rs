@@ -1,0 +1,92 @@
+//! The config file: where to listen, where the state lives, certificates, and
+//! the zones themselves (in the shapes of the control API, see [`State`]).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::Deserialize;
+
+use crate::state::State;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub listen: Listen,
+    /// Holds the local CA (`ca.pem`) that signs certificates for hostnames
+    /// without one of their own. Relative paths are relative to the working
+    /// directory, so `edge demo` keeps everything under where it was started.
+    pub state_dir: PathBuf,
+    #[serde(default)]
+    pub certificates: Vec<CertificateFiles>,
+    /// Starts the built-in echo origin on this address (the demo's origin).
+    #[serde(default)]
+    pub echo_origin: Option<SocketAddr>,
+    pub state: State,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listen {
+    /// TLS over TCP: HTTP/1.1 and HTTP/2.
+    pub https: SocketAddr,
+    /// Plain HTTP (port-80 traffic: redirects and plain zones).
+    #[serde(default)]
+    pub http: Option<SocketAddr>,
+}
+
+/// A certificate chain and key in PEM files, for the names it covers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateFiles {
+    pub hostnames: Vec<String>,
+    pub certificate: PathBuf,
+    pub key: PathBuf,
+    /// `zone` (a zone's own certificate, which wins) or `custom_hostname`.
+    #[serde(default)]
+    pub tier: CertificateTier,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CertificateTier {
+    #[default]
+    Zone,
+    CustomHostname,
+}
+
+/// The embedded default that `edge demo` runs.
+pub const DEMO: &str = include_str!("serve/demo.json");
+
+impl Config {
+    pub fn parse(json: &str) -> Result<Config> {
+        let config: Config = serde_json::from_str(json)?;
+        config.state.validate()?;
+        Ok(config)
+    }
+
+    pub fn load(path: &Path) -> Result<Config> {
+        let json = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the config file {}", path.display()))?;
+        Config::parse(&json).with_context(|| format!("config file {}", path.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn demo_config_is_valid() {
+        let config = Config::parse(DEMO).expect("the embedded demo config parses and validates");
+        assert_eq!(config.state.zones.len(), 2);
+        assert!(config.echo_origin.is_some());
+    }
+
+    #[test]
+    fn unknown_fields_are_refused_with_their_name() {
+        let json = DEMO.replacen("\"state_dir\"", "\"state_directory\"", 1);
+        let error = format!("{:#}", Config::parse(&json).unwrap_err());
+        assert!(error.contains("state_directory"), "{error}");
+    }
+}

@@ -1,0 +1,256 @@
+//! The routing step of the pipeline: which chain a request belongs to, what
+//! its zones' rules do to it, and which origin it then goes to.
+//!
+//! [`Routing`] is everything that step reads, built whole from a validated
+//! [`State`] and swapped atomically, so that a request sees one consistent
+//! version of the zones, their compiled rules and the chains between them.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::header::{HOST, HeaderValue};
+use http::{Response, request, response};
+use http_body_util::{BodyExt, Full};
+
+use crate::chain::{Chain, EdgeError, ErrorKind, HostHeader, OriginSni, OriginTls, Snapshot};
+use crate::downstream::ConnInfo;
+use crate::pipeline::{ErrorPage, Reply, Route, Router};
+use crate::rules::{ClientInfo, Phase, RawRequest, ZoneRules};
+use crate::stages::{self, RequestOutcome, RouteOverride, Stage};
+use crate::state::State;
+use crate::upstream;
+
+/// The compiled, indexed form of a [`State`].
+pub struct Routing {
+    snapshot: Snapshot,
+    /// By zone id.
+    rules: HashMap<Arc<str>, ZoneRules>,
+}
+
+impl Routing {
+    /// Validates `state` and compiles every zone's rules; on error nothing is
+    /// built. With `previous`, unchanged chains keep their ids (the XDP route
+    /// map stores them).
+    pub fn build(state: &State, previous: Option<&Routing>) -> Result<Routing> {
+        state.validate()?;
+        let mut rules = HashMap::with_capacity(state.zones.len());
+        for zone in &state.zones {
+            let compiled = ZoneRules::compile(&zone.zone.rulesets)
+                .with_context(|| format!("zone {} ({}): rulesets", zone.zone.name, zone.zone.id))?;
+            rules.insert(Arc::from(zone.zone.id.as_str()), compiled);
+        }
+        let snapshot = match previous {
+            Some(previous) => previous.snapshot.rebuild(state),
+            None => Snapshot::build(state),
+        };
+        Ok(Routing { snapshot, rules })
+    }
+
+    pub fn snapshot(&self) -> &Snapshot {
+        &self.snapshot
+    }
+
+    /// The chain's stages with their compiled rules, customer first.
+    fn stages<'a>(&'a self, chain: &'a Chain) -> Vec<Stage<'a>> {
+        chain
+            .stages
+            .iter()
+            .map(|stage| {
+                let rules = self
+                    .rules
+                    .get(&stage.zone_id)
+                    .expect("every chain stage is a zone of the same state");
+                (&*stage.zone_name, rules)
+            })
+            .collect()
+    }
+}
+
+/// [`Router`] over the live [`Routing`].
+pub struct ChainRouter {
+    routing: Arc<ArcSwap<Routing>>,
+    /// The edge's own listeners: an origin there would loop (error 1000).
+    listeners: Vec<SocketAddr>,
+}
+
+impl ChainRouter {
+    pub fn new(routing: Arc<ArcSwap<Routing>>, listeners: Vec<SocketAddr>) -> Self {
+        ChainRouter { routing, listeners }
+    }
+}
+
+/// What the response phases need of the request they answer.
+pub struct Pending {
+    routing: Arc<Routing>,
+    chain: Arc<Chain>,
+    /// The request head as the last stage left it; kept only when a zone of
+    /// the chain has response rules, which may read request fields.
+    request: Option<(request::Parts, RawRequest)>,
+}
+
+impl Router for ChainRouter {
+    type State = Pending;
+
+    fn route(&self, conn: &ConnInfo, req: &mut request::Parts) -> Result<(Route, Pending), Reply> {
+        let routing = self.routing.load_full();
+        let host = request_host(req).ok_or_else(|| {
+            edge_error(&EdgeError::new(
+                ErrorKind::DirectIp,
+                "The request names no host, so no zone can be chosen for it.",
+            ))
+        })?;
+        let chain = resolve(&routing, conn.sni(), &host)?;
+        let stages = routing.stages(&chain);
+        let metadata = chain
+            .custom_hostname
+            .as_ref()
+            .and_then(|h| h.metadata.as_deref());
+        let client = ClientInfo {
+            ip: conn.peer.ip(),
+            tls: conn.tls.is_some(),
+            metadata,
+        };
+        let raw = stages::capture_raw(&stages, req);
+        let overrides = match stages::run_request(&stages, chain.o2o, req, &client, &raw, None) {
+            RequestOutcome::Continue(overrides) => overrides,
+            RequestOutcome::Respond { response, .. } => {
+                return Err(Reply::Response(Box::new(rule_response(
+                    response.into_response(),
+                ))));
+            }
+        };
+        let route = self.origin(&chain, &host, req, overrides)?;
+        let has_response_rules = stages
+            .iter()
+            .any(|(_, rules)| !rules.rules(Phase::HttpResponseHeadersTransform).is_empty());
+        let request = has_response_rules.then(|| (req.clone(), raw));
+        drop(stages);
+        Ok((
+            route,
+            Pending {
+                routing,
+                chain,
+                request,
+            },
+        ))
+    }
+
+    fn on_response(&self, pending: Pending, conn: &ConnInfo, resp: &mut response::Parts) {
+        let Some((req, raw)) = &pending.request else {
+            return;
+        };
+        let stages = pending.routing.stages(&pending.chain);
+        let metadata = pending
+            .chain
+            .custom_hostname
+            .as_ref()
+            .and_then(|h| h.metadata.as_deref());
+        let client = ClientInfo {
+            ip: conn.peer.ip(),
+            tls: conn.tls.is_some(),
+            metadata,
+        };
+        stages::run_response(&stages, req, &client, raw, resp, None);
+    }
+}
+
+impl ChainRouter {
+    /// The chain's origin with the origin rules' overrides applied.
+    fn origin(
+        &self,
+        chain: &Chain,
+        visitor_host: &str,
+        req: &request::Parts,
+        overrides: RouteOverride,
+    ) -> Result<Route, Reply> {
+        let origin = &chain.origin;
+        let host = overrides
+            .origin_host
+            .unwrap_or_else(|| origin.host.to_string());
+        let port = overrides
+            .origin_port
+            .unwrap_or_else(|| origin.port_or_default());
+        if self.is_own_listener(&host, port) {
+            return Err(edge_error(&EdgeError::origin_is_edge(&format!(
+                "{host}:{port}"
+            ))));
+        }
+        let request_host = request_host(req).unwrap_or_else(|| visitor_host.to_owned());
+        let tls = match origin.tls {
+            OriginTls::Plain => None,
+            verified @ (OriginTls::Unverified | OriginTls::Verified) => Some(upstream::OriginTls {
+                sni: overrides.sni.unwrap_or_else(|| match &origin.sni {
+                    OriginSni::RequestHost => request_host.clone(),
+                    OriginSni::Name(name) => name.to_string(),
+                }),
+                verify: verified == OriginTls::Verified,
+            }),
+        };
+        let host_header = match overrides.host_header {
+            Some(value) => value,
+            None => {
+                let name = match origin.host_header {
+                    HostHeader::Request => &request_host,
+                    HostHeader::CustomHostname => visitor_host,
+                };
+                HeaderValue::from_str(name).expect("host names are valid header values")
+            }
+        };
+        Ok(Route {
+            origin: upstream::Origin { host, port, tls },
+            host_header,
+        })
+    }
+
+    fn is_own_listener(&self, host: &str, port: u16) -> bool {
+        host.parse()
+            .is_ok_and(|ip| self.listeners.contains(&SocketAddr::new(ip, port)))
+    }
+}
+
+/// The chain of the SNI (the connection's) and of the `Host` must agree:
+/// otherwise one tenant's TLS session could front for another's zone.
+fn resolve(routing: &Routing, sni: Option<&str>, host: &str) -> Result<Arc<Chain>, Reply> {
+    let by_host = routing.snapshot.resolve(host);
+    let Some(sni) = sni.filter(|sni| !sni.eq_ignore_ascii_case(host)) else {
+        return by_host.map_err(|e| edge_error(&e));
+    };
+    match (routing.snapshot.resolve(sni), by_host) {
+        (Ok(a), Ok(b)) if a.id == b.id => Ok(b),
+        (Err(e), _) => Err(edge_error(&e)),
+        _ => Err(edge_error(&EdgeError::fronting(sni, host))),
+    }
+}
+
+/// The request's host without port: `Host` (HTTP/1.1) or `:authority` (HTTP/2).
+fn request_host(req: &request::Parts) -> Option<String> {
+    let authority = match req.headers.get(HOST) {
+        Some(value) => value.to_str().ok()?,
+        None => req.uri.authority()?.as_str(),
+    };
+    let authority: http::uri::Authority = authority.parse().ok()?;
+    let host = authority.host();
+    (!host.is_empty()).then(|| host.trim_end_matches('.').to_ascii_lowercase())
+}
+
+fn edge_error(error: &EdgeError) -> Reply {
+    Reply::Error(ErrorPage::new(
+        error.status(),
+        error.code(),
+        error.title(),
+        error.detail().to_owned(),
+    ))
+}
+
+/// A rule's own answer (block page, redirect) as a pipeline response.
+fn rule_response(response: Response<Bytes>) -> Response<crate::pipeline::Body> {
+    response.map(|body| {
+        Full::new(body)
+            .map_err(|never| match never {})
+            .boxed_unsync()
+    })
+}
