@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+use edge_userspace::downstream::shutdown_signal;
 use edge_userspace::serve::{self, Source};
 
 #[global_allocator]
@@ -54,9 +55,13 @@ fn main() -> Result<()> {
         .init();
     let runtime = tokio::runtime::Runtime::new()?;
     match Cli::parse().command {
-        Command::Serve { config } => runtime.block_on(serve::run(Source::File(config), |bound| {
-            tracing::info!(https = %bound.https, http = ?bound.http, "serving");
-        })),
+        Command::Serve { config } => runtime.block_on(serve::run(
+            Source::File(config),
+            |bound| {
+                tracing::info!(https = %bound.https, http = ?bound.http, "serving");
+            },
+            shutdown_signal(),
+        )),
         Command::Demo {
             https,
             http,
@@ -64,9 +69,13 @@ fn main() -> Result<()> {
             dir,
         } => {
             let config = serve::demo::config(https, http, echo, dir)?;
-            runtime.block_on(serve::run(Source::Inline(Box::new(config)), |bound| {
-                println!("{}", serve::demo::instructions(bound));
-            }))
+            runtime.block_on(serve::run(
+                Source::Inline(Box::new(config)),
+                |bound| {
+                    println!("{}", serve::demo::instructions(bound));
+                },
+                shutdown_signal(),
+            ))
         }
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod demo;
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -43,9 +44,13 @@ pub struct Bound {
     pub ca_pem: PathBuf,
 }
 
-/// Serves until SIGTERM or SIGINT; `ready` is told the bound addresses once
-/// every listener accepts.
-pub async fn run(source: Source, ready: impl FnOnce(&Bound)) -> Result<()> {
+/// Serves until `shutdown` resolves (the binary passes SIGTERM/SIGINT), then
+/// drains; `ready` is told the bound addresses once every listener accepts.
+pub async fn run(
+    source: Source,
+    ready: impl FnOnce(&Bound),
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
     let config = source.load()?;
     std::fs::create_dir_all(&config.state_dir).with_context(|| {
         format!(
@@ -125,7 +130,7 @@ pub async fn run(source: Source, ready: impl FnOnce(&Bound)) -> Result<()> {
     };
     ready(&bound);
     let signal = async {
-        downstream::shutdown_signal().await;
+        shutdown.await;
         tracing::info!("shutting down: no new connections, draining requests in flight");
         let _ = stop_tx.send(true);
     };
