@@ -66,6 +66,8 @@ pub struct EdgeSetup {
     pub limits: Limits,
     pub client: ClientConfig,
     pub pipeline: PipelineConfig,
+    /// Request body limit of every route.
+    pub max_request_body: Option<u64>,
     /// Extra certificate configuration, run before the missing certificates are minted.
     pub certs: ConfigureCerts,
 }
@@ -80,11 +82,12 @@ impl EdgeSetup {
             },
             client: ClientConfig {
                 connect_timeout: Duration::from_secs(2),
-                header_timeout: Duration::from_secs(5),
-                idle_body_timeout: Duration::from_secs(5),
+                header_timeout: Duration::from_secs(20),
+                idle_body_timeout: Duration::from_secs(20),
                 ..ClientConfig::default()
             },
             pipeline: PipelineConfig::default(),
+            max_request_body: None,
             certs: Box::new(|_, _| {}),
         }
     }
@@ -120,6 +123,7 @@ impl Edge {
                 let route = Route {
                     origin,
                     host_header: HeaderValue::try_from(host.as_str()).unwrap(),
+                    max_request_body: setup.max_request_body,
                 };
                 (host, route)
             })

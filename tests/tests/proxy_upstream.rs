@@ -11,6 +11,7 @@ use edge_tests::proxy::{
 };
 use edge_userspace::downstream::LocalCa;
 use edge_userspace::upstream::{Origin, OriginTls};
+use futures_util::StreamExt;
 use serde_json::Value;
 
 const ECHO: &str = "echo.example.com";
@@ -226,4 +227,31 @@ async fn origin_connections_are_pooled_and_h2_is_multiplexed() {
         1,
         "HTTP/2 multiplexes on one connection"
     );
+}
+
+#[tokio::test]
+async fn slow_uploads_do_not_count_against_the_header_timeout() {
+    let edge = edge_with(vec![], |setup| {
+        setup.client.header_timeout = Duration::from_millis(500);
+    })
+    .await;
+    // Ten chunks 150 ms apart: the upload takes three header timeouts, yet never stalls.
+    let chunks = || {
+        futures_util::stream::iter(0..10).then(|_| async {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"0123456789"))
+        })
+    };
+    for http2 in [false, true] {
+        let response = edge
+            .client(&[ECHO], http2)
+            .post(url(&edge, ECHO, "/"))
+            .body(reqwest::Body::wrap_stream(chunks()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "http2={http2}");
+        let echo: Value = response.json().await.unwrap();
+        assert_eq!(echo["body"]["length"], 100);
+    }
 }

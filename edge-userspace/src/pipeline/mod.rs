@@ -17,7 +17,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::header::HeaderValue;
 use http::{Method, Request, Response, StatusCode, request, response};
-use http_body_util::BodyExt;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
 
 use crate::downstream::{self, BoxError, ConnInfo};
@@ -32,8 +32,10 @@ pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
 #[derive(Clone, Debug)]
 pub struct Route {
     pub origin: Origin,
-    /// `Host` (HTTP/1.1) the origin receives.
+    /// `Host` (HTTP/1.1) / `:authority` (HTTP/2) the origin receives.
     pub host_header: HeaderValue,
+    /// The zone's request body limit in bytes; larger uploads get 413.
+    pub max_request_body: Option<u64>,
 }
 
 /// How the routing step stops a request instead of forwarding it.
@@ -130,13 +132,27 @@ impl<R: Router> Proxy<R> {
 
         let (route, state) = self.router.route(conn, &mut parts)?;
 
-        let body = IdleTimeout::new(body, self.config.request_body_idle_timeout).boxed_unsync();
+        let body = IdleTimeout::new(body, self.config.request_body_idle_timeout);
+        let body = match route.max_request_body {
+            None => body.boxed_unsync(),
+            Some(max) if declared_length(&parts.headers).is_some_and(|len| len > max) => {
+                return Err(body_too_large().into());
+            }
+            // Chunked or HTTP/2 uploads without a length are cut off when they cross the limit.
+            Some(max) => Limited::new(body, max as usize).boxed_unsync(),
+        };
         let upstream_req = forward::origin_request(parts, body, &route.host_header, upgrading);
         let mut response = self
             .client
             .send(&route.origin, upstream_req)
             .await
-            .map_err(|error| upstream_error(&route.origin, &error))?;
+            .map_err(|error| {
+                if error.caused_by::<LengthLimitError>() {
+                    body_too_large()
+                } else {
+                    upstream_error(&route.origin, &error)
+                }
+            })?;
 
         let switched = upgrading && response.status() == StatusCode::SWITCHING_PROTOCOLS;
         if switched {
@@ -147,6 +163,24 @@ impl<R: Router> Proxy<R> {
         self.router.on_response(state, conn, &mut parts);
         Ok(Response::from_parts(parts, body.boxed_unsync()))
     }
+}
+
+fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+fn body_too_large() -> ErrorPage {
+    ErrorPage::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        413,
+        "Request entity too large",
+        "The request body is larger than this zone allows.",
+    )
 }
 
 fn upstream_error(origin: &Origin, error: &UpstreamError) -> ErrorPage {

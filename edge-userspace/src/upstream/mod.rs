@@ -9,6 +9,7 @@
 
 mod connector;
 mod idle;
+mod progress;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -27,7 +28,9 @@ use rustls::pki_types::ServerName;
 
 use crate::downstream::BoxError;
 use connector::{AnyOriginCert, OriginConnector, TlsParams};
+use http_body_util::BodyExt;
 pub use idle::{BodyIdleTimeout, IdleTimeout};
+use progress::{Progress, Tracked};
 
 /// Body type sent to origins.
 pub type RequestBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
@@ -57,7 +60,8 @@ pub struct OriginTls {
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
     pub connect_timeout: Duration,
-    /// From sending the request until the response head arrives (includes connecting).
+    /// Longest wait for the response head after the request body last moved (so: after it
+    /// was fully sent, or since the origin stopped reading it). Includes connecting.
     pub header_timeout: Duration,
     /// Longest silence inside a response body.
     pub idle_body_timeout: Duration,
@@ -102,6 +106,23 @@ impl UpstreamError {
             UpstreamError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             UpstreamError::Failed(_) | UpstreamError::BadOrigin(_) => StatusCode::BAD_GATEWAY,
         }
+    }
+}
+
+impl UpstreamError {
+    /// `true` when an error of type `E` (e.g. the request body's own error) caused this one.
+    pub fn caused_by<E: std::error::Error + 'static>(&self) -> bool {
+        let UpstreamError::Failed(error) = self else {
+            return false;
+        };
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error.as_ref());
+        while let Some(cause) = source {
+            if cause.is::<E>() {
+                return true;
+            }
+            source = cause.source();
+        }
+        false
     }
 }
 
@@ -176,10 +197,21 @@ impl Client {
         let host = req.headers().get(HOST).and_then(|h| h.to_str().ok());
         *req.uri_mut() = origin_uri(origin, host, req.uri())?;
         let pool = self.pool(origin)?;
-        let response = tokio::time::timeout(self.config.header_timeout, pool.request(req))
-            .await
-            .map_err(|_| UpstreamError::Timeout("no response head in time"))?
-            .map_err(classify)?;
+        let progress = Progress::new();
+        let req = req.map(|body| Tracked::new(body, progress.clone()).boxed_unsync());
+        let response = pool.request(req);
+        tokio::pin!(response);
+        let timeout = self.config.header_timeout;
+        let response = loop {
+            tokio::select! {
+                response = &mut response => break response.map_err(classify)?,
+                () = tokio::time::sleep_until(progress.deadline(timeout)) => {
+                    if progress.deadline(timeout) <= tokio::time::Instant::now() {
+                        return Err(UpstreamError::Timeout("no response head in time"));
+                    }
+                }
+            }
+        };
         let idle = self.config.idle_body_timeout;
         Ok(response.map(|body| IdleTimeout::new(body, idle)))
     }
