@@ -57,7 +57,9 @@ impl From<ErrorPage> for Reply {
 /// This is where the chain resolver and the stage runner plug in: `route` resolves the chain
 /// for the request's host (checking it against `conn.sni()`, 421 on mismatch) and runs the
 /// request phases of each stage on `req`; `on_response` runs the response phases with the
-/// `State` that `route` returned (e.g. the resolved chain).
+/// `State` that `route` returned (e.g. the resolved chain). By the time `route` runs, every
+/// client-sent edge-owned header is gone, so `cf-connecting-o2o` present on `req` afterwards
+/// can only have been set by a stage.
 pub trait Router: Send + Sync + 'static {
     /// Carried from `route` to `on_response` of the same request.
     type State: Send + 'static;
@@ -128,10 +130,13 @@ impl<R: Router> Proxy<R> {
         let client_upgrade = hyper::upgrade::on(&mut req);
         let (mut parts, body) = req.into_parts();
         let upgrading = forward::is_upgrade(&parts);
+        // Phase 1, request received.
         edge_headers::on_request(&mut parts.headers, conn, ray, &self.config.loop_guard)?;
 
+        // Phase 2, route: chain resolution and the zones' request stages.
         let (route, state) = self.router.route(conn, &mut parts)?;
 
+        // Phase 3, upstream.
         let body = IdleTimeout::new(body, self.config.request_body_idle_timeout);
         let body = match route.max_request_body {
             None => body.boxed_unsync(),
@@ -139,7 +144,9 @@ impl<R: Router> Proxy<R> {
                 return Err(body_too_large().into());
             }
             // Chunked or HTTP/2 uploads without a length are cut off when they cross the limit.
-            Some(max) => Limited::new(body, max as usize).boxed_unsync(),
+            Some(max) => {
+                Limited::new(body, usize::try_from(max).unwrap_or(usize::MAX)).boxed_unsync()
+            }
         };
         let upstream_req = forward::origin_request(parts, body, &route.host_header, upgrading);
         let mut response = self
@@ -154,6 +161,7 @@ impl<R: Router> Proxy<R> {
                 }
             })?;
 
+        // Phase 4, response filter: the zones' response stages, in reverse.
         let switched = upgrading && response.status() == StatusCode::SWITCHING_PROTOCOLS;
         if switched {
             forward::tunnel(client_upgrade, hyper::upgrade::on(&mut response));
