@@ -148,7 +148,7 @@ impl std::error::Error for UpstreamError {}
 
 type Pool = PoolClient<OriginConnector, RequestBody>;
 
-/// Pools keyed by TLS identity; cloning shares them.
+/// Origin client: one pool per [`Origin`], created on first use; clones share the pools.
 #[derive(Clone)]
 pub struct Client {
     config: Arc<ClientConfig>,
