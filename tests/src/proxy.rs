@@ -130,7 +130,7 @@ impl Edge {
             .collect();
         let proxy = Proxy::new(
             TableRouter(routes),
-            upstream::Client::new(setup.client),
+            upstream::Client::new(setup.client)?,
             setup.pipeline,
         );
         let tls_listener = TcpListener::bind("127.0.0.1:0").await?;
@@ -267,14 +267,24 @@ pub enum BadOrigin {
 
 /// Starts an origin that misbehaves as `mode` says, on every connection.
 pub async fn spawn_bad_origin(mode: BadOrigin) -> Result<SocketAddr> {
+    Ok(spawn_counted_bad_origin(mode).await?.0)
+}
+
+/// [`spawn_bad_origin`], also counting the connections it accepted.
+pub async fn spawn_counted_bad_origin(
+    mode: BadOrigin,
+) -> Result<(SocketAddr, Arc<std::sync::atomic::AtomicUsize>)> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
+    let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = connections.clone();
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             tokio::spawn(misbehave(tcp, mode));
         }
     });
-    Ok(addr)
+    Ok((addr, connections))
 }
 
 async fn misbehave(mut tcp: TcpStream, mode: BadOrigin) {

@@ -17,7 +17,7 @@ async fn sigterm_drains_and_stops_the_listener() {
     };
     let proxy = Proxy::new(
         TableRouter([("signal.example.com".to_owned(), route)].into()),
-        Client::new(ClientConfig::default()),
+        Client::new(ClientConfig::default()).unwrap(),
         PipelineConfig::default(),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -9,6 +9,7 @@
 
 mod connector;
 mod idle;
+mod permit;
 mod progress;
 
 use std::collections::HashMap;
@@ -25,17 +26,20 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls::RootCertStore;
 use rustls::pki_types::ServerName;
+use tokio::sync::Semaphore;
 
 use crate::downstream::BoxError;
 use connector::{AnyOriginCert, OriginConnector, TlsParams};
 use http_body_util::BodyExt;
 pub use idle::{BodyIdleTimeout, IdleTimeout};
+pub use permit::Permitted;
 use progress::{Progress, Tracked};
 
 /// Body type sent to origins.
 pub type RequestBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
-/// Body type received from origins: the raw stream, failing after the idle-body timeout.
-pub type ResponseBody = IdleTimeout<Incoming>;
+/// Body type received from origins: the raw stream, failing after the idle-body timeout and
+/// holding the origin's in-flight slot.
+pub type ResponseBody = Permitted<IdleTimeout<Incoming>>;
 
 /// Where a request goes.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -69,6 +73,10 @@ pub struct ClientConfig {
     pub pool_idle_timeout: Duration,
     /// Idle connections kept per origin.
     pub pool_max_idle_per_origin: usize,
+    /// Requests in flight per origin (head or body still moving). Bounds the connections and
+    /// descriptors a hanging origin can tie up; further requests wait within the header
+    /// timeout, then get 504.
+    pub max_in_flight_per_origin: usize,
     /// Trust anchors for SSL mode `strict`.
     pub roots: Arc<RootCertStore>,
 }
@@ -81,6 +89,7 @@ impl Default for ClientConfig {
             idle_body_timeout: Duration::from_secs(100),
             pool_idle_timeout: Duration::from_secs(90),
             pool_max_idle_per_origin: 64,
+            max_in_flight_per_origin: 1024,
             roots: Arc::new(RootCertStore::from_iter(
                 webpki_roots::TLS_SERVER_ROOTS.iter().cloned(),
             )),
@@ -154,11 +163,33 @@ pub struct Client {
     config: Arc<ClientConfig>,
     strict: tokio_rustls::TlsConnector,
     full: tokio_rustls::TlsConnector,
-    pools: Arc<Mutex<HashMap<Origin, Pool>>>,
+    pools: Arc<Mutex<HashMap<Origin, OriginPool>>>,
+}
+
+/// The connections of one origin and its in-flight slots.
+#[derive(Clone)]
+struct OriginPool {
+    pool: Pool,
+    slots: Arc<Semaphore>,
 }
 
 impl Client {
-    pub fn new(config: ClientConfig) -> Self {
+    /// Fails on settings that would make every request time out or wait forever.
+    pub fn new(config: ClientConfig) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            config.max_in_flight_per_origin > 0,
+            "upstream: max_in_flight_per_origin must be at least 1"
+        );
+        for (name, value) in [
+            ("connect_timeout", config.connect_timeout),
+            ("header_timeout", config.header_timeout),
+            ("idle_body_timeout", config.idle_body_timeout),
+        ] {
+            anyhow::ensure!(
+                !value.is_zero(),
+                "upstream: {name} must be longer than zero"
+            );
+        }
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let tls = |verifier: Option<Arc<AnyOriginCert>>| {
             let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
@@ -176,12 +207,12 @@ impl Client {
             config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
             tokio_rustls::TlsConnector::from(Arc::new(config))
         };
-        Self {
+        Ok(Self {
             strict: tls(None),
             full: tls(Some(Arc::new(AnyOriginCert(provider.clone())))),
             config: Arc::new(config),
             pools: Arc::default(),
-        }
+        })
     }
 
     /// Sends `req` (whose URI carries only path and query, and whose `Host` header names the
@@ -196,12 +227,17 @@ impl Client {
     ) -> Result<Response<ResponseBody>, UpstreamError> {
         let host = req.headers().get(HOST).and_then(|h| h.to_str().ok());
         *req.uri_mut() = origin_uri(origin, host, req.uri())?;
-        let pool = self.pool(origin)?;
+        let OriginPool { pool, slots } = self.pool(origin)?;
+        let timeout = self.config.header_timeout;
+        // Waiting for a slot counts against the header timeout: the client waits either way.
         let progress = Progress::new();
+        let permit = tokio::time::timeout_at(progress.deadline(timeout), slots.acquire_owned())
+            .await
+            .map_err(|_| UpstreamError::Timeout("too many requests in flight to the origin"))?
+            .expect("origin semaphores are never closed");
         let req = req.map(|body| Tracked::new(body, progress.clone()).boxed_unsync());
         let response = pool.request(req);
         tokio::pin!(response);
-        let timeout = self.config.header_timeout;
         let response = loop {
             tokio::select! {
                 response = &mut response => break response.map_err(classify)?,
@@ -213,10 +249,10 @@ impl Client {
             }
         };
         let idle = self.config.idle_body_timeout;
-        Ok(response.map(|body| IdleTimeout::new(body, idle)))
+        Ok(response.map(|body| Permitted::new(IdleTimeout::new(body, idle), permit)))
     }
 
-    fn pool(&self, origin: &Origin) -> Result<Pool, UpstreamError> {
+    fn pool(&self, origin: &Origin) -> Result<OriginPool, UpstreamError> {
         let mut pools = self.pools.lock().expect("pool map lock poisoned");
         if let Some(pool) = pools.get(origin) {
             return Ok(pool.clone());
@@ -250,6 +286,10 @@ impl Client {
                 address: origin_uri(origin, None, &Uri::default())?,
                 tls,
             });
+        let pool = OriginPool {
+            pool,
+            slots: Arc::new(Semaphore::new(self.config.max_in_flight_per_origin)),
+        };
         pools.insert(origin.clone(), pool.clone());
         Ok(pool)
     }
