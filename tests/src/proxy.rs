@@ -66,6 +66,8 @@ pub struct EdgeSetup {
     pub limits: Limits,
     pub client: ClientConfig,
     pub pipeline: PipelineConfig,
+    /// Request body limit of every route.
+    pub max_request_body: Option<u64>,
     /// Extra certificate configuration, run before the missing certificates are minted.
     pub certs: ConfigureCerts,
 }
@@ -80,11 +82,12 @@ impl EdgeSetup {
             },
             client: ClientConfig {
                 connect_timeout: Duration::from_secs(2),
-                header_timeout: Duration::from_secs(5),
-                idle_body_timeout: Duration::from_secs(5),
+                header_timeout: Duration::from_secs(20),
+                idle_body_timeout: Duration::from_secs(20),
                 ..ClientConfig::default()
             },
             pipeline: PipelineConfig::default(),
+            max_request_body: None,
             certs: Box::new(|_, _| {}),
         }
     }
@@ -120,13 +123,14 @@ impl Edge {
                 let route = Route {
                     origin,
                     host_header: HeaderValue::try_from(host.as_str()).unwrap(),
+                    max_request_body: setup.max_request_body,
                 };
                 (host, route)
             })
             .collect();
         let proxy = Proxy::new(
             TableRouter(routes),
-            upstream::Client::new(setup.client),
+            upstream::Client::new(setup.client)?,
             setup.pipeline,
         );
         let tls_listener = TcpListener::bind("127.0.0.1:0").await?;
@@ -263,14 +267,24 @@ pub enum BadOrigin {
 
 /// Starts an origin that misbehaves as `mode` says, on every connection.
 pub async fn spawn_bad_origin(mode: BadOrigin) -> Result<SocketAddr> {
+    Ok(spawn_counted_bad_origin(mode).await?.0)
+}
+
+/// [`spawn_bad_origin`], also counting the connections it accepted.
+pub async fn spawn_counted_bad_origin(
+    mode: BadOrigin,
+) -> Result<(SocketAddr, Arc<std::sync::atomic::AtomicUsize>)> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
+    let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = connections.clone();
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             tokio::spawn(misbehave(tcp, mode));
         }
     });
-    Ok(addr)
+    Ok((addr, connections))
 }
 
 async fn misbehave(mut tcp: TcpStream, mode: BadOrigin) {

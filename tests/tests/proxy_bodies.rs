@@ -62,6 +62,7 @@ async fn large_upload_streams_to_the_origin_intact() {
 #[tokio::test]
 async fn large_download_streams_to_the_client_intact() {
     let edge = edge().await;
+    let expected = edge_userspace::echo::download_sha256(DOWNLOAD as u64);
     for http2 in [false, true] {
         let mut response = edge
             .client(&[HOST], http2)
@@ -73,10 +74,6 @@ async fn large_download_streams_to_the_client_intact() {
             .await
             .unwrap();
         assert_eq!(response.status(), 200);
-        let expected = response.headers()[edge_userspace::echo::BODY_SHA256]
-            .to_str()
-            .unwrap()
-            .to_owned();
         let (mut hash, mut length) = (Sha256::new(), 0usize);
         while let Some(chunk) = response.chunk().await.unwrap() {
             length += chunk.len();
@@ -117,4 +114,37 @@ async fn request_trailers_reach_the_origin() {
     let echo: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(echo["body"]["length"], 11);
     assert_eq!(echo["trailers"]["x-checksum"][0], "abc123", "{echo}");
+}
+
+#[tokio::test]
+async fn request_body_limit_answers_413() {
+    let echo = spawn_echo().await.unwrap();
+    let mut setup = EdgeSetup::new(vec![(HOST.into(), plain_origin(echo))]);
+    setup.max_request_body = Some(1024 * 1024);
+    let edge = Edge::start(setup).await.unwrap();
+    let url = format!("https://{HOST}:{}/upload", edge.tls_addr.port());
+    let chunks = |n: usize| {
+        let stream = futures_util::stream::iter(0..n)
+            .map(|_| Ok::<_, std::io::Error>(Bytes::from(vec![1u8; 64 * 1024])));
+        reqwest::Body::wrap_stream(stream)
+    };
+    for http2 in [false, true] {
+        let client = edge.client(&[HOST], http2);
+        // Declared too large: refused before a byte of body is read.
+        let declared = client
+            .post(&url)
+            .body(vec![0u8; 2 * 1024 * 1024])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(declared.status(), 413, "http2={http2}");
+        // Streamed without a length: cut off when it crosses the limit.
+        let streamed = client.post(&url).body(chunks(32)).send().await.unwrap();
+        assert_eq!(streamed.status(), 413, "http2={http2}");
+        // Within the limit: forwarded.
+        let ok = client.post(&url).body(chunks(8)).send().await.unwrap();
+        assert_eq!(ok.status(), 200, "http2={http2}");
+        let echo: Value = ok.json().await.unwrap();
+        assert_eq!(echo["body"]["length"], 8 * 64 * 1024);
+    }
 }

@@ -208,7 +208,7 @@ async fn invalid_limits_are_refused_before_serving() {
 
     let proxy = Proxy::new(
         TableRouter(Default::default()),
-        Client::new(ClientConfig::default()),
+        Client::new(ClientConfig::default()).unwrap(),
         PipelineConfig::default(),
     );
     for (limits, complaint) in [

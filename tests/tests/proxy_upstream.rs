@@ -6,11 +6,12 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use edge_tests::proxy::{
-    BadOrigin, Edge, EdgeSetup, plain_origin, refusing_origin, spawn_bad_origin, spawn_echo,
-    spawn_tls_echo,
+    BadOrigin, Edge, EdgeSetup, plain_origin, refusing_origin, spawn_bad_origin,
+    spawn_counted_bad_origin, spawn_echo, spawn_tls_echo,
 };
 use edge_userspace::downstream::LocalCa;
 use edge_userspace::upstream::{Origin, OriginTls};
+use futures_util::StreamExt;
 use serde_json::Value;
 
 const ECHO: &str = "echo.example.com";
@@ -226,4 +227,83 @@ async fn origin_connections_are_pooled_and_h2_is_multiplexed() {
         1,
         "HTTP/2 multiplexes on one connection"
     );
+}
+
+#[tokio::test]
+async fn slow_uploads_do_not_count_against_the_header_timeout() {
+    let edge = edge_with(vec![], |setup| {
+        setup.client.header_timeout = Duration::from_millis(500);
+    })
+    .await;
+    // Ten chunks 150 ms apart: the upload takes three header timeouts, yet never stalls.
+    let chunks = || {
+        futures_util::stream::iter(0..10).then(|_| async {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"0123456789"))
+        })
+    };
+    for http2 in [false, true] {
+        let response = edge
+            .client(&[ECHO], http2)
+            .post(url(&edge, ECHO, "/"))
+            .body(reqwest::Body::wrap_stream(chunks()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "http2={http2}");
+        let echo: Value = response.json().await.unwrap();
+        assert_eq!(echo["body"]["length"], 100);
+    }
+}
+
+#[tokio::test]
+async fn a_hanging_origin_holds_at_most_its_in_flight_cap() {
+    let (silent, connections) = spawn_counted_bad_origin(BadOrigin::Silent).await.unwrap();
+    let edge = edge_with(
+        vec![("slow.example.com".into(), plain_origin(silent))],
+        |setup| {
+            setup.client.header_timeout = Duration::from_secs(3);
+            setup.client.max_in_flight_per_origin = 2;
+        },
+    )
+    .await;
+    let client = edge.client(&["slow.example.com", ECHO], true);
+    let requests: Vec<_> = (0..6)
+        .map(|_| {
+            let (client, url) = (client.clone(), url(&edge, "slow.example.com", "/"));
+            tokio::spawn(async move { client.get(url).send().await })
+        })
+        .collect();
+    // Well inside the header timeout: two requests hold connections, four wait for a slot.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(connections.load(Ordering::SeqCst), 2);
+    // Other origins are not limited by it.
+    let ok = client.get(url(&edge, ECHO, "/")).send().await.unwrap();
+    assert_eq!(ok.status(), 200);
+    // Waiting for a slot spends the same header timeout: all six end with 504.
+    for request in requests {
+        assert_eq!(request.await.unwrap().unwrap().status(), 504);
+    }
+}
+
+#[test]
+fn invalid_client_settings_are_refused() {
+    use edge_userspace::upstream::{Client, ClientConfig};
+    let error = Client::new(ClientConfig {
+        max_in_flight_per_origin: 0,
+        ..ClientConfig::default()
+    })
+    .err()
+    .unwrap();
+    assert!(
+        error.to_string().contains("max_in_flight_per_origin"),
+        "{error}"
+    );
+    let error = Client::new(ClientConfig {
+        header_timeout: Duration::ZERO,
+        ..ClientConfig::default()
+    })
+    .err()
+    .unwrap();
+    assert!(error.to_string().contains("header_timeout"), "{error}");
 }

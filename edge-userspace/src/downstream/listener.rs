@@ -90,15 +90,20 @@ impl Limits {
     }
 }
 
-/// Resolves on SIGTERM or SIGINT: what `serve`'s `shutdown` argument usually is.
-pub async fn shutdown_signal() {
+/// A future resolving on SIGTERM or SIGINT: what `serve`'s `shutdown` argument usually is.
+///
+/// The handlers are installed by this call, not on first poll, so a signal arriving while the
+/// server is still starting is not lost.
+pub fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("installing the SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
 }
 
 /// Serves `listener` until `shutdown` resolves, then stops accepting and drains.
@@ -139,8 +144,8 @@ pub async fn serve<H: Handler>(
         };
         while connections.try_join_next().is_some() {}
         let watcher = graceful.watcher();
-        let (tls, handler, http, limits) =
-            (tls.clone(), handler.clone(), http.clone(), limits.clone());
+        let (tls, handler, http) = (tls.clone(), handler.clone(), http.clone());
+        let handshake_timeout = limits.tls_handshake_timeout;
         connections.spawn(async move {
             let _permit = permit;
             let _ = tcp.set_nodelay(true);
@@ -154,21 +159,18 @@ pub async fn serve<H: Handler>(
                     };
                     serve_connection(tcp, conn, handler, &http, watcher).await;
                 }
-                Some(tls) => {
-                    match tokio::time::timeout(limits.tls_handshake_timeout, tls.accept(tcp)).await
-                    {
-                        Ok(Ok((stream, info))) => {
-                            let conn = ConnInfo {
-                                peer,
-                                local,
-                                tls: Some(info),
-                            };
-                            serve_connection(stream, conn, handler, &http, watcher).await;
-                        }
-                        Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                Some(tls) => match tokio::time::timeout(handshake_timeout, tls.accept(tcp)).await {
+                    Ok(Ok((stream, info))) => {
+                        let conn = ConnInfo {
+                            peer,
+                            local,
+                            tls: Some(info),
+                        };
+                        serve_connection(stream, conn, handler, &http, watcher).await;
                     }
-                }
+                    Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                },
             }
         });
     }

@@ -75,11 +75,6 @@ impl TlsAcceptor {
         Ok(())
     }
 
-    /// The certificates and policy in use.
-    pub fn certs(&self) -> Arc<CertStore> {
-        self.current.load().certs.clone()
-    }
-
     /// Runs the handshake on `io`, applying the hostname's minimum TLS version.
     pub async fn accept<IO>(&self, io: IO) -> std::io::Result<(TlsStream<IO>, TlsInfo)>
     where

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::header::HeaderValue;
 use http::{Method, Request, Response, StatusCode, request, response};
-use http_body_util::BodyExt;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
 
 use crate::downstream::{self, BoxError, ConnInfo};
@@ -32,8 +32,10 @@ pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
 #[derive(Clone, Debug)]
 pub struct Route {
     pub origin: Origin,
-    /// `Host` (HTTP/1.1) the origin receives.
+    /// `Host` (HTTP/1.1) / `:authority` (HTTP/2) the origin receives.
     pub host_header: HeaderValue,
+    /// The zone's request body limit in bytes; larger uploads get 413.
+    pub max_request_body: Option<u64>,
 }
 
 /// How the routing step stops a request instead of forwarding it.
@@ -55,7 +57,9 @@ impl From<ErrorPage> for Reply {
 /// This is where the chain resolver and the stage runner plug in: `route` resolves the chain
 /// for the request's host (checking it against `conn.sni()`, 421 on mismatch) and runs the
 /// request phases of each stage on `req`; `on_response` runs the response phases with the
-/// `State` that `route` returned (e.g. the resolved chain).
+/// `State` that `route` returned (e.g. the resolved chain). By the time `route` runs, every
+/// client-sent edge-owned header is gone, so `cf-connecting-o2o` present on `req` afterwards
+/// can only have been set by a stage.
 pub trait Router: Send + Sync + 'static {
     /// Carried from `route` to `on_response` of the same request.
     type State: Send + 'static;
@@ -126,18 +130,38 @@ impl<R: Router> Proxy<R> {
         let client_upgrade = hyper::upgrade::on(&mut req);
         let (mut parts, body) = req.into_parts();
         let upgrading = forward::is_upgrade(&parts);
+        // Phase 1, request received.
         edge_headers::on_request(&mut parts.headers, conn, ray, &self.config.loop_guard)?;
 
+        // Phase 2, route: chain resolution and the zones' request stages.
         let (route, state) = self.router.route(conn, &mut parts)?;
 
-        let body = IdleTimeout::new(body, self.config.request_body_idle_timeout).boxed_unsync();
+        // Phase 3, upstream.
+        let body = IdleTimeout::new(body, self.config.request_body_idle_timeout);
+        let body = match route.max_request_body {
+            None => body.boxed_unsync(),
+            Some(max) if declared_length(&parts.headers).is_some_and(|len| len > max) => {
+                return Err(body_too_large().into());
+            }
+            // Chunked or HTTP/2 uploads without a length are cut off when they cross the limit.
+            Some(max) => {
+                Limited::new(body, usize::try_from(max).unwrap_or(usize::MAX)).boxed_unsync()
+            }
+        };
         let upstream_req = forward::origin_request(parts, body, &route.host_header, upgrading);
         let mut response = self
             .client
             .send(&route.origin, upstream_req)
             .await
-            .map_err(|error| upstream_error(&route.origin, &error))?;
+            .map_err(|error| {
+                if error.caused_by::<LengthLimitError>() {
+                    body_too_large()
+                } else {
+                    upstream_error(&route.origin, &error)
+                }
+            })?;
 
+        // Phase 4, response filter: the zones' response stages, in reverse.
         let switched = upgrading && response.status() == StatusCode::SWITCHING_PROTOCOLS;
         if switched {
             forward::tunnel(client_upgrade, hyper::upgrade::on(&mut response));
@@ -147,6 +171,24 @@ impl<R: Router> Proxy<R> {
         self.router.on_response(state, conn, &mut parts);
         Ok(Response::from_parts(parts, body.boxed_unsync()))
     }
+}
+
+fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+fn body_too_large() -> ErrorPage {
+    ErrorPage::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        413,
+        "Request entity too large",
+        "The request body is larger than this zone allows.",
+    )
 }
 
 fn upstream_error(origin: &Origin, error: &UpstreamError) -> ErrorPage {

@@ -9,6 +9,8 @@
 
 mod connector;
 mod idle;
+mod permit;
+mod progress;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -24,15 +26,20 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls::RootCertStore;
 use rustls::pki_types::ServerName;
+use tokio::sync::Semaphore;
 
 use crate::downstream::BoxError;
 use connector::{AnyOriginCert, OriginConnector, TlsParams};
+use http_body_util::BodyExt;
 pub use idle::{BodyIdleTimeout, IdleTimeout};
+pub use permit::Permitted;
+use progress::{Progress, Tracked};
 
 /// Body type sent to origins.
 pub type RequestBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
-/// Body type received from origins: the raw stream, failing after the idle-body timeout.
-pub type ResponseBody = IdleTimeout<Incoming>;
+/// Body type received from origins: the raw stream, failing after the idle-body timeout and
+/// holding the origin's in-flight slot.
+pub type ResponseBody = Permitted<IdleTimeout<Incoming>>;
 
 /// Where a request goes.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -57,7 +64,8 @@ pub struct OriginTls {
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
     pub connect_timeout: Duration,
-    /// From sending the request until the response head arrives (includes connecting).
+    /// Longest wait for the response head after the request body last moved (so: after it
+    /// was fully sent, or since the origin stopped reading it). Includes connecting.
     pub header_timeout: Duration,
     /// Longest silence inside a response body.
     pub idle_body_timeout: Duration,
@@ -65,6 +73,10 @@ pub struct ClientConfig {
     pub pool_idle_timeout: Duration,
     /// Idle connections kept per origin.
     pub pool_max_idle_per_origin: usize,
+    /// Requests in flight per origin (head or body still moving). Bounds the connections and
+    /// descriptors a hanging origin can tie up; further requests wait within the header
+    /// timeout, then get 504.
+    pub max_in_flight_per_origin: usize,
     /// Trust anchors for SSL mode `strict`.
     pub roots: Arc<RootCertStore>,
 }
@@ -77,6 +89,7 @@ impl Default for ClientConfig {
             idle_body_timeout: Duration::from_secs(100),
             pool_idle_timeout: Duration::from_secs(90),
             pool_max_idle_per_origin: 64,
+            max_in_flight_per_origin: 1024,
             roots: Arc::new(RootCertStore::from_iter(
                 webpki_roots::TLS_SERVER_ROOTS.iter().cloned(),
             )),
@@ -105,6 +118,23 @@ impl UpstreamError {
     }
 }
 
+impl UpstreamError {
+    /// `true` when an error of type `E` (e.g. the request body's own error) caused this one.
+    pub fn caused_by<E: std::error::Error + 'static>(&self) -> bool {
+        let UpstreamError::Failed(error) = self else {
+            return false;
+        };
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error.as_ref());
+        while let Some(cause) = source {
+            if cause.is::<E>() {
+                return true;
+            }
+            source = cause.source();
+        }
+        false
+    }
+}
+
 impl fmt::Display for UpstreamError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -127,17 +157,39 @@ impl std::error::Error for UpstreamError {}
 
 type Pool = PoolClient<OriginConnector, RequestBody>;
 
-/// Pools keyed by TLS identity; cloning shares them.
+/// Origin client: one pool per [`Origin`], created on first use; clones share the pools.
 #[derive(Clone)]
 pub struct Client {
     config: Arc<ClientConfig>,
     strict: tokio_rustls::TlsConnector,
     full: tokio_rustls::TlsConnector,
-    pools: Arc<Mutex<HashMap<Origin, Pool>>>,
+    pools: Arc<Mutex<HashMap<Origin, OriginPool>>>,
+}
+
+/// The connections of one origin and its in-flight slots.
+#[derive(Clone)]
+struct OriginPool {
+    pool: Pool,
+    slots: Arc<Semaphore>,
 }
 
 impl Client {
-    pub fn new(config: ClientConfig) -> Self {
+    /// Fails on settings that would make every request time out or wait forever.
+    pub fn new(config: ClientConfig) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            config.max_in_flight_per_origin > 0,
+            "upstream: max_in_flight_per_origin must be at least 1"
+        );
+        for (name, value) in [
+            ("connect_timeout", config.connect_timeout),
+            ("header_timeout", config.header_timeout),
+            ("idle_body_timeout", config.idle_body_timeout),
+        ] {
+            anyhow::ensure!(
+                !value.is_zero(),
+                "upstream: {name} must be longer than zero"
+            );
+        }
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let tls = |verifier: Option<Arc<AnyOriginCert>>| {
             let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
@@ -155,12 +207,12 @@ impl Client {
             config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
             tokio_rustls::TlsConnector::from(Arc::new(config))
         };
-        Self {
+        Ok(Self {
             strict: tls(None),
             full: tls(Some(Arc::new(AnyOriginCert(provider.clone())))),
             config: Arc::new(config),
             pools: Arc::default(),
-        }
+        })
     }
 
     /// Sends `req` (whose URI carries only path and query, and whose `Host` header names the
@@ -175,16 +227,32 @@ impl Client {
     ) -> Result<Response<ResponseBody>, UpstreamError> {
         let host = req.headers().get(HOST).and_then(|h| h.to_str().ok());
         *req.uri_mut() = origin_uri(origin, host, req.uri())?;
-        let pool = self.pool(origin)?;
-        let response = tokio::time::timeout(self.config.header_timeout, pool.request(req))
+        let OriginPool { pool, slots } = self.pool(origin)?;
+        let timeout = self.config.header_timeout;
+        // Waiting for a slot counts against the header timeout: the client waits either way.
+        let progress = Progress::new();
+        let permit = tokio::time::timeout_at(progress.deadline(timeout), slots.acquire_owned())
             .await
-            .map_err(|_| UpstreamError::Timeout("no response head in time"))?
-            .map_err(classify)?;
+            .map_err(|_| UpstreamError::Timeout("too many requests in flight to the origin"))?
+            .expect("origin semaphores are never closed");
+        let req = req.map(|body| Tracked::new(body, progress.clone()).boxed_unsync());
+        let response = pool.request(req);
+        tokio::pin!(response);
+        let response = loop {
+            tokio::select! {
+                response = &mut response => break response.map_err(classify)?,
+                () = tokio::time::sleep_until(progress.deadline(timeout)) => {
+                    if progress.deadline(timeout) <= tokio::time::Instant::now() {
+                        return Err(UpstreamError::Timeout("no response head in time"));
+                    }
+                }
+            }
+        };
         let idle = self.config.idle_body_timeout;
-        Ok(response.map(|body| IdleTimeout::new(body, idle)))
+        Ok(response.map(|body| Permitted::new(IdleTimeout::new(body, idle), permit)))
     }
 
-    fn pool(&self, origin: &Origin) -> Result<Pool, UpstreamError> {
+    fn pool(&self, origin: &Origin) -> Result<OriginPool, UpstreamError> {
         let mut pools = self.pools.lock().expect("pool map lock poisoned");
         if let Some(pool) = pools.get(origin) {
             return Ok(pool.clone());
@@ -218,6 +286,10 @@ impl Client {
                 address: origin_uri(origin, None, &Uri::default())?,
                 tls,
             });
+        let pool = OriginPool {
+            pool,
+            slots: Arc::new(Semaphore::new(self.config.max_in_flight_per_origin)),
+        };
         pools.insert(origin.clone(), pool.clone());
         Ok(pool)
     }
