@@ -53,29 +53,27 @@ fn main() -> Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
-    let runtime = tokio::runtime::Runtime::new()?;
-    match Cli::parse().command {
-        Command::Serve { config } => runtime.block_on(serve::run(
-            Source::File(config),
-            |bound| {
-                tracing::info!(https = %bound.https, http = ?bound.http, "serving");
-            },
-            shutdown_signal(),
-        )),
-        Command::Demo {
-            https,
-            http,
-            echo,
-            dir,
-        } => {
-            let config = serve::demo::config(https, http, echo, dir)?;
-            runtime.block_on(serve::run(
-                Source::Inline(Box::new(config)),
-                |bound| {
-                    println!("{}", serve::demo::instructions(bound));
-                },
-                shutdown_signal(),
-            ))
+    let cli = Cli::parse();
+    tokio::runtime::Runtime::new()?.block_on(async {
+        // Installed before anything binds, so an early SIGTERM is not lost.
+        let shutdown = shutdown_signal()?;
+        match cli.command {
+            Command::Serve { config } => {
+                let ready = |bound: &serve::Bound| {
+                    tracing::info!(https = %bound.https, http = ?bound.http, "serving");
+                };
+                serve::run(Source::File(config), ready, shutdown).await
+            }
+            Command::Demo {
+                https,
+                http,
+                echo,
+                dir,
+            } => {
+                let config = serve::demo::config(https, http, echo, dir)?;
+                let ready = |bound: &serve::Bound| println!("{}", serve::demo::instructions(bound));
+                serve::run(Source::Inline(Box::new(config)), ready, shutdown).await
+            }
         }
-    }
+    })
 }

@@ -203,6 +203,7 @@ impl ChainRouter {
         Ok(Route {
             origin: upstream::Origin { host, port, tls },
             host_header,
+            max_request_body: None,
         })
     }
 

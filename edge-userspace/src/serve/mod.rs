@@ -90,7 +90,7 @@ pub async fn run(
     let router = ChainRouter::new(routing.clone(), listeners.clone());
     let proxy = Proxy::new(
         router,
-        upstream::Client::new(ClientConfig::default()),
+        upstream::Client::new(ClientConfig::default())?,
         PipelineConfig::default(),
     );
 
