@@ -1,3 +1,4 @@
 //! Shared fixtures for the integration tests.
 
+pub mod chain;
 pub mod proxy;
