@@ -125,9 +125,11 @@ impl<'a> Ctx<'a> {
         } else {
             b"http://"
         };
-        let mut out = scheme.to_vec();
-        out.extend_from_slice(self.host());
-        out.extend_from_slice(path_and_query(uri).as_bytes());
+        let (host, pq) = (self.host(), path_and_query(uri).as_bytes());
+        let mut out = Vec::with_capacity(scheme.len() + host.len() + pq.len());
+        out.extend_from_slice(scheme);
+        out.extend_from_slice(host);
+        out.extend_from_slice(pq);
         Cow::Owned(out)
     }
 

@@ -1,5 +1,6 @@
 //! Tests of the rules language and compiled rulesets.
 
+mod alloc;
 mod eval;
 mod naive;
 mod parse;
