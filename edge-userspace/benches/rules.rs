@@ -219,12 +219,7 @@ fn filters_vs_wirefilter(c: &mut Criterion) {
         .collect();
     c.bench_function("filters_80_shared/edge", |b| {
         b.iter(|| {
-            let ctx = Ctx {
-                req: &req,
-                raw: &raw,
-                client: &client,
-                resp: None,
-            };
+            let ctx = Ctx::new(&req, &raw, &client, None);
             black_box(ours.iter().filter(|e| e.matches(&ctx)).count())
         })
     });

@@ -139,7 +139,11 @@ fn apply_rule(
             for change in list {
                 let value = match &change.value {
                     None => None,
-                    Some(v) => match HeaderValue::from_bytes(&value_of(v, ctx)) {
+                    Some(v) => match match v {
+                        // Shares the configured bytes instead of copying them.
+                        ValueSource::Static(b) => HeaderValue::from_maybe_shared(b.clone()),
+                        ValueSource::Dynamic(e) => HeaderValue::from_bytes(&e.value(ctx)),
+                    } {
                         Ok(v) => Some(v),
                         Err(_) => {
                             what.push(format!("{}: invalid value, ignored", change.name));
@@ -363,12 +367,7 @@ pub(crate) fn run_request_phase(
     trace: Option<&mut PhaseTrace>,
 ) -> Option<TerminalResponse> {
     let mut changes = Changes::default();
-    let ctx = Ctx {
-        req: &*req,
-        raw,
-        client,
-        resp: None,
-    };
+    let ctx = Ctx::new(&*req, raw, client, None);
     let terminal = evaluate(rules, &ctx, state, &mut changes, trace);
     if terminal.is_some() {
         return terminal;
@@ -389,12 +388,7 @@ pub(crate) fn run_response_phase(
 ) {
     let mut changes = Changes::default();
     let mut state = StageState::default();
-    let ctx = Ctx {
-        req,
-        raw,
-        client,
-        resp: Some(&*resp),
-    };
+    let ctx = Ctx::new(req, raw, client, Some(&*resp));
     evaluate(rules, &ctx, &mut state, &mut changes, trace);
     apply_headers(&mut resp.headers, changes.headers);
 }

@@ -46,12 +46,7 @@ fn common_filters_do_not_allocate() {
     );
     let c = client("192.0.2.77");
     let raw = RawRequest::capture(&req, false);
-    let ctx = Ctx {
-        req: &req,
-        raw: &raw,
-        client: &c,
-        resp: None,
-    };
+    let ctx = Ctx::new(&req, &raw, &c, None);
     let sources = [
         r#"http.host eq "shop.example.com" and http.request.method ne "POST""#,
         r#"http.user_agent contains "bot" or http.request.uri.query contains "x=""#,
