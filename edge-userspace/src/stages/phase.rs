@@ -72,7 +72,8 @@ fn apply_rule(
     changes: &mut Changes,
     tracing: bool,
 ) -> Effect {
-    let note = |s: String| tracing.then_some(s);
+    // Trace notes are only built when tracing: no formatting on the hot path.
+    let note = |f: &dyn Fn() -> String| if tracing { Some(f()) } else { None };
     match &rule.action {
         CompiledAction::Redirect {
             target,
@@ -108,7 +109,7 @@ fn apply_rule(
                         rule = rule.index,
                         "redirect target is not a valid Location; rule ignored"
                     );
-                    Effect::Continue(note("redirect target invalid, ignored".into()))
+                    Effect::Continue(note(&|| "redirect target invalid, ignored".into()))
                 }
             }
         }
@@ -117,22 +118,30 @@ fn apply_rule(
             if let Some(p) = path {
                 let v = value_of(p, ctx);
                 if v.starts_with(b"/") && !v.contains(&b'?') && !v.contains(&b'#') {
-                    what.push(format!("path={}", String::from_utf8_lossy(&v)));
+                    if tracing {
+                        what.push(format!("path={}", String::from_utf8_lossy(&v)));
+                    }
                     changes.path = Some(v.into_owned());
                 } else {
-                    what.push("path value invalid, ignored".into());
+                    if tracing {
+                        what.push("path value invalid, ignored".into());
+                    }
                 }
             }
             if let Some(q) = query {
                 let v = value_of(q, ctx);
                 if !v.contains(&b'#') {
-                    what.push(format!("query={}", String::from_utf8_lossy(&v)));
+                    if tracing {
+                        what.push(format!("query={}", String::from_utf8_lossy(&v)));
+                    }
                     changes.query = Some(v.into_owned());
                 } else {
-                    what.push("query value invalid, ignored".into());
+                    if tracing {
+                        what.push("query value invalid, ignored".into());
+                    }
                 }
             }
-            Effect::Continue(note(format!("rewrite {}", what.join(" "))))
+            Effect::Continue(note(&|| format!("rewrite {}", what.join(" "))))
         }
         CompiledAction::Headers(list) => {
             let mut what = Vec::new();
@@ -146,7 +155,9 @@ fn apply_rule(
                     } {
                         Ok(v) => Some(v),
                         Err(_) => {
-                            what.push(format!("{}: invalid value, ignored", change.name));
+                            if tracing {
+                                what.push(format!("{}: invalid value, ignored", change.name));
+                            }
                             continue;
                         }
                     },
@@ -167,7 +178,7 @@ fn apply_rule(
                     .headers
                     .push((change.name.clone(), change.operation, value));
             }
-            Effect::Continue(note(format!("headers: {}", what.join(", "))))
+            Effect::Continue(note(&|| format!("headers: {}", what.join(", "))))
         }
         CompiledAction::Route {
             host_header,
@@ -188,7 +199,7 @@ fn apply_rule(
             if sni.is_some() {
                 r.sni.clone_from(sni);
             }
-            Effect::Continue(note(format!("route {r:?}")))
+            Effect::Continue(note(&|| format!("route {r:?}")))
         }
         CompiledAction::Block(c) => {
             Effect::Terminate(canned(c), format!("block {}", c.status.as_u16()))
@@ -217,12 +228,12 @@ fn apply_rule(
             if *rest_of_ruleset {
                 Effect::StopPhase(what)
             } else {
-                Effect::Continue(note(what))
+                Effect::Continue(Some(what).filter(|_| tracing))
             }
         }
         CompiledAction::Log => {
             tracing::info!(rule = rule.index, id = rule.id.as_deref().unwrap_or(""), uri = %ctx.req.uri, "rule matched (log)");
-            Effect::Continue(note("log".into()))
+            Effect::Continue(note(&|| "log".into()))
         }
         CompiledAction::RateLimit { limiter, response } => {
             let d = limiter.hit(ctx);
@@ -236,7 +247,9 @@ fn apply_rule(
                     ),
                 )
             } else {
-                Effect::Continue(note(format!("counted ({} requests in window)", d.count)))
+                Effect::Continue(note(&|| {
+                    format!("counted ({} requests in window)", d.count)
+                }))
             }
         }
     }
