@@ -228,7 +228,7 @@ fn apply_rule(
             if *rest_of_ruleset {
                 Effect::StopPhase(what)
             } else {
-                Effect::Continue(Some(what).filter(|_| tracing))
+                Effect::Continue(tracing.then_some(what))
             }
         }
         CompiledAction::Log => {
