@@ -77,10 +77,15 @@ pub(crate) enum JsonKey {
 
 #[derive(Debug, Clone)]
 pub(crate) enum Matcher {
+    /// Equality separately: comparing lengths first settles most misses.
+    BytesEq(Box<[u8]>),
+    BytesNe(Box<[u8]>),
     BytesOrd(Ord, Box<[u8]>),
     Contains(memmem::Finder<'static>),
     Regex(Regex),
     Wildcard(Wildcard),
+    /// Small sets are scanned (length first); large ones hashed.
+    BytesInSmall(Box<[Box<[u8]>]>),
     BytesIn(HashSet<Box<[u8]>>),
     IntOrd(Ord, i64),
     IntIn(IntSet),
@@ -90,13 +95,24 @@ pub(crate) enum Matcher {
 }
 
 impl Matcher {
+    #[inline]
+    fn test_bytes(&self, b: &[u8]) -> bool {
+        match self {
+            Matcher::BytesEq(lit) => b == lit.as_ref(),
+            Matcher::BytesNe(lit) => b != lit.as_ref(),
+            Matcher::BytesInSmall(set) => set.iter().any(|s| s.as_ref() == b),
+            Matcher::BytesOrd(op, lit) => op.holds(b.cmp(lit.as_ref())),
+            Matcher::Contains(f) => f.find(b).is_some(),
+            Matcher::Regex(re) => re.is_match(b),
+            Matcher::Wildcard(w) => w.matches(b),
+            Matcher::BytesIn(set) => set.contains(b),
+            _ => false,
+        }
+    }
+
     fn test(&self, v: &Val<'_>) -> bool {
         match (self, v) {
-            (Matcher::BytesOrd(op, lit), Val::Bytes(b)) => op.holds(b.as_ref().cmp(lit.as_ref())),
-            (Matcher::Contains(f), Val::Bytes(b)) => f.find(b).is_some(),
-            (Matcher::Regex(re), Val::Bytes(b)) => re.is_match(b),
-            (Matcher::Wildcard(w), Val::Bytes(b)) => w.matches(b),
-            (Matcher::BytesIn(set), Val::Bytes(b)) => set.contains(b.as_ref()),
+            (_, Val::Bytes(b)) => self.test_bytes(b),
             (Matcher::IntOrd(op, lit), Val::Int(i)) => op.holds(i.cmp(lit)),
             (Matcher::IntIn(set), Val::Int(i)) => set.contains(*i),
             (Matcher::IpOrd(op, lit), Val::Ip(ip)) => {
@@ -110,7 +126,12 @@ impl Matcher {
 
     fn new(rhs: &Rhs) -> Matcher {
         match rhs {
+            Rhs::Bytes(Ord::Eq, b) => Matcher::BytesEq(b.clone().into_boxed_slice()),
+            Rhs::Bytes(Ord::Ne, b) => Matcher::BytesNe(b.clone().into_boxed_slice()),
             Rhs::Bytes(op, b) => Matcher::BytesOrd(*op, b.clone().into_boxed_slice()),
+            Rhs::BytesIn(set) if set.len() <= SMALL_SET => {
+                Matcher::BytesInSmall(set.iter().map(|b| b.clone().into_boxed_slice()).collect())
+            }
             Rhs::Contains(b) => Matcher::Contains(memmem::Finder::new(b).into_owned()),
             Rhs::Matches(re) => Matcher::Regex(compile_regex(re)),
             Rhs::Wildcard { pattern, strict } => Matcher::Wildcard(Wildcard::new(pattern, *strict)),
@@ -125,6 +146,9 @@ impl Matcher {
         }
     }
 }
+
+/// Up to this many strings a scan beats hashing.
+const SMALL_SET: usize = 8;
 
 /// The parser validated the pattern already.
 fn compile_regex(re: &str) -> Regex {
@@ -157,6 +181,8 @@ pub(crate) enum CExpr {
     RegexReplace(Box<CExpr>, Regex, Box<str>),
     WildcardReplace(Box<CExpr>, Regex, Box<str>),
     Compare(Box<CExpr>, Box<Matcher>),
+    /// A comparison whose left side is a field borrowed from the request.
+    CompareField(Field, Box<Matcher>),
     Not(Box<CExpr>),
     And(Box<[CExpr]>),
     Xor(Box<[CExpr]>),
@@ -213,7 +239,12 @@ fn lower_with(node: &Node, star: &mut Option<ArraySrc>) -> CExpr {
         // A map indexed but not then indexed again is an array: only valid
         // under `[*]` or `len`, handled by their parents.
         Node::Index(_, IndexKey::Key(_)) | Node::Expand(_) => CExpr::Elem,
-        Node::Compare(lhs, rhs) => CExpr::Compare(sub(lhs), Box::new(Matcher::new(rhs))),
+        Node::Compare(lhs, rhs) => match lhs.as_ref() {
+            Node::Field(f) if !matches!(f, Field::IpSrc | Field::Ssl | Field::ResponseCode) => {
+                CExpr::CompareField(*f, Box::new(Matcher::new(rhs)))
+            }
+            _ => CExpr::Compare(sub(lhs), Box::new(Matcher::new(rhs))),
+        },
         Node::Not(n) => CExpr::Not(sub(n)),
         Node::And(v) => CExpr::And(v.iter().map(|n| take_expand(n, star)).collect()),
         Node::Xor(v) => CExpr::Xor(v.iter().map(|n| take_expand(n, star)).collect()),
@@ -332,6 +363,10 @@ impl CExpr {
     pub(crate) fn test<'a>(&'a self, ctx: &Ctx<'a>, elem: Option<&Val<'a>>) -> bool {
         match self {
             CExpr::Compare(lhs, m) => m.test(&lhs.eval(ctx, elem)),
+            CExpr::CompareField(f, m) => match ctx.borrowed_bytes(*f) {
+                Some(b) => m.test_bytes(b),
+                None => m.test(&ctx.field(*f)),
+            },
             CExpr::Not(n) => !n.test(ctx, elem),
             CExpr::And(v) => v.iter().all(|n| n.test(ctx, elem)),
             CExpr::Or(v) => v.iter().any(|n| n.test(ctx, elem)),
@@ -430,6 +465,7 @@ impl CExpr {
                 }
             }
             CExpr::Compare(..)
+            | CExpr::CompareField(..)
             | CExpr::Not(_)
             | CExpr::And(_)
             | CExpr::Or(_)

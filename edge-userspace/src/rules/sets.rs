@@ -47,8 +47,9 @@ fn mask(v: u128, len: u8, width: u8) -> u128 {
 
 #[derive(Debug, Clone, Default)]
 struct Family {
-    /// (prefix length, masked prefixes), longest first.
-    prefixes: Vec<(u8, HashSet<u128>)>,
+    /// (prefix length, sorted masked prefixes), longest first. Sets are
+    /// small and configured by operators, so bisection beats hashing here.
+    prefixes: Vec<(u8, Box<[u128]>)>,
     ranges: Vec<(u128, u128)>,
 }
 
@@ -88,7 +89,14 @@ impl IpSet {
         }
         let [v6, v4] = by_len;
         for (fam, map) in [(&mut set.v6, v6), (&mut set.v4, v4)] {
-            fam.prefixes = map.into_iter().collect();
+            fam.prefixes = map
+                .into_iter()
+                .map(|(len, set)| {
+                    let mut v: Vec<u128> = set.into_iter().collect();
+                    v.sort_unstable();
+                    (len, v.into_boxed_slice())
+                })
+                .collect();
             fam.prefixes
                 .sort_unstable_by_key(|p| std::cmp::Reverse(p.0));
         }
@@ -100,7 +108,7 @@ impl IpSet {
         let (fam, width) = if v4 { (&self.v4, 32) } else { (&self.v6, 128) };
         fam.prefixes
             .iter()
-            .any(|(len, set)| set.contains(&mask(b, *len, width)))
+            .any(|(len, set)| set.binary_search(&mask(b, *len, width)).is_ok())
             || fam.ranges.iter().any(|&(lo, hi)| lo <= b && b <= hi)
     }
 }

@@ -72,7 +72,8 @@ fn apply_rule(
     changes: &mut Changes,
     tracing: bool,
 ) -> Effect {
-    let note = |s: String| tracing.then_some(s);
+    // Trace notes are only built when tracing: no formatting on the hot path.
+    let note = |f: &dyn Fn() -> String| if tracing { Some(f()) } else { None };
     match &rule.action {
         CompiledAction::Redirect {
             target,
@@ -108,7 +109,7 @@ fn apply_rule(
                         rule = rule.index,
                         "redirect target is not a valid Location; rule ignored"
                     );
-                    Effect::Continue(note("redirect target invalid, ignored".into()))
+                    Effect::Continue(note(&|| "redirect target invalid, ignored".into()))
                 }
             }
         }
@@ -117,32 +118,46 @@ fn apply_rule(
             if let Some(p) = path {
                 let v = value_of(p, ctx);
                 if v.starts_with(b"/") && !v.contains(&b'?') && !v.contains(&b'#') {
-                    what.push(format!("path={}", String::from_utf8_lossy(&v)));
+                    if tracing {
+                        what.push(format!("path={}", String::from_utf8_lossy(&v)));
+                    }
                     changes.path = Some(v.into_owned());
                 } else {
-                    what.push("path value invalid, ignored".into());
+                    if tracing {
+                        what.push("path value invalid, ignored".into());
+                    }
                 }
             }
             if let Some(q) = query {
                 let v = value_of(q, ctx);
                 if !v.contains(&b'#') {
-                    what.push(format!("query={}", String::from_utf8_lossy(&v)));
+                    if tracing {
+                        what.push(format!("query={}", String::from_utf8_lossy(&v)));
+                    }
                     changes.query = Some(v.into_owned());
                 } else {
-                    what.push("query value invalid, ignored".into());
+                    if tracing {
+                        what.push("query value invalid, ignored".into());
+                    }
                 }
             }
-            Effect::Continue(note(format!("rewrite {}", what.join(" "))))
+            Effect::Continue(note(&|| format!("rewrite {}", what.join(" "))))
         }
         CompiledAction::Headers(list) => {
             let mut what = Vec::new();
             for change in list {
                 let value = match &change.value {
                     None => None,
-                    Some(v) => match HeaderValue::from_bytes(&value_of(v, ctx)) {
+                    Some(v) => match match v {
+                        // Shares the configured bytes instead of copying them.
+                        ValueSource::Static(b) => HeaderValue::from_maybe_shared(b.clone()),
+                        ValueSource::Dynamic(e) => HeaderValue::from_bytes(&e.value(ctx)),
+                    } {
                         Ok(v) => Some(v),
                         Err(_) => {
-                            what.push(format!("{}: invalid value, ignored", change.name));
+                            if tracing {
+                                what.push(format!("{}: invalid value, ignored", change.name));
+                            }
                             continue;
                         }
                     },
@@ -163,7 +178,7 @@ fn apply_rule(
                     .headers
                     .push((change.name.clone(), change.operation, value));
             }
-            Effect::Continue(note(format!("headers: {}", what.join(", "))))
+            Effect::Continue(note(&|| format!("headers: {}", what.join(", "))))
         }
         CompiledAction::Route {
             host_header,
@@ -184,7 +199,7 @@ fn apply_rule(
             if sni.is_some() {
                 r.sni.clone_from(sni);
             }
-            Effect::Continue(note(format!("route {r:?}")))
+            Effect::Continue(note(&|| format!("route {r:?}")))
         }
         CompiledAction::Block(c) => {
             Effect::Terminate(canned(c), format!("block {}", c.status.as_u16()))
@@ -213,12 +228,12 @@ fn apply_rule(
             if *rest_of_ruleset {
                 Effect::StopPhase(what)
             } else {
-                Effect::Continue(note(what))
+                Effect::Continue(tracing.then_some(what))
             }
         }
         CompiledAction::Log => {
             tracing::info!(rule = rule.index, id = rule.id.as_deref().unwrap_or(""), uri = %ctx.req.uri, "rule matched (log)");
-            Effect::Continue(note("log".into()))
+            Effect::Continue(note(&|| "log".into()))
         }
         CompiledAction::RateLimit { limiter, response } => {
             let d = limiter.hit(ctx);
@@ -232,7 +247,9 @@ fn apply_rule(
                     ),
                 )
             } else {
-                Effect::Continue(note(format!("counted ({} requests in window)", d.count)))
+                Effect::Continue(note(&|| {
+                    format!("counted ({} requests in window)", d.count)
+                }))
             }
         }
     }
@@ -363,12 +380,7 @@ pub(crate) fn run_request_phase(
     trace: Option<&mut PhaseTrace>,
 ) -> Option<TerminalResponse> {
     let mut changes = Changes::default();
-    let ctx = Ctx {
-        req: &*req,
-        raw,
-        client,
-        resp: None,
-    };
+    let ctx = Ctx::new(&*req, raw, client, None);
     let terminal = evaluate(rules, &ctx, state, &mut changes, trace);
     if terminal.is_some() {
         return terminal;
@@ -389,12 +401,7 @@ pub(crate) fn run_response_phase(
 ) {
     let mut changes = Changes::default();
     let mut state = StageState::default();
-    let ctx = Ctx {
-        req,
-        raw,
-        client,
-        resp: Some(&*resp),
-    };
+    let ctx = Ctx::new(req, raw, client, Some(&*resp));
     evaluate(rules, &ctx, &mut state, &mut changes, trace);
     apply_headers(&mut resp.headers, changes.headers);
 }

@@ -241,12 +241,7 @@ fn raw_fields_keep_the_original_after_changes() {
     r.headers
         .insert("x-multi", http::HeaderValue::from_static("new"));
     let c = client("203.0.113.9");
-    let ctx = Ctx {
-        req: &r,
-        raw: &raw,
-        client: &c,
-        resp: None,
-    };
+    let ctx = Ctx::new(&r, &raw, &c, None);
     let v = |src: &str| {
         let e = Expression::compile(src, ExprKind::REQUEST_VALUE).expect(src);
         String::from_utf8(e.value(&ctx).into_owned()).expect("utf-8")
@@ -280,12 +275,7 @@ fn response_fields() {
         .body(())
         .expect("response")
         .into_parts();
-    let ctx = Ctx {
-        req: &r,
-        raw: &raw,
-        client: &c,
-        resp: Some(&resp),
-    };
+    let ctx = Ctx::new(&r, &raw, &c, Some(&resp));
     let kind = ExprKind {
         response: true,
         value: false,

@@ -1,5 +1,6 @@
 //! Tests of the rules language and compiled rulesets.
 
+mod alloc;
 mod eval;
 mod naive;
 mod parse;
@@ -34,12 +35,7 @@ pub(crate) fn check(src: &str, req: &request::Parts, client: &ClientInfo<'_>) ->
     let e = Expression::compile(src, ExprKind::REQUEST_FILTER)
         .unwrap_or_else(|err| panic!("{src}: {err}"));
     let raw = RawRequest::capture(req, true);
-    let ctx = Ctx {
-        req,
-        raw: &raw,
-        client,
-        resp: None,
-    };
+    let ctx = Ctx::new(req, &raw, client, None);
     e.matches(&ctx)
 }
 
@@ -47,11 +43,6 @@ pub(crate) fn value(src: &str, req: &request::Parts, client: &ClientInfo<'_>) ->
     let e = Expression::compile(src, ExprKind::REQUEST_VALUE)
         .unwrap_or_else(|err| panic!("{src}: {err}"));
     let raw = RawRequest::capture(req, true);
-    let ctx = Ctx {
-        req,
-        raw: &raw,
-        client,
-        resp: None,
-    };
+    let ctx = Ctx::new(req, &raw, client, None);
     String::from_utf8(e.value(&ctx).into_owned()).expect("utf-8")
 }

@@ -509,7 +509,7 @@ proptest! {
         let parts = req.parts();
         let raw = RawRequest::capture(&parts, false);
         let client = ClientInfo { ip: IpAddr::V4(req.ip), tls: req.tls, metadata: None };
-        let ctx = Ctx { req: &parts, raw: &raw, client: &client, resp: None };
+        let ctx = Ctx::new(&parts, &raw, &client, None);
         let want = interp(&expr, &req, None) == NVal::Bool(true);
         prop_assert_eq!(compiled.matches(&ctx), want, "{} on {:?}", src, req);
     }

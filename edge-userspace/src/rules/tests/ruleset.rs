@@ -310,14 +310,7 @@ fn rate_limit_counts_per_characteristic_and_window() {
     let r = parts("POST", "/login", &[]);
     let raw = RawRequest::capture(&r, false);
     let (a, b) = (client("192.0.2.1"), client("192.0.2.2"));
-    let hit = |c| {
-        limiter.hit(&Ctx {
-            req: &r,
-            raw: &raw,
-            client: c,
-            resp: None,
-        })
-    };
+    let hit = |c| limiter.hit(&Ctx::new(&r, &raw, c, None));
     // 1000 / 10: window 100; three allowed, the fourth exceeds.
     assert_eq!(
         (1..=4).map(|_| hit(&a).exceeded).collect::<Vec<_>>(),
@@ -347,12 +340,7 @@ fn rate_limit_mitigation_timeout_blocks_past_the_window() {
     let r = parts("GET", "/", &[]);
     let raw = RawRequest::capture(&r, false);
     let c = client("192.0.2.1");
-    let ctx = Ctx {
-        req: &r,
-        raw: &raw,
-        client: &c,
-        resp: None,
-    };
+    let ctx = Ctx::new(&r, &raw, &c, None);
     assert!(!limiter.hit(&ctx).exceeded);
     assert!(limiter.hit(&ctx).exceeded);
     clock.advance(15);
