@@ -9,6 +9,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
+use std::time::Instant;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use edge_userspace::chain::Snapshot;
@@ -167,8 +168,18 @@ fn state() -> State {
 fn bench(c: &mut Criterion) {
     let state = state();
     let before = LIVE_BYTES.load(Ordering::Relaxed);
+    let started = Instant::now();
     let snapshot = Snapshot::build(&state);
+    let built = started.elapsed();
     let bytes = LIVE_BYTES.load(Ordering::Relaxed) - before;
+    let started = Instant::now();
+    let rebuilt = snapshot.rebuild(&state);
+    println!(
+        "build: {:.2} s, rebuild keeping ids: {:.2} s",
+        built.as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+    drop(rebuilt);
     let entries = snapshot.len();
     println!(
         "snapshot: {entries} hostnames ({HOSTNAMES} custom hostnames, {WILDCARDS} wildcards), \
@@ -225,10 +236,18 @@ fn bench(c: &mut Criterion) {
         b.iter(|| snapshot.resolve(black_box(&hot)))
     });
     let mut i = 0;
-    g.bench_function("exact_hit_random", |b| {
+    g.bench_function("exact_hit_random_1m", |b| {
         b.iter(|| {
             i += 1;
             snapshot.resolve(black_box(query(i)))
+        })
+    });
+    // A working set of popular hostnames that fits the last-level cache.
+    let mut k = 0;
+    g.bench_function("exact_hit_random_64k", |b| {
+        b.iter(|| {
+            k += 1;
+            snapshot.resolve(black_box(query(k & 0xffff)))
         })
     });
     let upper = hot.to_ascii_uppercase() + ".";
