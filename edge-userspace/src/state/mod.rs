@@ -137,8 +137,19 @@ impl State {
 
     /// The state after `change`, validated whole; `self` is never modified.
     pub fn apply(&self, change: Change) -> Result<State, ValidationError> {
+        self.apply_all([change])
+    }
+
+    /// The state after all `changes`, validated once at the end (a clone and a
+    /// validation per change would dominate bulk loads): all or nothing.
+    pub fn apply_all(
+        &self,
+        changes: impl IntoIterator<Item = Change>,
+    ) -> Result<State, ValidationError> {
         let mut next = self.clone();
-        next.mutate(change)?;
+        for change in changes {
+            next.mutate(change)?;
+        }
         next.validate()?;
         Ok(next)
     }
