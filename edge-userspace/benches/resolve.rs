@@ -167,7 +167,12 @@ fn state() -> State {
 }
 
 fn bench(c: &mut Criterion) {
+    let before = LIVE_BYTES.load(Ordering::Relaxed);
     let state = state();
+    println!(
+        "state (the source objects, not part of the index): {} MiB",
+        (LIVE_BYTES.load(Ordering::Relaxed) - before) / (1 << 20)
+    );
     let before = LIVE_BYTES.load(Ordering::Relaxed);
     let started = Instant::now();
     let snapshot = Snapshot::build(&state);

@@ -100,8 +100,12 @@ impl Snapshot {
         if let Some(stored) = self.exact.get(key) {
             return self.outcome(stored);
         }
+        // A wildcard stands for one DNS label, not for any bytes a client sends.
         if let Some(dot) = key.iter().position(|&b| b == b'.')
             && dot > 0
+            && key[..dot]
+                .iter()
+                .all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
             && let Some(stored) = self.wildcard.get(&key[dot + 1..])
         {
             return self.outcome(stored);
