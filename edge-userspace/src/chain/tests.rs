@@ -585,3 +585,32 @@ fn odd_input_never_panics_and_never_matches() {
         }
     }
 }
+
+#[test]
+fn snapshot_is_shared_across_threads() {
+    fn shared<T: Send + Sync + 'static>() {}
+    shared::<Snapshot>();
+    shared::<Live>();
+    shared::<EdgeError>();
+    let live = Arc::new(Live::new(Snapshot::build(&fixture())));
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let live = live.clone();
+            std::thread::spawn(move || {
+                (0..1000)
+                    .filter(|_| live.load().resolve("o2o.example.com").is_ok())
+                    .count()
+            })
+        })
+        .collect();
+    live.store(Snapshot::build(&State::default()));
+    for reader in readers {
+        reader
+            .join()
+            .expect("readers never fail while the snapshot is swapped");
+    }
+    assert_eq!(
+        live.load().resolve("o2o.example.com").unwrap_err().code(),
+        1001
+    );
+}
