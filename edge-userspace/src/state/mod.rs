@@ -16,7 +16,7 @@ use crate::rules::model::{Phase, Ruleset};
 
 pub use activation::{CnameCheck, Observation, Transition};
 pub use model::*;
-pub use validate::ValidationError;
+pub use validate::{MAX_METADATA_BYTES, ValidationError};
 
 /// Everything the edge serves. Each object keeps Cloudflare's JSON shape; the
 /// nesting (children under their zone) is this edge's config-file layout.
