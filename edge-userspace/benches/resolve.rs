@@ -9,8 +9,10 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
+use std::time::Instant;
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::measurement::{Measurement, ValueFormatter};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use edge_userspace::chain::Snapshot;
 use edge_userspace::state::{
     Account, AccountRef, CustomHostname, CustomHostnameSettings, DnsRecord, FallbackOrigin,
@@ -165,10 +167,25 @@ fn state() -> State {
 }
 
 fn bench(c: &mut Criterion) {
-    let state = state();
     let before = LIVE_BYTES.load(Ordering::Relaxed);
+    let state = state();
+    println!(
+        "state (the source objects, not part of the index): {} MiB",
+        (LIVE_BYTES.load(Ordering::Relaxed) - before) / (1 << 20)
+    );
+    let before = LIVE_BYTES.load(Ordering::Relaxed);
+    let started = Instant::now();
     let snapshot = Snapshot::build(&state);
+    let built = started.elapsed();
     let bytes = LIVE_BYTES.load(Ordering::Relaxed) - before;
+    let started = Instant::now();
+    let rebuilt = snapshot.rebuild(&state);
+    println!(
+        "build: {:.2} s, rebuild keeping ids: {:.2} s",
+        built.as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+    drop(rebuilt);
     let entries = snapshot.len();
     println!(
         "snapshot: {entries} hostnames ({HOSTNAMES} custom hostnames, {WILDCARDS} wildcards), \
@@ -219,43 +236,137 @@ fn bench(c: &mut Criterion) {
         ALLOCATIONS.load(Ordering::Relaxed) - allocations
     );
 
-    let mut g = c.benchmark_group("resolve");
-    let hot = hostname(123_456);
-    g.bench_function("exact_hit_hot", |b| {
-        b.iter(|| snapshot.resolve(black_box(&hot)))
-    });
-    let mut i = 0;
-    g.bench_function("exact_hit_random", |b| {
-        b.iter(|| {
-            i += 1;
-            snapshot.resolve(black_box(query(i)))
-        })
-    });
-    let upper = hot.to_ascii_uppercase() + ".";
-    g.bench_function("exact_hit_upper_case_trailing_dot", |b| {
-        b.iter(|| snapshot.resolve(black_box(&upper)))
-    });
-    let wildcard: Vec<String> = (0..WILDCARDS)
-        .map(|w| format!("store.tenant{w}.saasapps.net"))
-        .collect();
-    let mut w = 0;
-    g.bench_function("wildcard_hit", |b| {
-        b.iter(|| {
-            w = (w + 1) % WILDCARDS;
-            snapshot.resolve(black_box(&wildcard[w]))
-        })
-    });
-    let misses: Vec<String> = (0..1024)
-        .map(|m| format!("nohost{m}.nowhere{m}.org"))
-        .collect();
-    let mut m = 0;
-    g.bench_function("miss", |b| {
-        b.iter(|| {
-            m = (m + 1) & 1023;
-            snapshot.resolve(black_box(&misses[m]))
-        })
-    });
-    g.finish();
+    let lookups = Lookups {
+        snapshot: &snapshot,
+        query: &query,
+    };
+    lookups.run(c, "resolve");
+    // The machine is shared: thread CPU time leaves out the time other
+    // processes hold the core, which wall-clock time counts.
+    let mut cpu = Criterion::default()
+        .with_measurement(ThreadCpuTime)
+        .configure_from_args();
+    lookups.run(&mut cpu, "resolve_cpu_time");
+}
+
+struct Lookups<'a, Q: Fn(usize) -> &'a str> {
+    snapshot: &'a Snapshot,
+    query: &'a Q,
+}
+
+impl<'a, Q: Fn(usize) -> &'a str> Lookups<'a, Q> {
+    fn run<M: Measurement>(&self, c: &mut Criterion<M>, group: &str) {
+        let (snapshot, query) = (self.snapshot, self.query);
+        let mut g = c.benchmark_group(group);
+        let hot = hostname(123_456);
+        g.bench_function("exact_hit_hot", |b| {
+            b.iter(|| snapshot.resolve(black_box(&hot)))
+        });
+        let mut i = 0;
+        g.bench_function("exact_hit_random_1m", |b| {
+            b.iter(|| {
+                i += 1;
+                snapshot.resolve(black_box(query(i)))
+            })
+        });
+        // A working set of popular hostnames that fits the last-level cache.
+        let mut k = 0;
+        g.bench_function("exact_hit_random_64k", |b| {
+            b.iter(|| {
+                k += 1;
+                snapshot.resolve(black_box(query(k & 0xffff)))
+            })
+        });
+        let upper = hot.to_ascii_uppercase() + ".";
+        g.bench_function("exact_hit_upper_case_trailing_dot", |b| {
+            b.iter(|| snapshot.resolve(black_box(&upper)))
+        });
+        let wildcard: Vec<String> = (0..WILDCARDS)
+            .map(|w| format!("store.tenant{w}.saasapps.net"))
+            .collect();
+        let mut w = 0;
+        g.bench_function("wildcard_hit", |b| {
+            b.iter(|| {
+                w = (w + 1) % WILDCARDS;
+                snapshot.resolve(black_box(&wildcard[w]))
+            })
+        });
+        let misses: Vec<String> = (0..1024)
+            .map(|m| format!("nohost{m}.nowhere{m}.org"))
+            .collect();
+        let mut m = 0;
+        g.bench_function("miss", |b| {
+            b.iter(|| {
+                m = (m + 1) & 1023;
+                snapshot.resolve(black_box(&misses[m]))
+            })
+        });
+        g.finish();
+    }
+}
+
+/// CPU time of the benchmark thread (`CLOCK_THREAD_CPUTIME_ID`).
+struct ThreadCpuTime;
+
+fn thread_cpu_nanos() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the duration of the call.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID) failed");
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+impl Measurement for ThreadCpuTime {
+    type Intermediate = u64;
+    type Value = u64;
+
+    fn start(&self) -> u64 {
+        thread_cpu_nanos()
+    }
+
+    fn end(&self, started: u64) -> u64 {
+        thread_cpu_nanos() - started
+    }
+
+    fn add(&self, a: &u64, b: &u64) -> u64 {
+        a + b
+    }
+
+    fn zero(&self) -> u64 {
+        0
+    }
+
+    fn to_f64(&self, value: &u64) -> f64 {
+        *value as f64
+    }
+
+    fn formatter(&self) -> &dyn ValueFormatter {
+        &Nanoseconds
+    }
+}
+
+struct Nanoseconds;
+
+impl ValueFormatter for Nanoseconds {
+    fn scale_values(&self, _typical: f64, _values: &mut [f64]) -> &'static str {
+        "ns (cpu)"
+    }
+
+    fn scale_throughputs(
+        &self,
+        _typical: f64,
+        _throughput: &Throughput,
+        _values: &mut [f64],
+    ) -> &'static str {
+        "ns (cpu)"
+    }
+
+    fn scale_for_machines(&self, _values: &mut [f64]) -> &'static str {
+        "ns"
+    }
 }
 
 criterion_group!(benches, bench);

@@ -212,9 +212,8 @@ impl<'s, 'p> Builder<'s, 'p> {
         })
     }
 
-    /// A custom hostname (exact or wildcard) covering `name`, the name below
-    /// the wildcard being `suffix`.
-    fn hostname_covering(&self, suffix: &str) -> Option<(usize, &'s CustomHostname)> {
+    /// The wildcard custom hostname `*.{suffix}`.
+    fn wildcard_hostname(&self, suffix: &str) -> Option<(usize, &'s CustomHostname)> {
         self.ch_wildcard.get(suffix).copied()
     }
 
@@ -235,7 +234,7 @@ impl<'s, 'p> Builder<'s, 'p> {
         record: &DnsRecord,
         suffix: &str,
     ) -> Outcome {
-        let wildcard_ch = self.hostname_covering(suffix);
+        let wildcard_ch = self.wildcard_hostname(suffix);
         if !record.proxied {
             if let Some((p, ch)) = wildcard_ch {
                 return self.hostname_outcome(name, p, ch);
@@ -373,7 +372,7 @@ impl<'s, 'p> Builder<'s, 'p> {
                 .ch_exact
                 .get(&target)
                 .copied()
-                .or_else(|| parent(&target).and_then(|s| self.hostname_covering(s)))
+                .or_else(|| parent(&target).and_then(|s| self.wildcard_hostname(s)))
                 .filter(|&(q, _)| q != p);
             let other_account =
                 next_zone.filter(|&q| self.zones[q].zone.account.id != provider.zone.account.id);

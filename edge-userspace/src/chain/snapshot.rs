@@ -2,8 +2,8 @@
 //! swapped whole by its owner. A lookup lower-cases into a stack buffer, probes
 //! one table (two for a wildcard hit) and clones an `Arc`: no allocation, no
 //! lock. The table is hand-rolled rather than a general hash map because at a
-//! million hostnames the cost is cache misses: slot, record (name and outcome
-//! in one line), chain, and nothing else.
+//! million hostnames the cost is cache misses: the record (name and outcome
+//! side by side, no separate slot array) and the chain, nothing else.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -100,8 +100,12 @@ impl Snapshot {
         if let Some(stored) = self.exact.get(key) {
             return self.outcome(stored);
         }
+        // A wildcard stands for one DNS label, not for any bytes a client sends.
         if let Some(dot) = key.iter().position(|&b| b == b'.')
             && dot > 0
+            && key[..dot]
+                .iter()
+                .all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
             && let Some(stored) = self.wildcard.get(&key[dot + 1..])
         {
             return self.outcome(stored);
@@ -116,6 +120,7 @@ impl Snapshot {
         match stored {
             Stored::Chain(chain) => Ok(chain.clone()),
             Stored::Error(i) => Err(self.errors[*i as usize].clone()),
+            Stored::Vacant => Err(self.miss.clone()),
         }
     }
 
@@ -134,6 +139,7 @@ impl Snapshot {
                         chain_id: 0,
                         blocked: true,
                     }),
+                Stored::Vacant => None,
             },
         )
     }
@@ -156,7 +162,7 @@ impl Snapshot {
         };
         match stored? {
             Stored::Chain(chain) => Some(chain),
-            Stored::Error(_) => None,
+            Stored::Error(_) | Stored::Vacant => None,
         }
     }
 
@@ -175,30 +181,44 @@ impl Snapshot {
     }
 }
 
-/// What a record points at: errors live once in [`Snapshot::errors`] so a
-/// record stays 16 bytes of outcome.
+/// What a record holds: errors live once in [`Snapshot::errors`] so that the
+/// outcome takes 16 bytes.
+#[derive(Clone)]
 enum Stored {
+    Vacant,
     Chain(Arc<Chain>),
     Error(u32),
 }
 
-/// Names up to this many bytes live inside their record, so one cache line
-/// holds both the key to compare and the outcome.
-const INLINE: usize = 31;
+/// Names up to this many bytes live inside their record, so that one read
+/// brings the key to compare and the outcome together.
+const INLINE: usize = 30;
 
+#[derive(Clone)]
 struct Record {
     outcome: Stored,
+    /// Low byte of the name's hash: most mismatches end here.
+    tag: u8,
     len: u8,
     /// The name, or for longer names its offset in [`Index::long_names`].
     name: [u8; INLINE],
 }
 
-/// Open addressing with linear probing over `(tag << 32) | (record + 1)`
-/// slots, at most half full: a hit costs one slot read, one record read and
-/// the chain's reference count.
+const _: () = assert!(std::mem::size_of::<Record>() == 48);
+
+const VACANT: Record = Record {
+    outcome: Stored::Vacant,
+    tag: 0,
+    len: 0,
+    name: [0; INLINE],
+};
+
+/// Open addressing with linear probing over the records themselves, at most
+/// three quarters full: a hit reads one record (and the next ones, which the
+/// prefetcher brings along) and the chain's reference count.
 struct Index {
-    slots: Box<[u64]>,
-    records: Box<[Record]>,
+    table: Box<[Record]>,
+    len: usize,
     long_names: String,
     /// Bytes of each name that are not part of the key (`*.` for wildcards).
     skip: usize,
@@ -212,52 +232,52 @@ impl Index {
         hasher: RandomState,
         errors: &mut Vec<EdgeError>,
     ) -> Index {
-        let capacity = (entries.len() * 2).next_power_of_two().max(16);
+        let capacity = entries.len() * 4 / 3 + 1;
         let mut index = Index {
-            slots: vec![0; capacity].into_boxed_slice(),
-            records: Box::default(),
+            table: vec![VACANT; capacity].into_boxed_slice(),
+            len: entries.len(),
             long_names: String::new(),
             skip,
             hasher,
         };
-        let mut records = Vec::with_capacity(entries.len());
         for (name, outcome) in entries {
-            let len = u8::try_from(name.len()).expect("hostnames are at most 255 bytes");
-            let mut inline = [0u8; INLINE];
+            let hash = index.hasher.hash_one(&name.as_bytes()[skip..]);
+            let mut record = Record {
+                outcome: match outcome {
+                    Ok(chain) => Stored::Chain(chain),
+                    Err(e) => {
+                        errors.push(e);
+                        Stored::Error(u32::try_from(errors.len() - 1).expect("under 2^32 errors"))
+                    }
+                },
+                tag: hash as u8,
+                len: u8::try_from(name.len()).expect("hostnames are at most 255 bytes"),
+                name: [0; INLINE],
+            };
             if name.len() <= INLINE {
-                inline[..name.len()].copy_from_slice(name.as_bytes());
+                record.name[..name.len()].copy_from_slice(name.as_bytes());
             } else {
                 let offset = u32::try_from(index.long_names.len()).expect("under 4 GiB of names");
-                inline[..4].copy_from_slice(&offset.to_le_bytes());
+                record.name[..4].copy_from_slice(&offset.to_le_bytes());
                 index.long_names.push_str(&name);
             }
-            let outcome = match outcome {
-                Ok(chain) => Stored::Chain(chain),
-                Err(e) => {
-                    errors.push(e);
-                    Stored::Error(u32::try_from(errors.len() - 1).expect("fewer than 2^32 errors"))
-                }
-            };
-            records.push(Record {
-                outcome,
-                len,
-                name: inline,
-            });
+            let mut i = index.home(hash);
+            while !matches!(index.table[i].outcome, Stored::Vacant) {
+                i = index.next(i);
+            }
+            index.table[i] = record;
         }
         index.long_names.shrink_to_fit();
-        index.records = records.into_boxed_slice();
-        let mask = index.slots.len() - 1;
-        for r in 0..index.records.len() {
-            let hash = index
-                .hasher
-                .hash_one(&index.name(&index.records[r])[skip..]);
-            let mut i = hash as usize & mask;
-            while index.slots[i] != 0 {
-                i = (i + 1) & mask;
-            }
-            index.slots[i] = (hash & 0xffff_ffff_0000_0000) | (r as u64 + 1);
-        }
         index
+    }
+
+    /// Multiply-shift: maps the hash onto any table size, not just powers of two.
+    fn home(&self, hash: u64) -> usize {
+        ((u128::from(hash) * self.table.len() as u128) >> 64) as usize
+    }
+
+    fn next(&self, i: usize) -> usize {
+        if i + 1 == self.table.len() { 0 } else { i + 1 }
     }
 
     fn name<'a>(&'a self, record: &'a Record) -> &'a [u8] {
@@ -272,33 +292,35 @@ impl Index {
 
     fn get(&self, key: &[u8]) -> Option<&Stored> {
         let hash = self.hasher.hash_one(key);
-        let mask = self.slots.len() - 1;
-        let mut i = hash as usize & mask;
-        // At most half full, so an empty slot ends every probe sequence.
+        let mut i = self.home(hash);
+        // At most three quarters full, so a vacant record ends every probe.
         loop {
-            let slot = self.slots[i];
-            if slot == 0 {
+            let record = &self.table[i];
+            if let Stored::Vacant = record.outcome {
                 return None;
             }
-            if slot >> 32 == hash >> 32 {
-                let record = &self.records[(slot as u32 - 1) as usize];
-                if self.name(record).get(self.skip..) == Some(key) {
-                    return Some(&record.outcome);
-                }
+            if record.tag == hash as u8
+                && usize::from(record.len) == key.len() + self.skip
+                && &self.name(record)[self.skip..] == key
+            {
+                return Some(&record.outcome);
             }
-            i = (i + 1) & mask;
+            i = self.next(i);
         }
     }
 
     fn iter(&self) -> impl Iterator<Item = (&str, &Stored)> + '_ {
-        self.records.iter().map(|r| {
-            let name = std::str::from_utf8(self.name(r)).expect("names are stored from str");
-            (name, &r.outcome)
-        })
+        self.table
+            .iter()
+            .filter(|r| !matches!(r.outcome, Stored::Vacant))
+            .map(|r| {
+                let name = std::str::from_utf8(self.name(r)).expect("names are stored from str");
+                (name, &r.outcome)
+            })
     }
 
     fn len(&self) -> usize {
-        self.records.len()
+        self.len
     }
 }
 

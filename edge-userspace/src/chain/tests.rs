@@ -541,3 +541,79 @@ fn unchanged_chains_keep_their_ids() {
     );
     assert_eq!(fourth.max_chain_id(), third.max_chain_id());
 }
+
+#[test]
+fn odd_input_never_panics_and_never_matches() {
+    let snapshot = Snapshot::build(&fixture());
+    let long = "a".repeat(255);
+    let longer = "a".repeat(256);
+    let odd = [
+        ".",
+        "..",
+        "*",
+        "*.",
+        "**.shops.com",
+        ".shops.com",
+        ".o2o.example.com",
+        "o2o.example.com..",
+        "o2o..example.com",
+        "ß.shops.com",
+        "o2o.example.com\0",
+        "o2o.example.com ",
+        " o2o.example.com",
+        "::1",
+        "[::1]",
+        "0",
+        long.as_str(),
+        longer.as_str(),
+        "\u{1F600}.example.com",
+    ];
+    for host in odd {
+        let result = snapshot.resolve(host);
+        assert!(
+            result
+                .as_ref()
+                .is_err_and(|e| matches!(e.code(), 1001 | 1003)),
+            "{host:?}: {result:?}"
+        );
+    }
+    for route in snapshot.routes().filter(|r| !r.hostname.starts_with('*')) {
+        let shouted = format!("{}.", route.hostname.to_ascii_uppercase());
+        match snapshot.resolve(&shouted) {
+            Ok(chain) => assert_eq!(chain.id, route.chain_id, "{shouted}"),
+            Err(e) => assert!(
+                route.blocked && e.kind() == ErrorKind::HostnameBlocked,
+                "{shouted}"
+            ),
+        }
+    }
+}
+
+#[test]
+fn snapshot_is_shared_across_threads() {
+    fn shared<T: Send + Sync + 'static>() {}
+    shared::<Snapshot>();
+    shared::<Live>();
+    shared::<EdgeError>();
+    let live = Arc::new(Live::new(Snapshot::build(&fixture())));
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let live = live.clone();
+            std::thread::spawn(move || {
+                (0..1000)
+                    .filter(|_| live.load().resolve("o2o.example.com").is_ok())
+                    .count()
+            })
+        })
+        .collect();
+    live.store(Snapshot::build(&State::default()));
+    for reader in readers {
+        reader
+            .join()
+            .expect("readers never fail while the snapshot is swapped");
+    }
+    assert_eq!(
+        live.load().resolve("o2o.example.com").unwrap_err().code(),
+        1001
+    );
+}

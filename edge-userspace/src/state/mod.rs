@@ -16,7 +16,7 @@ use crate::rules::model::{Phase, Ruleset};
 
 pub use activation::{CnameCheck, Observation, Transition};
 pub use model::*;
-pub use validate::ValidationError;
+pub use validate::{MAX_METADATA_BYTES, ValidationError};
 
 /// Everything the edge serves. Each object keeps Cloudflare's JSON shape; the
 /// nesting (children under their zone) is this edge's config-file layout.
@@ -137,8 +137,19 @@ impl State {
 
     /// The state after `change`, validated whole; `self` is never modified.
     pub fn apply(&self, change: Change) -> Result<State, ValidationError> {
+        self.apply_all([change])
+    }
+
+    /// The state after all `changes`, validated once at the end (a clone and a
+    /// validation per change would dominate bulk loads): all or nothing.
+    pub fn apply_all(
+        &self,
+        changes: impl IntoIterator<Item = Change>,
+    ) -> Result<State, ValidationError> {
         let mut next = self.clone();
-        next.mutate(change)?;
+        for change in changes {
+            next.mutate(change)?;
+        }
         next.validate()?;
         Ok(next)
     }

@@ -154,6 +154,31 @@ fn valid_changes_apply() {
     );
     let next = next.apply(Change::DeleteZone { id: "zc".into() }).unwrap();
     assert!(next.zone("zc").is_none());
+
+    // A batch is validated as a whole: the record the fallback origin needs may
+    // be replaced within it, but a batch with one bad change applies nothing.
+    let swap = [
+        Change::DeleteDnsRecord {
+            zone_id: "zp".into(),
+            id: "r2".into(),
+        },
+        Change::PutDnsRecord {
+            zone_id: "zp".into(),
+            record: DnsRecord {
+                id: "r2b".into(),
+                record_type: RecordType::Cname,
+                name: "fb.saas.com".into(),
+                content: "origin.backend.net".into(),
+                proxied: true,
+                ttl: 1,
+            },
+        },
+    ];
+    let swapped = state.apply_all(swap.clone()).unwrap();
+    assert_eq!(swapped.zone("zp").unwrap().dns_records.len(), 4);
+    let mut bad = swap.to_vec();
+    bad.push(Change::DeleteZone { id: "nope".into() });
+    assert_eq!(state.apply_all(bad).unwrap_err().field, "id");
 }
 
 #[test]
