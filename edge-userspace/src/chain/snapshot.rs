@@ -20,6 +20,8 @@ use crate::state::{State, Zone};
 /// What a hostname resolves to.
 pub(super) type Outcome = Result<Arc<Chain>, EdgeError>;
 
+/// Every hostname's outcome, precomputed from one [`State`]; never changes,
+/// so readers need no lock and a new state means a new snapshot.
 pub struct Snapshot {
     exact: Index,
     /// Keyed by the name below `*.`; a wildcard covers exactly one label.
