@@ -329,6 +329,8 @@ fn apply_headers(
     headers: &mut HeaderMap,
     changes: Vec<(HeaderName, HeaderOperation, Option<HeaderValue>)>,
 ) {
+    // One growth of the map instead of one per new header.
+    headers.reserve(changes.len());
     for (name, op, value) in changes {
         match (op, value) {
             (HeaderOperation::Set, Some(v)) => {
