@@ -15,6 +15,10 @@ use edge_userspace::rules::{ClientInfo, Ctx, ExprKind, Expression, RawRequest, Z
 use edge_userspace::stages::{Stage, capture_raw, run_request, run_response};
 use serde_json::{Value, json};
 
+/// The allocator of the `edge` binary, so the numbers are the production ones.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Typical filters, in the subset wirefilter 0.6.1 also understands.
 fn shared_filters(tag: &str) -> Vec<String> {
     let mut out = Vec::new();

@@ -50,6 +50,8 @@ pub struct ClientInfo<'m> {
 #[derive(Debug, Clone)]
 pub struct RawRequest {
     pub uri: Uri,
+    /// `None` when no rule reads `raw.http.request.headers*`; those fields
+    /// then fall back to the current headers.
     pub headers: Option<HeaderMap>,
 }
 

@@ -178,7 +178,15 @@ pub fn run_response(
     resp: &mut response::Parts,
     mut trace: Option<&mut Trace>,
 ) {
-    for (zone, rules) in stages.iter().rev() {
+    let provider = stages.len().checked_sub(1);
+    for (i, (zone, rules)) in stages.iter().enumerate().rev() {
+        // Only the provider stage of an O2O chain ran with the header set.
+        let o2o_header = Some(i) == provider
+            && stages.len() > 1
+            && req
+                .headers
+                .get(&CF_CONNECTING_O2O)
+                .is_some_and(|v| v == "1");
         for phase in Phase::RESPONSE {
             let rules = rules.rules(phase);
             if rules.is_empty() {
@@ -194,10 +202,7 @@ pub fn run_response(
                 t.stages.push(StageTrace {
                     zone: (*zone).to_owned(),
                     direction: Direction::Response,
-                    o2o_header: req
-                        .headers
-                        .get(&CF_CONNECTING_O2O)
-                        .is_some_and(|v| v == "1"),
+                    o2o_header,
                     phases: vec![pt],
                 });
             }

@@ -263,40 +263,31 @@ fn evaluate(
     changes: &mut Changes,
     mut trace: Option<&mut PhaseTrace>,
 ) -> Option<TerminalResponse> {
+    // Trace entries are built only when tracing, so the untraced loop moves
+    // nothing bigger than a bool per rule.
+    let entry = |rule: &CompiledRule, result: RuleResult, action: Option<String>| RuleTrace {
+        index: rule.index,
+        id: rule.id.clone(),
+        description: rule.description.clone(),
+        expression: rule.filter.source().to_owned(),
+        result,
+        fields: Vec::new(),
+        action,
+    };
     let mut stop: Option<String> = None;
     let mut terminal = None;
     for rule in rules {
-        let mut entry = trace.is_some().then(|| RuleTrace {
-            index: rule.index,
-            id: rule.id.clone(),
-            description: rule.description.clone(),
-            expression: rule.filter.source().to_owned(),
-            result: RuleResult::NotMatched,
-            fields: Vec::new(),
-            action: None,
-        });
-        let skip_reason = match (&stop, rule.enabled) {
-            (Some(reason), _) => Some(reason.clone()),
-            (None, false) => Some("disabled".to_owned()),
-            (None, true) => None,
-        };
-        if let Some(reason) = skip_reason {
-            if let (Some(t), Some(mut e)) = (trace.as_deref_mut(), entry) {
-                e.result = RuleResult::Skipped(reason);
-                t.rules.push(e);
+        if stop.is_some() || !rule.enabled {
+            if let Some(t) = trace.as_deref_mut() {
+                let reason = stop.clone().unwrap_or_else(|| "disabled".to_owned());
+                t.rules.push(entry(rule, RuleResult::Skipped(reason), None));
             }
             continue;
         }
         let matched = rule.filter.matches(ctx);
-        if let Some(e) = entry.as_mut() {
-            e.fields = rule.filter.field_values(ctx);
-        }
+        let mut action = None;
         if matched {
-            let effect = apply_rule(rule, ctx, state, changes, entry.is_some());
-            if let Some(e) = entry.as_mut() {
-                e.result = RuleResult::Matched;
-            }
-            let action = match effect {
+            action = match apply_rule(rule, ctx, state, changes, trace.is_some()) {
                 Effect::Continue(what) => what,
                 Effect::StopPhase(what) => {
                     stop = Some(format!(
@@ -311,15 +302,20 @@ fn evaluate(
                     Some(what)
                 }
             };
-            if let Some(e) = entry.as_mut() {
-                e.action = action;
+        }
+        match trace.as_deref_mut() {
+            Some(t) => {
+                let result = if matched {
+                    RuleResult::Matched
+                } else {
+                    RuleResult::NotMatched
+                };
+                let mut e = entry(rule, result, action);
+                e.fields = rule.filter.field_values(ctx);
+                t.rules.push(e);
             }
-        }
-        if let (Some(t), Some(e)) = (trace.as_deref_mut(), entry) {
-            t.rules.push(e);
-        }
-        if terminal.is_some() && trace.is_none() {
-            break;
+            None if terminal.is_some() => break,
+            None => {}
         }
     }
     terminal
@@ -329,6 +325,8 @@ fn apply_headers(
     headers: &mut HeaderMap,
     changes: Vec<(HeaderName, HeaderOperation, Option<HeaderValue>)>,
 ) {
+    // One growth of the map instead of one per new header.
+    headers.reserve(changes.len());
     for (name, op, value) in changes {
         match (op, value) {
             (HeaderOperation::Set, Some(v)) => {

@@ -216,6 +216,33 @@ fn response_phases_run_provider_first_then_customer() {
 }
 
 #[test]
+fn response_trace_marks_only_the_provider_stage_as_o2o() {
+    let rule = zone(json!({"http_response_headers_transform": {"rules": [
+        {"expression": "ssl", "action": "rewrite", "action_parameters": {"headers": {"x-a": {"operation": "set", "value": "1"}}}}
+    ]}}));
+    let stages = [("example.com", &rule), ("saasprovider.com", &rule)];
+    let mut req = request("/", &[]);
+    let raw = capture_raw(&stages, &req);
+    assert!(matches!(
+        run_request(&stages, true, &mut req, &client(), &raw, None),
+        RequestOutcome::Continue(_)
+    ));
+    let (mut resp, ()) = http::Response::builder()
+        .status(200)
+        .body(())
+        .expect("response")
+        .into_parts();
+    let mut trace = Trace::default();
+    run_response(&stages, &req, &client(), &raw, &mut resp, Some(&mut trace));
+    let got: Vec<_> = trace
+        .stages
+        .iter()
+        .map(|s| (s.zone.as_str(), s.o2o_header))
+        .collect();
+    assert_eq!(got, [("saasprovider.com", true), ("example.com", false)]);
+}
+
+#[test]
 fn field_values_are_fixed_within_a_phase_and_change_between_phases() {
     let z = zone(json!({
         "http_request_transform": {"rules": [

@@ -351,3 +351,10 @@ fn rate_limit_mitigation_timeout_blocks_past_the_window() {
     clock.advance(20);
     assert!(!limiter.hit(&ctx).exceeded, "mitigation over, new window");
 }
+
+#[test]
+fn compiled_rules_can_be_shared_across_threads() {
+    fn shared<T: Send + Sync + 'static>() {}
+    shared::<ZoneRules>();
+    shared::<crate::rules::Expression>();
+}
