@@ -79,8 +79,16 @@ mod tests {
     #[test]
     fn demo_config_is_valid() {
         let config = Config::parse(DEMO).expect("the embedded demo config parses and validates");
-        assert_eq!(config.state.zones.len(), 2);
         assert!(config.echo_origin.is_some());
+        let routing = crate::routing::Routing::build(&config.state, None)
+            .expect("the demo's rulesets compile");
+        let o2o = routing.snapshot().resolve("mystore.example.com").unwrap();
+        assert!(o2o.o2o && o2o.stages.len() == 2);
+        let single = routing
+            .snapshot()
+            .resolve("shop.othercustomer.net")
+            .unwrap();
+        assert!(!single.o2o && single.stages.len() == 1);
     }
 
     #[test]

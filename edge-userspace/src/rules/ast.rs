@@ -133,6 +133,8 @@ impl fmt::Display for Node {
             f.write_str(")")
         };
         match self {
+            Node::And(items) if items.is_empty() => f.write_str("true"),
+            Node::Or(items) if items.is_empty() => f.write_str("false"),
             Node::Field(field) => f.write_str(field.name()),
             Node::Bytes(b) => write_bytes(f, b),
             Node::Int(i) => write!(f, "{i}"),

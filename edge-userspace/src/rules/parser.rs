@@ -431,6 +431,14 @@ impl Parser<'_> {
                 if let Ok(i) = w.parse::<i64>() {
                     return Ok((Node::Int(i), Type::Int));
                 }
+                // `true` is what Cloudflare's dashboard writes for "all incoming
+                // requests"; the empty conjunction and disjunction are the two
+                // constants, so evaluation needs no case of its own.
+                match w.as_str() {
+                    "true" => return Ok((Node::And(Vec::new()), Type::Bool)),
+                    "false" => return Ok((Node::Or(Vec::new()), Type::Bool)),
+                    _ => {}
+                }
                 let field = Field::from_name(&w)
                     .ok_or_else(|| self.err_at(at, format!("unknown field `{w}`")))?;
                 if field.is_response() && !self.kind.response {

@@ -27,6 +27,10 @@ fn every_operator_on_bytes_ints_ips_bools() {
     let r = sample();
     let c = client("203.0.113.9");
     let table: &[(&str, bool)] = &[
+        ("true", true),
+        ("false", false),
+        ("not false and true", true),
+        (r#"false or http.host eq "shop.example.com""#, true),
         (r#"http.host eq "shop.example.com""#, true),
         (r#"http.host == "SHOP.example.com""#, false),
         (r#"http.host ne "x""#, true),
