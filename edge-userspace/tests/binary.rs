@@ -1,0 +1,246 @@
+//! The `edge` binary as users run it: `edge demo` and the very curl commands it
+//! prints, `edge serve` with SIGHUP reload under load and SIGTERM drain.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A child process killed on drop, so a failing test leaves nothing running.
+struct Edge(Child);
+
+impl Drop for Edge {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Edge {
+    fn signal(&self, signal: &str) {
+        let sent = Command::new("kill")
+            .args([&format!("-{signal}"), &self.0.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    }
+
+    /// Waits (bounded) for the process to exit and returns whether it exited 0.
+    fn exited_cleanly(&mut self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(status) = self.0.try_wait().unwrap() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("edge did not exit within {within:?}");
+    }
+}
+
+/// A loopback port free right now.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A scratch directory removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("edge-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn curl(args: &[&str]) -> String {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "10"])
+        .args(args)
+        .output()
+        .expect("curl is installed (cargo xtask setup)");
+    assert!(
+        out.status.success(),
+        "curl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn demo_prints_curl_commands_that_show_o2o() {
+    let dir = Scratch::new("demo");
+    let (https, http, echo) = (free_port(), free_port(), free_port());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_edge"))
+        .args([
+            "demo",
+            "--https",
+            &format!("127.0.0.1:{https}"),
+            "--http",
+            &format!("127.0.0.1:{http}"),
+        ])
+        .args(["--echo", &format!("127.0.0.1:{echo}"), "--dir"])
+        .arg(dir.0.join("state"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut edge = Edge(child);
+    // The instructions are printed once every listener accepts.
+    let commands: Vec<String> = BufReader::new(stdout)
+        .lines()
+        .map(Result::unwrap)
+        .take_while(|line| !line.contains("unknown.example.org"))
+        .chain(std::iter::once(String::new()))
+        .filter_map(|line| line.trim().strip_prefix("curl ").map(str::to_owned))
+        .collect();
+    assert_eq!(commands.len(), 3, "{commands:?}");
+    let run = |command: &str, extra: &[&str]| {
+        let mut args: Vec<&str> = command.split_whitespace().collect();
+        args.extend_from_slice(extra);
+        curl(&args)
+    };
+    let o2o: serde_json::Value = serde_json::from_str(&run(&commands[0], &[])).unwrap();
+    assert_eq!(
+        o2o["headers"]["cf-connecting-o2o"],
+        serde_json::json!(["1"])
+    );
+    let single: serde_json::Value = serde_json::from_str(&run(&commands[1], &[])).unwrap();
+    assert!(
+        single["headers"].get("cf-connecting-o2o").is_none(),
+        "{single}"
+    );
+    assert!(single["headers"]["host"] == serde_json::json!(["shop.othercustomer.net"]));
+    assert_eq!(
+        run(&commands[2], &["-o", "/dev/null", "-w", "%{http_code}"]),
+        "403"
+    );
+    let error = curl(&[
+        "-H",
+        "accept: application/json",
+        "-H",
+        "host: unknown.example.org",
+        &format!("http://127.0.0.1:{http}/"),
+    ]);
+    assert!(error.contains("1001"), "{error}");
+    assert!(
+        dir.0.join("state/ca.pem").exists(),
+        "the demo CA is kept in --dir"
+    );
+
+    edge.signal("TERM");
+    assert!(edge.exited_cleanly(Duration::from_secs(20)));
+}
+
+#[test]
+fn sighup_reloads_the_config_without_dropping_requests() {
+    let dir = Scratch::new("reload");
+    let (https, http, echo) = (free_port(), free_port(), free_port());
+    let demo = include_str!("../src/serve/demo.json")
+        .replace("127.0.0.1:8443", &format!("127.0.0.1:{https}"))
+        .replace("127.0.0.1:8080", &format!("127.0.0.1:{http}"))
+        .replace("127.0.0.1:8081", &format!("127.0.0.1:{echo}"))
+        .replace("\"port\": 8081", &format!("\"port\": {echo}"))
+        .replace("./edge-demo", &dir.0.join("state").display().to_string());
+    let config = dir.0.join("edge.json");
+    std::fs::write(&config, &demo).unwrap();
+    let mut edge = Edge(
+        Command::new(env!("CARGO_BIN_EXE_edge"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let url = format!("http://127.0.0.1:{http}/");
+    let served_by = || {
+        let headers = curl(&[
+            "-D",
+            "-",
+            "-o",
+            "/dev/null",
+            "-H",
+            "host: mystore.example.com",
+            &url,
+        ]);
+        headers
+            .lines()
+            .find_map(|l| l.strip_prefix("x-served-by: ").map(|v| v.trim().to_owned()))
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", http)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "edge serve did not start listening"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(served_by().as_deref(), Some("saasprovider"));
+
+    // A broken config is refused whole: the edge keeps serving the old one.
+    std::fs::write(&config, demo.replace("\"zones\"", "\"zonez\"")).unwrap();
+    edge.signal("HUP");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        served_by().as_deref(),
+        Some("saasprovider"),
+        "a bad config changed nothing"
+    );
+    let reloaded = demo.replace("\"value\": \"saasprovider\"", "\"value\": \"reloaded\"");
+    assert_ne!(reloaded, demo);
+    std::fs::write(&config, reloaded).unwrap();
+
+    // Requests in a loop (bounded) while the edge reloads: none may fail.
+    let load = std::thread::spawn({
+        let url = url.clone();
+        move || {
+            (0..150)
+                .map(|_| {
+                    Command::new("curl")
+                        .args([
+                            "-sS",
+                            "--max-time",
+                            "10",
+                            "-o",
+                            "/dev/null",
+                            "-w",
+                            "%{http_code}",
+                        ])
+                        .args(["-H", "host: shop.othercustomer.net", &url])
+                        .output()
+                        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                        .unwrap_or_default()
+                })
+                .filter(|code| code != "200")
+                .count()
+        }
+    });
+    edge.signal("HUP");
+    let reloaded_by = Instant::now() + Duration::from_secs(10);
+    while served_by().as_deref() != Some("reloaded") {
+        assert!(
+            Instant::now() < reloaded_by,
+            "SIGHUP did not apply the new config"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(load.join().unwrap(), 0, "requests failed during the reload");
+
+    edge.signal("TERM");
+    assert!(edge.exited_cleanly(Duration::from_secs(20)));
+}
