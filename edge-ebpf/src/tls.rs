@@ -1,0 +1,174 @@
+//! The ClientHello walk: record header, handshake header, session id, cipher
+//! suites, compression methods, then the extensions up to `server_name`.
+//!
+//! Every loop has a constant bound and every length is checked against its
+//! container (extension ⊂ extensions ⊂ handshake message ⊂ record), so a lying
+//! length ends the walk as `Malformed` instead of reading someone else's bytes.
+
+use edge_common::sni;
+
+use crate::packet::Packet;
+
+const CONTENT_HANDSHAKE: u8 = 22;
+const HANDSHAKE_CLIENT_HELLO: u8 = 1;
+const EXT_SERVER_NAME: u16 = 0;
+const NAME_TYPE_HOST: u8 = 0;
+/// The longest DNS name; a longer SNI is malformed.
+pub const MAX_NAME: usize = 253;
+/// Real hellos carry 10–20 extensions (GREASE included); past this budget the
+/// walk gives up (fails open) rather than burden the verifier.
+const MAX_EXTENSIONS: usize = 40;
+
+pub enum Outcome {
+    /// The SNI's hash, and the wildcard key (`*` + the name from its first
+    /// dot) if the name has a dot.
+    Sni {
+        hash: u64,
+        wildcard: Option<u64>,
+    },
+    NoSni,
+    Malformed,
+    /// Cut where the walk cannot resume (see `GlobalCounters::truncated`).
+    Truncated,
+    /// The hello continues in the next segment: the next extension header
+    /// starts at offset `next` (possibly past this segment), and the extensions
+    /// end at offset `end`.
+    Continues {
+        next: usize,
+        end: usize,
+    },
+}
+
+/// Whether the payload at `payload` starts a handshake record with a ClientHello.
+#[inline(always)]
+pub fn starts_client_hello(pkt: &Packet, payload: usize) -> bool {
+    matches!(pkt.u8(payload), Some(CONTENT_HANDSHAKE))
+        && matches!(pkt.u8(payload + 5), Some(HANDSHAKE_CLIENT_HELLO))
+}
+
+/// Whether `byte` is a TLS record content type (change_cipher_spec .. heartbeat).
+#[inline(always)]
+pub fn is_record_type(byte: u8) -> bool {
+    (20..=24).contains(&byte)
+}
+
+/// Walks a ClientHello whose record starts at `payload`.
+#[inline(always)]
+pub fn client_hello(pkt: &Packet, payload: usize) -> Outcome {
+    match prefix(pkt, payload) {
+        Ok((start, end)) if start == end => Outcome::NoSni,
+        Ok((start, end)) => extensions(pkt, start, end),
+        Err(outcome) => outcome,
+    }
+}
+
+/// Everything before the extensions; returns their start and end offsets.
+#[inline(always)]
+fn prefix(pkt: &Packet, payload: usize) -> Result<(usize, usize), Outcome> {
+    let record_len = pkt.be16(payload + 3).ok_or(Outcome::Truncated)? as usize;
+    let message_len = pkt.be24(payload + 6).ok_or(Outcome::Truncated)? as usize;
+    // A ClientHello fragmented over several records is legal but unheard of;
+    // resuming across record headers is not worth the verifier budget.
+    if message_len + 4 > record_len {
+        return Err(Outcome::Malformed);
+    }
+    let message_end = payload + 9 + message_len;
+    // legacy_version (2) and random (32) precede the session id.
+    let session_id_len = pkt.u8(payload + 43).ok_or(Outcome::Truncated)? as usize;
+    if session_id_len > 32 {
+        return Err(Outcome::Malformed);
+    }
+    let mut off = payload + 44 + session_id_len;
+    let suites_len = pkt.be16(off).ok_or(Outcome::Truncated)? as usize;
+    if suites_len < 2 || suites_len % 2 != 0 {
+        return Err(Outcome::Malformed);
+    }
+    off += 2 + suites_len;
+    let compression_len = pkt.u8(off).ok_or(Outcome::Truncated)? as usize;
+    off += 1 + compression_len;
+    if off == message_end {
+        return Ok((off, off));
+    }
+    if off + 2 > message_end {
+        return Err(Outcome::Malformed);
+    }
+    let extensions_len = pkt.be16(off).ok_or(Outcome::Truncated)? as usize;
+    let start = off + 2;
+    let end = start + extensions_len;
+    if end != message_end {
+        return Err(Outcome::Malformed);
+    }
+    Ok((start, end))
+}
+
+/// Walks extension headers from `off` to `end`, stopping at `server_name`.
+/// Also the entry point for a later segment, where `off` is the stored resume
+/// point translated into this segment.
+#[inline(always)]
+pub fn extensions(pkt: &Packet, mut off: usize, end: usize) -> Outcome {
+    for _ in 0..MAX_EXTENSIONS {
+        if off >= end {
+            return Outcome::NoSni;
+        }
+        let Some([t0, t1, l0, l1]) = pkt.bytes::<4>(off) else {
+            return Outcome::Continues { next: off, end };
+        };
+        let len = u16::from_be_bytes([l0, l1]) as usize;
+        let next = off + 4 + len;
+        if next > end {
+            return Outcome::Malformed;
+        }
+        if u16::from_be_bytes([t0, t1]) == EXT_SERVER_NAME {
+            return server_name(pkt, off + 4, len);
+        }
+        off = next;
+    }
+    Outcome::Truncated
+}
+
+/// The `server_name` extension body at `off`, `len` bytes long.
+#[inline(always)]
+fn server_name(pkt: &Packet, off: usize, len: usize) -> Outcome {
+    let Some([l0, l1, name_type, n0, n1]) = pkt.bytes::<5>(off) else {
+        return Outcome::Truncated;
+    };
+    let list_len = u16::from_be_bytes([l0, l1]) as usize;
+    let name_len = u16::from_be_bytes([n0, n1]) as usize;
+    if list_len + 2 > len
+        || name_len + 3 > list_len
+        || name_type != NAME_TYPE_HOST
+        || name_len == 0
+        || name_len > MAX_NAME
+    {
+        return Outcome::Malformed;
+    }
+    if off + 5 + name_len > pkt.limit() {
+        return Outcome::Truncated;
+    }
+    hash_name(pkt, off + 5, name_len)
+}
+
+/// Hashes the name and, in the same pass, its wildcard key.
+#[inline(always)]
+fn hash_name(pkt: &Packet, off: usize, len: usize) -> Outcome {
+    let mut hash = sni::INIT;
+    let mut wildcard = sni::WILDCARD_INIT;
+    let mut past_dot = false;
+    for i in 0..MAX_NAME {
+        if i >= len {
+            break;
+        }
+        let Some(byte) = pkt.u8(off + i) else {
+            return Outcome::Truncated;
+        };
+        hash = sni::step(hash, byte);
+        past_dot |= byte == b'.';
+        if past_dot {
+            wildcard = sni::step(wildcard, byte);
+        }
+    }
+    Outcome::Sni {
+        hash,
+        wildcard: if past_dot { Some(wildcard) } else { None },
+    }
+}
