@@ -1,3 +1,4 @@
 //! The edge: packet → chain → stages → origin.
 
 pub mod rules;
+pub mod xdp;

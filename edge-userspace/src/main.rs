@@ -18,7 +18,11 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
-enum Command {}
+enum Command {
+    /// The XDP SNI classifier: attach it by hand, read its counters.
+    #[command(subcommand)]
+    Xdp(edge_userspace::xdp::cli::XdpCommand),
+}
 
 fn main() -> Result<()> {
     tracing_subscriber::fmt()
@@ -26,5 +30,7 @@ fn main() -> Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
-    match Cli::parse().command {}
+    match Cli::parse().command {
+        Command::Xdp(command) => edge_userspace::xdp::cli::run(command),
+    }
 }
