@@ -125,9 +125,11 @@ pub struct GlobalCounters {
     /// Hellos with a length field that contradicts the record or the message.
     pub malformed: u64,
     /// Hellos cut where the walk cannot resume (before the extensions, inside
-    /// the `server_name` extension, or past the extension budget).
+    /// an extension header or the `server_name` extension, or past the
+    /// extension budget).
     pub truncated: u64,
-    /// Hellos that continue in a later TCP segment with the SNI not yet seen.
+    /// Hellos spanning more than one TCP segment (with the SNI in the first
+    /// segment or not).
     pub multi_segment: u64,
     /// Multi-segment hellos whose SNI was read from a later segment.
     pub later_segment: u64,

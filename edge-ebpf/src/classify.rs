@@ -65,8 +65,9 @@ fn tcp(ctx: &XdpContext, pkt: &Packet, t: &Transport, src_port: u16, dst_port: u
         payload_len: t.end - payload,
         bytes: pkt.len(),
     };
-    if segment.payload_len > 0 && tls::starts_client_hello(pkt, payload) {
-        first_segment(ctx, pkt, &segment)
+    if let Some(record_len) = tls::client_hello_record(pkt, payload) {
+        let spans_segments = record_len + 5 > segment.payload_len;
+        first_segment(ctx, pkt, &segment, spans_segments)
     } else {
         later_segment(ctx, pkt, &segment)
     }
@@ -93,9 +94,12 @@ impl Segment {
 
 /// A segment that starts a ClientHello record.
 #[inline(always)]
-fn first_segment(ctx: &XdpContext, pkt: &Packet, seg: &Segment) -> u32 {
+fn first_segment(ctx: &XdpContext, pkt: &Packet, seg: &Segment, spans_segments: bool) -> u32 {
     match tls::client_hello(pkt, seg.payload) {
         Outcome::Sni { hash, wildcard } => {
+            if spans_segments {
+                counters::global(|g| g.multi_segment += 1);
+            }
             let (flow, action) = decide(hash, wildcard, 0);
             let _ = FLOWS.insert(&seg.key, &flow, 0);
             action_for(ctx, &flow, seg, action)

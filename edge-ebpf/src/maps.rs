@@ -29,3 +29,7 @@ pub static LISTEN_PORTS: Array<u8> = Array::with_max_entries(LISTEN_PORTS_MAX, 0
 
 #[map]
 pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+
+/// Scratch space for `tls::forget`: one slot per CPU.
+#[map]
+pub static SCRATCH: PerCpuArray<[u32; 2]> = PerCpuArray::with_max_entries(1, 0);

@@ -7,7 +7,8 @@
 
 use edge_common::sni;
 
-use crate::packet::Packet;
+use crate::maps::SCRATCH;
+use crate::packet::{MAX_OFFSET, Packet};
 
 const CONTENT_HANDSHAKE: u8 = 22;
 const HANDSHAKE_CLIENT_HELLO: u8 = 1;
@@ -39,11 +40,13 @@ pub enum Outcome {
     },
 }
 
-/// Whether the payload at `payload` starts a handshake record with a ClientHello.
+/// The record length if the payload at `payload` starts a handshake record
+/// holding a ClientHello.
 #[inline(always)]
-pub fn starts_client_hello(pkt: &Packet, payload: usize) -> bool {
-    matches!(pkt.u8(payload), Some(CONTENT_HANDSHAKE))
-        && matches!(pkt.u8(payload + 5), Some(HANDSHAKE_CLIENT_HELLO))
+pub fn client_hello_record(pkt: &Packet, payload: usize) -> Option<usize> {
+    let [content, _, _, l0, l1, message] = pkt.bytes::<6>(payload)?;
+    (content == CONTENT_HANDSHAKE && message == HANDSHAKE_CLIENT_HELLO)
+        .then_some(u16::from_be_bytes([l0, l1]) as usize)
 }
 
 /// Whether `byte` is a TLS record content type (change_cipher_spec .. heartbeat).
@@ -111,6 +114,10 @@ pub fn extensions(pkt: &Packet, mut off: usize, end: usize) -> Outcome {
             return Outcome::NoSni;
         }
         let Some([t0, t1, l0, l1]) = pkt.bytes::<4>(off) else {
+            // A header cut in two cannot be resumed from the next segment alone.
+            if off < pkt.limit() {
+                return Outcome::Truncated;
+            }
             return Outcome::Continues { next: off, end };
         };
         let len = u16::from_be_bytes([l0, l1]) as usize;
@@ -145,7 +152,29 @@ fn server_name(pkt: &Packet, off: usize, len: usize) -> Outcome {
     if off + 5 + name_len > pkt.limit() {
         return Outcome::Truncated;
     }
-    hash_name(pkt, off + 5, name_len)
+    let Some((off, name_len)) = forget(off + 5, name_len) else {
+        return Outcome::Truncated;
+    };
+    if off > MAX_OFFSET || name_len > MAX_NAME {
+        return Outcome::Truncated;
+    }
+    hash_name(pkt, off, name_len)
+}
+
+/// Round-trips the name's offset and length through map memory, so the
+/// verifier meets the hash loop with the same (wide) ranges whichever
+/// extension held the name. Without this it verifies the 253-byte loop once
+/// per extension position and runs out of its instruction budget.
+#[inline(always)]
+fn forget(off: usize, len: usize) -> Option<(usize, usize)> {
+    let slot = SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: this CPU's slot of a per-CPU array; nothing else runs on it
+    // between the write and the read.
+    unsafe {
+        core::ptr::write_volatile(slot, [off as u32, len as u32]);
+        let [off, len] = core::ptr::read_volatile(slot);
+        Some((off as usize, len as usize))
+    }
 }
 
 /// Hashes the name and, in the same pass, its wildcard key.

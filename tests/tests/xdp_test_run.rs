@@ -678,5 +678,61 @@ fn multi_segment_hello_with_sni_up_front_is_classified_at_once() {
     let c = routed_classifier();
     let tcp = segment(40052);
     let first = tcp.frame(&hello.bytes()[..key_share + 200]);
-    assert_routed(&c, &tcp, &first);
+    assert_eq!(run(&c, &first), XDP_PASS);
+    let info = flow(&c, &tcp).unwrap();
+    assert_eq!(
+        info.verdict,
+        Verdict::Routed {
+            chain_id: ROUTED_CHAIN,
+            queue: ROUTED_QUEUE
+        }
+    );
+    assert!(!info.from_later_segment);
+    assert_eq!(
+        global(&c),
+        GlobalCounters {
+            client_hellos: 1,
+            multi_segment: 1,
+            ..Default::default()
+        }
+    );
+}
+
+/// A hello cut inside an extension header: the next segment cannot finish the
+/// header, so it is counted as truncated instead of waiting forever.
+#[test]
+fn hello_cut_inside_an_extension_header_is_truncated() {
+    let (hello, _) = hello_with_sni_after_key_share();
+    let key_share = hello.extension_at(EXT_KEY_SHARE).unwrap();
+    let (_, after) = *hello
+        .extensions()
+        .iter()
+        .find(|(_, at)| *at > key_share)
+        .unwrap();
+    let c = routed_classifier();
+    let tcp = segment(40053);
+    assert_eq!(run(&c, &tcp.frame(&hello.bytes()[..after + 2])), XDP_PASS);
+    assert_eq!(flow(&c, &tcp), None);
+    assert_eq!(
+        global(&c),
+        GlobalCounters {
+            truncated: 1,
+            ..Default::default()
+        }
+    );
+}
+
+/// The verifier's work stays far below its 1M-instruction limit, so kernels
+/// with a less precise verifier than this one still accept the program.
+#[test]
+fn verifier_budget_has_headroom() {
+    let c = classifier();
+    let verified = c
+        .program()
+        .info()
+        .unwrap()
+        .verified_instruction_count()
+        .expect("kernel >= 5.16 reports the verified instruction count");
+    println!("verified instructions: {verified}");
+    assert!(verified < 500_000, "{verified} verified instructions");
 }
