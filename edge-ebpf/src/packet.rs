@@ -59,8 +59,9 @@ impl Packet {
         }
         let at = self.start + offset;
         // LLVM rewrites `at + 1 > end` as `at >= end`, which tells the
-        // verifier nothing; hiding N keeps the `pointer + N > end` form.
-        if at + core::hint::black_box(N) > self.end {
+        // verifier nothing; hiding the 1 keeps the `pointer + N > end` form.
+        let n = if N == 1 { core::hint::black_box(N) } else { N };
+        if at + n > self.end {
             return None;
         }
         // SAFETY: `at .. at + N` lies inside the frame, checked just above.
