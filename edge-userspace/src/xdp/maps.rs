@@ -43,8 +43,13 @@ impl Maps {
                     std::fs::remove_file(&path)
                         .with_context(|| format!("cannot remove stale pin {}", path.display()))?;
                 }
-                map.pin(&path)
-                    .with_context(|| format!("cannot pin {name} at {}", path.display()))?;
+                map.pin(&path).with_context(|| {
+                    format!(
+                        "cannot pin {name} at {} (is bpffs mounted there? \
+                         `mount -t bpf bpf /sys/fs/bpf`)",
+                        path.display()
+                    )
+                })?;
             }
             Ok(map)
         };
