@@ -80,24 +80,35 @@ pub const VERDICT_UNPARSED: u8 = 7;
 pub const FLOW_WILDCARD: u8 = 1;
 /// [`Flow::flags`]: the SNI was read from a later segment of the ClientHello.
 pub const FLOW_LATER_SEGMENT: u8 = 2;
+/// [`Flow::flags`], while `name_left > 0`: the part of the name seen so far
+/// holds a dot, so `name_wildcard` is live.
+pub const FLOW_NAME_PAST_DOT: u8 = 4;
 
 /// What the classifier decided for a flow; the proxy reads it after its first
 /// read on an accepted connection (the ClientHello has crossed XDP by then).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Flow {
-    /// Hash of the exact SNI (not of the wildcard key that matched).
+    /// Hash of the exact SNI (not of the wildcard key that matched). While
+    /// `name_left > 0`: the hash of the part of the name seen so far.
     pub sni_hash: u64,
+    /// While `name_left > 0`: the wildcard key of the part seen so far.
+    pub name_wildcard: u64,
     pub chain_id: u32,
+    /// Pending flows: TCP sequence number of the next extension header, or of
+    /// the rest of the name when `name_left > 0`.
+    pub resume_seq: u32,
+    /// Pending flows: TCP sequence number where the extensions end.
+    pub ext_end_seq: u32,
     pub queue: u16,
+    /// Pending flows: bytes of a `server_name` cut by the segment boundary
+    /// still to hash.
+    pub name_left: u16,
     /// One of the `VERDICT_*` values.
     pub verdict: u8,
     /// `FLOW_*` bits.
     pub flags: u8,
-    /// Pending flows: TCP sequence number of the next extension header.
-    pub resume_seq: u32,
-    /// Pending flows: TCP sequence number where the extensions end.
-    pub ext_end_seq: u32,
+    pub _pad: [u8; 6],
 }
 
 /// Per chain, per CPU: traffic of the chain's classified flows.
@@ -125,8 +136,8 @@ pub struct GlobalCounters {
     /// Hellos with a length field that contradicts the record or the message.
     pub malformed: u64,
     /// Hellos cut where the walk cannot resume (before the extensions, inside
-    /// an extension header or the `server_name` extension, or past the
-    /// extension budget).
+    /// an extension header or the `server_name` header, or past the extension
+    /// budget).
     pub truncated: u64,
     /// Hellos spanning more than one TCP segment (with the SNI in the first
     /// segment or not).
@@ -201,7 +212,7 @@ mod tests {
     fn layouts_have_no_implicit_padding() {
         assert_eq!(size_of::<Route>(), 8);
         assert_eq!(size_of::<FlowKey>(), 40);
-        assert_eq!(size_of::<Flow>(), 24);
+        assert_eq!(size_of::<Flow>(), 40);
         assert_eq!(size_of::<ChainCounters>(), 24);
         assert_eq!(size_of::<GlobalCounters>(), 80);
         assert_eq!(size_of::<Config>(), 8);

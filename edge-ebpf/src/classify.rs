@@ -4,8 +4,8 @@
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use aya_log_ebpf::debug;
 use edge_common::maps::{
-    ACTION_DROP, FLOW_LATER_SEGMENT, FLOW_WILDCARD, Flow, FlowKey, LISTEN_QUIC, LISTEN_TLS,
-    UNKNOWN_SNI_DROP, VERDICT_BLOCKED, VERDICT_NO_SNI, VERDICT_PENDING, VERDICT_ROUTED,
+    ACTION_DROP, FLOW_LATER_SEGMENT, FLOW_NAME_PAST_DOT, FLOW_WILDCARD, Flow, FlowKey, LISTEN_QUIC,
+    LISTEN_TLS, UNKNOWN_SNI_DROP, VERDICT_BLOCKED, VERDICT_NO_SNI, VERDICT_PENDING, VERDICT_ROUTED,
     VERDICT_UNKNOWN, VERDICT_UNKNOWN_DROPPED, VERDICT_UNPARSED,
 };
 
@@ -13,7 +13,7 @@ use crate::counters;
 use crate::maps::{CONFIG, FLOWS, LISTEN_PORTS, ROUTES};
 use crate::packet::Packet;
 use crate::parse::{self, IPPROTO_TCP, IPPROTO_UDP, Transport};
-use crate::tls::{self, Outcome};
+use crate::tls::{self, NameHash, Outcome};
 
 const PASS: u32 = xdp_action::XDP_PASS;
 const DROP: u32 = xdp_action::XDP_DROP;
@@ -67,6 +67,9 @@ fn tcp(ctx: &XdpContext, pkt: &Packet, t: &Transport, src_port: u16, dst_port: u
     };
     if let Some(record_len) = tls::client_hello_record(pkt, payload) {
         let spans_segments = record_len + 5 > segment.payload_len;
+        if spans_segments {
+            counters::global(|g| g.multi_segment += 1);
+        }
         first_segment(ctx, pkt, &segment, spans_segments)
     } else {
         later_segment(ctx, pkt, &segment)
@@ -97,9 +100,6 @@ impl Segment {
 fn first_segment(ctx: &XdpContext, pkt: &Packet, seg: &Segment, spans_segments: bool) -> u32 {
     match tls::client_hello(pkt, seg.payload) {
         Outcome::Sni { hash, wildcard } => {
-            if spans_segments {
-                counters::global(|g| g.multi_segment += 1);
-            }
             let (flow, action) = decide(hash, wildcard, 0);
             let _ = FLOWS.insert(&seg.key, &flow, 0);
             action_for(ctx, &flow, seg, action)
@@ -113,7 +113,6 @@ fn first_segment(ctx: &XdpContext, pkt: &Packet, seg: &Segment, spans_segments: 
             PASS
         }
         Outcome::Continues { next, end } => {
-            counters::global(|g| g.multi_segment += 1);
             let pending = Flow {
                 resume_seq: seg.seq_at(next),
                 ext_end_seq: seg.seq_at(end),
@@ -123,6 +122,14 @@ fn first_segment(ctx: &XdpContext, pkt: &Packet, seg: &Segment, spans_segments: 
             debug!(ctx, "ClientHello continues in a later segment");
             PASS
         }
+        Outcome::NameContinues { name, left } => {
+            let _ = FLOWS.insert(&seg.key, &pending_name(seg, &name, left), 0);
+            debug!(
+                ctx,
+                "ClientHello's server_name continues in a later segment"
+            );
+            PASS
+        }
         Outcome::Malformed => {
             counters::global(|g| g.malformed += 1);
             debug!(ctx, "malformed ClientHello");
@@ -130,8 +137,25 @@ fn first_segment(ctx: &XdpContext, pkt: &Packet, seg: &Segment, spans_segments: 
         }
         Outcome::Truncated => {
             counters::global(|g| g.truncated += 1);
+            // Its later segments belong to a known flow, not to "non-TLS".
+            if spans_segments {
+                let _ = FLOWS.insert(&seg.key, &flow(VERDICT_UNPARSED, 0), 0);
+            }
             PASS
         }
+    }
+}
+
+/// A pending flow whose host name continues at the start of the next segment.
+#[inline(always)]
+fn pending_name(seg: &Segment, name: &NameHash, left: usize) -> Flow {
+    Flow {
+        sni_hash: name.hash,
+        name_wildcard: name.wildcard,
+        resume_seq: seg.seq.wrapping_add(seg.payload_len as u32),
+        name_left: left as u16,
+        flags: if name.past_dot { FLOW_NAME_PAST_DOT } else { 0 },
+        ..flow(VERDICT_PENDING, 0)
     }
 }
 
@@ -167,8 +191,22 @@ fn resume(ctx: &XdpContext, pkt: &Packet, seg: &Segment, flow: &mut Flow) {
     if next >= seg.payload_len {
         return;
     }
-    let end = flow.ext_end_seq.wrapping_sub(seg.seq) as usize;
-    match tls::extensions(pkt, seg.payload + next, seg.payload + end) {
+    let outcome = if flow.name_left > 0 {
+        let name = NameHash {
+            hash: flow.sni_hash,
+            wildcard: flow.name_wildcard,
+            past_dot: flow.flags & FLOW_NAME_PAST_DOT != 0,
+        };
+        // MSS >= 536 > 253: the rest of a name is always in one segment.
+        match tls::hash_name(pkt, seg.payload + next, flow.name_left as usize, name) {
+            Some(name) => name.outcome(),
+            None => Outcome::Truncated,
+        }
+    } else {
+        let end = flow.ext_end_seq.wrapping_sub(seg.seq) as usize;
+        tls::extensions(pkt, seg.payload + next, seg.payload + end)
+    };
+    match outcome {
         Outcome::Sni { hash, wildcard } => {
             let (decided, _) = decide(hash, wildcard, FLOW_LATER_SEGMENT);
             *flow = decided;
@@ -186,6 +224,7 @@ fn resume(ctx: &XdpContext, pkt: &Packet, seg: &Segment, flow: &mut Flow) {
             flow.resume_seq = seg.seq_at(next);
             flow.ext_end_seq = seg.seq_at(end);
         }
+        Outcome::NameContinues { name, left } => *flow = pending_name(seg, &name, left),
         Outcome::Malformed => {
             *flow = self::flow(VERDICT_UNPARSED, FLOW_LATER_SEGMENT);
             counters::global(|g| g.malformed += 1);
@@ -240,8 +279,7 @@ fn decide(hash: u64, wildcard: Option<u64>, flags: u8) -> (Flow, u32) {
             VERDICT_ROUTED
         },
         flags,
-        resume_seq: 0,
-        ext_end_seq: 0,
+        ..Flow::default()
     };
     (flow, if blocked { DROP } else { PASS })
 }

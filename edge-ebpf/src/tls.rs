@@ -38,6 +38,12 @@ pub enum Outcome {
         next: usize,
         end: usize,
     },
+    /// The segment ends inside the host name: `left` bytes of it follow in
+    /// the next segment, to be fed into `name`.
+    NameContinues {
+        name: NameHash,
+        left: usize,
+    },
 }
 
 /// The record length if the payload at `payload` starts a handshake record
@@ -149,16 +155,23 @@ fn server_name(pkt: &Packet, off: usize, len: usize) -> Outcome {
     {
         return Outcome::Malformed;
     }
-    if off + 5 + name_len > pkt.limit() {
-        return Outcome::Truncated;
-    }
-    let Some((off, name_len)) = forget(off + 5, name_len) else {
+    let off = off + 5;
+    // The name may run past this segment: hash what is here, carry the rest.
+    let here = if off + name_len > pkt.limit() {
+        pkt.limit().saturating_sub(off)
+    } else {
+        name_len
+    };
+    let Some(name) = hash_name(pkt, off, here, NameHash::new()) else {
         return Outcome::Truncated;
     };
-    if off > MAX_OFFSET || name_len > MAX_NAME {
-        return Outcome::Truncated;
+    if here < name_len {
+        return Outcome::NameContinues {
+            name,
+            left: name_len - here,
+        };
     }
-    hash_name(pkt, off, name_len)
+    name.outcome()
 }
 
 /// Round-trips the name's offset and length through map memory, so the
@@ -177,27 +190,59 @@ fn forget(off: usize, len: usize) -> Option<(usize, usize)> {
     }
 }
 
-/// Hashes the name and, in the same pass, its wildcard key.
+/// Feeds `len` name bytes at `off` into `name`: the exact hash and, in the
+/// same pass, the wildcard key. `None` if the bytes are not all in the frame.
 #[inline(always)]
-fn hash_name(pkt: &Packet, off: usize, len: usize) -> Outcome {
-    let mut hash = sni::INIT;
-    let mut wildcard = sni::WILDCARD_INIT;
-    let mut past_dot = false;
+pub fn hash_name(pkt: &Packet, off: usize, len: usize, mut name: NameHash) -> Option<NameHash> {
+    let (off, len) = forget(off, len)?;
+    if off > MAX_OFFSET || len > MAX_NAME {
+        return None;
+    }
     for i in 0..MAX_NAME {
         if i >= len {
             break;
         }
-        let Some(byte) = pkt.u8(off + i) else {
-            return Outcome::Truncated;
-        };
-        hash = sni::step(hash, byte);
-        past_dot |= byte == b'.';
-        if past_dot {
-            wildcard = sni::step(wildcard, byte);
+        name.step(pkt.u8(off + i)?);
+    }
+    Some(name)
+}
+
+/// A host name hashed up to some byte; carried across segments in `Flow`.
+#[derive(Clone, Copy)]
+pub struct NameHash {
+    pub hash: u64,
+    pub wildcard: u64,
+    pub past_dot: bool,
+}
+
+impl NameHash {
+    #[inline(always)]
+    pub fn new() -> Self {
+        Self {
+            hash: sni::INIT,
+            wildcard: sni::WILDCARD_INIT,
+            past_dot: false,
         }
     }
-    Outcome::Sni {
-        hash,
-        wildcard: if past_dot { Some(wildcard) } else { None },
+
+    #[inline(always)]
+    fn step(&mut self, byte: u8) {
+        self.hash = sni::step(self.hash, byte);
+        self.past_dot |= byte == b'.';
+        if self.past_dot {
+            self.wildcard = sni::step(self.wildcard, byte);
+        }
+    }
+
+    #[inline(always)]
+    pub fn outcome(&self) -> Outcome {
+        Outcome::Sni {
+            hash: self.hash,
+            wildcard: if self.past_dot {
+                Some(self.wildcard)
+            } else {
+                None
+            },
+        }
     }
 }

@@ -502,11 +502,13 @@ fn truncated_hello_passes() {
     let tcp = segment(40040);
     // Cut inside the cipher suites: the walk cannot resume from there.
     assert_eq!(run(&c, &tcp.frame(&hello.bytes()[..60])), XDP_PASS);
-    assert_eq!(flow(&c, &tcp), None);
+    // Recorded, so its later segments are known to belong to a hello.
+    assert_eq!(flow(&c, &tcp).unwrap().verdict, Verdict::Unparsed);
     assert_eq!(
         global(&c),
         GlobalCounters {
             truncated: 1,
+            multi_segment: 1,
             ..Default::default()
         }
     );
@@ -712,11 +714,13 @@ fn hello_cut_inside_an_extension_header_is_truncated() {
     let c = routed_classifier();
     let tcp = segment(40053);
     assert_eq!(run(&c, &tcp.frame(&hello.bytes()[..after + 2])), XDP_PASS);
-    assert_eq!(flow(&c, &tcp), None);
+    // Recorded, so its later segments are known to belong to a hello.
+    assert_eq!(flow(&c, &tcp).unwrap().verdict, Verdict::Unparsed);
     assert_eq!(
         global(&c),
         GlobalCounters {
             truncated: 1,
+            multi_segment: 1,
             ..Default::default()
         }
     );
@@ -735,4 +739,75 @@ fn verifier_budget_has_headroom() {
         .expect("kernel >= 5.16 reports the verified instruction count");
     println!("verified instructions: {verified}");
     assert!(verified < 500_000, "{verified} verified instructions");
+}
+
+/// The segment boundary falls inside the host name: the first part is hashed
+/// in the first segment, the rest in the second, and the route is found.
+#[test]
+fn host_name_cut_by_the_segment_boundary_is_classified() {
+    let c = routed_classifier();
+    let (hello, _) = hello_with_sni_after_key_share();
+    let name_at = hello
+        .0
+        .windows(ROUTED.len())
+        .position(|w| w == ROUTED.as_bytes())
+        .unwrap();
+    // "shop.ex" | "ample.com": the dot (and the wildcard key's start) first.
+    let split = name_at + 7;
+    let mut tcp = segment(40054);
+    let first = tcp.frame(&hello.bytes()[..split]);
+    tcp.seq = tcp.seq.wrapping_add(split as u32);
+    let second = tcp.frame(&hello.bytes()[split..]);
+    assert_eq!(run(&c, &first), XDP_PASS);
+    assert_eq!(flow(&c, &tcp).unwrap().verdict, Verdict::Pending);
+    assert_eq!(run(&c, &second), XDP_PASS);
+    let info = flow(&c, &tcp).unwrap();
+    assert_eq!(
+        info.verdict,
+        Verdict::Routed {
+            chain_id: ROUTED_CHAIN,
+            queue: ROUTED_QUEUE
+        }
+    );
+    assert!(info.from_later_segment);
+    assert_eq!(info.sni_hash, sni::hash(ROUTED.as_bytes()));
+
+    // The same cut before the dot, under a wildcard route.
+    let pki = TestPki::new(&["a.tenant.example.net"]);
+    let (hello, _) = (0..200)
+        .map(|_| hello::client_hello(pki.client(Versions::Tls13, true), "a.tenant.example.net"))
+        .find_map(|h| {
+            let key_share = h.extension_at(EXT_KEY_SHARE).unwrap();
+            (h.extension_at(EXT_SERVER_NAME).unwrap() > key_share).then_some((h, ()))
+        })
+        .unwrap();
+    let name_at = hello
+        .0
+        .windows(20)
+        .position(|w| w == b"a.tenant.example.net")
+        .unwrap();
+    let mut tcp = segment(40055);
+    let first = tcp.frame(&hello.bytes()[..name_at + 1]);
+    tcp.seq = tcp.seq.wrapping_add(name_at as u32 + 1);
+    let second = tcp.frame(&hello.bytes()[name_at + 1..]);
+    assert_eq!(run(&c, &first), XDP_PASS);
+    assert_eq!(run(&c, &second), XDP_PASS);
+    let info = flow(&c, &tcp).unwrap();
+    assert_eq!(
+        info.verdict,
+        Verdict::Routed {
+            chain_id: WILDCARD_CHAIN,
+            queue: 1
+        }
+    );
+    assert!(info.via_wildcard && info.from_later_segment);
+    assert_eq!(
+        global(&c),
+        GlobalCounters {
+            client_hellos: 2,
+            multi_segment: 2,
+            later_segment: 2,
+            ..Default::default()
+        }
+    );
 }
