@@ -4,4 +4,5 @@
 //! keep the same layout on both sides: the maps are the interface between them.
 #![no_std]
 
+pub mod maps;
 pub mod sni;

@@ -26,6 +26,32 @@ pub const fn hash(name: &[u8]) -> u64 {
     h
 }
 
+/// The hash of `*` alone: where the XDP program starts the wildcard hash of a
+/// name before feeding it the name's tail from the first dot.
+pub const WILDCARD_INIT: u64 = step(INIT, b'*');
+
+/// The key under which a name is found by a wildcard route: the hash of `*`
+/// followed by the name from its first dot (`shop.example.com` ->
+/// `*.example.com`). `None` for a name without a dot, which no wildcard covers.
+///
+/// The XDP program computes the same value in the one pass that computes
+/// [`hash`], so a wildcard route costs one extra map lookup and no second walk.
+pub const fn wildcard_hash(name: &[u8]) -> Option<u64> {
+    let mut i = 0;
+    while i < name.len() {
+        if name[i] == b'.' {
+            let mut h = WILDCARD_INIT;
+            while i < name.len() {
+                h = step(h, name[i]);
+                i += 1;
+            }
+            return Some(h);
+        }
+        i += 1;
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -42,5 +68,27 @@ mod tests {
     fn is_case_insensitive() {
         assert_eq!(hash(b"MyStore.Example.COM"), hash(b"mystore.example.com"));
         assert_ne!(hash(b"mystore.example.com"), hash(b"mystore.example.org"));
+    }
+
+    /// A wildcard route `*.example.com` is keyed by the plain hash of its text;
+    /// a name one label below it must produce that key.
+    #[test]
+    fn wildcard_hash_is_the_hash_of_star_and_the_tail() {
+        assert_eq!(
+            wildcard_hash(b"shop.example.com"),
+            Some(hash(b"*.example.com"))
+        );
+        assert_eq!(
+            wildcard_hash(b"SHOP.Example.com"),
+            Some(hash(b"*.example.com"))
+        );
+        assert_eq!(
+            wildcard_hash(b"a.b.example.com"),
+            Some(hash(b"*.b.example.com"))
+        );
+        assert_eq!(wildcard_hash(b"localhost"), None);
+        assert_eq!(WILDCARD_INIT, hash(b"*"));
+        // Published-style vector pinned here so both sides catch a change.
+        assert_eq!(hash(b"*.example.com"), 0x3b6d_46e9_8545_5aca);
     }
 }

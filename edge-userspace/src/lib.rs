@@ -15,3 +15,4 @@ pub mod serve;
 pub mod stages;
 pub mod state;
 pub mod upstream;
+pub mod xdp;

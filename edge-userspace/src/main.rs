@@ -45,6 +45,9 @@ enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// The XDP SNI classifier: attach it by hand, read its counters.
+    #[command(subcommand)]
+    Xdp(edge_userspace::xdp::cli::XdpCommand),
 }
 
 fn main() -> Result<()> {
@@ -53,27 +56,29 @@ fn main() -> Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
-    let cli = Cli::parse();
+    match Cli::parse().command {
+        Command::Xdp(command) => edge_userspace::xdp::cli::run(command),
+        Command::Serve { config } => serve_until_signalled(Source::File(config), |bound| {
+            tracing::info!(https = %bound.https, http = ?bound.http, "serving");
+        }),
+        Command::Demo {
+            https,
+            http,
+            echo,
+            dir,
+        } => {
+            let config = serve::demo::config(https, http, echo, dir)?;
+            serve_until_signalled(Source::Inline(Box::new(config)), |bound| {
+                println!("{}", serve::demo::instructions(bound));
+            })
+        }
+    }
+}
+
+fn serve_until_signalled(source: Source, ready: impl FnOnce(&serve::Bound)) -> Result<()> {
     tokio::runtime::Runtime::new()?.block_on(async {
         // Installed before anything binds, so an early SIGTERM is not lost.
         let shutdown = shutdown_signal()?;
-        match cli.command {
-            Command::Serve { config } => {
-                let ready = |bound: &serve::Bound| {
-                    tracing::info!(https = %bound.https, http = ?bound.http, "serving");
-                };
-                serve::run(Source::File(config), ready, shutdown).await
-            }
-            Command::Demo {
-                https,
-                http,
-                echo,
-                dir,
-            } => {
-                let config = serve::demo::config(https, http, echo, dir)?;
-                let ready = |bound: &serve::Bound| println!("{}", serve::demo::instructions(bound));
-                serve::run(Source::Inline(Box::new(config)), ready, shutdown).await
-            }
-        }
+        serve::run(source, ready, shutdown).await
     })
 }

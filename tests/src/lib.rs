@@ -1,4 +1,9 @@
 //! Shared fixtures for the integration tests.
 
 pub mod chain;
+pub mod frames;
+pub mod hello;
+pub mod netns;
 pub mod proxy;
+pub mod tls;
+pub mod xdp;

@@ -1,0 +1,309 @@
+//! From a parsed packet to a verdict: route lookup, flow record, counters,
+//! and the resumption of ClientHellos that span several TCP segments.
+
+use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
+use aya_log_ebpf::debug;
+use edge_common::maps::{
+    ACTION_DROP, FLOW_LATER_SEGMENT, FLOW_NAME_PAST_DOT, FLOW_WILDCARD, Flow, FlowKey, LISTEN_QUIC,
+    LISTEN_TLS, UNKNOWN_SNI_DROP, VERDICT_BLOCKED, VERDICT_NO_SNI, VERDICT_PENDING, VERDICT_ROUTED,
+    VERDICT_UNKNOWN, VERDICT_UNKNOWN_DROPPED, VERDICT_UNPARSED,
+};
+
+use crate::counters;
+use crate::maps::{CONFIG, FLOWS, LISTEN_PORTS, ROUTES};
+use crate::packet::Packet;
+use crate::parse::{self, IPPROTO_TCP, IPPROTO_UDP, Transport};
+use crate::tls::{self, NameHash, Outcome};
+
+const PASS: u32 = xdp_action::XDP_PASS;
+const DROP: u32 = xdp_action::XDP_DROP;
+
+#[inline(always)]
+pub fn packet(ctx: &XdpContext) -> u32 {
+    let pkt = Packet::new(ctx);
+    let Some(t) = parse::transport(&pkt) else {
+        return PASS;
+    };
+    let pkt = pkt.limited(t.end);
+    let Some([s0, s1, d0, d1]) = pkt.bytes::<4>(t.l4) else {
+        return PASS;
+    };
+    let dst_port = u16::from_be_bytes([d0, d1]);
+    let listen = LISTEN_PORTS.get(dst_port as u32).copied().unwrap_or(0);
+    match t.proto {
+        IPPROTO_TCP if listen & LISTEN_TLS != 0 => {
+            tcp(ctx, &pkt, &t, u16::from_be_bytes([s0, s1]), dst_port)
+        }
+        IPPROTO_UDP if listen & LISTEN_QUIC != 0 => {
+            counters::global(|g| g.quic += 1);
+            PASS
+        }
+        _ => PASS,
+    }
+}
+
+#[inline(always)]
+fn tcp(ctx: &XdpContext, pkt: &Packet, t: &Transport, src_port: u16, dst_port: u16) -> u32 {
+    let Some(seq) = pkt.be32(t.l4 + 4) else {
+        return PASS;
+    };
+    let Some(data_offset) = pkt.u8(t.l4 + 12) else {
+        return PASS;
+    };
+    let header_len = (data_offset >> 4) as usize * 4;
+    let payload = t.l4 + header_len;
+    if header_len < 20 || payload > t.end {
+        return PASS;
+    }
+    let Some(key) = parse::flow_key(pkt, t, src_port, dst_port) else {
+        return PASS;
+    };
+    let segment = Segment {
+        key,
+        seq,
+        payload,
+        payload_len: t.end - payload,
+        bytes: pkt.len(),
+    };
+    if let Some(record_len) = tls::client_hello_record(pkt, payload) {
+        let spans_segments = record_len + 5 > segment.payload_len;
+        if spans_segments {
+            counters::global(|g| g.multi_segment += 1);
+        }
+        first_segment(ctx, pkt, &segment, spans_segments)
+    } else {
+        later_segment(ctx, pkt, &segment)
+    }
+}
+
+/// A TCP segment to a TLS listener port.
+struct Segment {
+    key: FlowKey,
+    seq: u32,
+    /// Offset of the TCP payload in the frame.
+    payload: usize,
+    payload_len: usize,
+    /// Frame length, for the chain's byte counter.
+    bytes: u64,
+}
+
+impl Segment {
+    /// The TCP sequence number of the payload byte at frame offset `off`.
+    #[inline(always)]
+    fn seq_at(&self, off: usize) -> u32 {
+        self.seq.wrapping_add((off - self.payload) as u32)
+    }
+}
+
+/// A segment that starts a ClientHello record.
+#[inline(always)]
+fn first_segment(ctx: &XdpContext, pkt: &Packet, seg: &Segment, spans_segments: bool) -> u32 {
+    match tls::client_hello(pkt, seg.payload) {
+        Outcome::Sni { hash, wildcard } => {
+            let (flow, action) = decide(hash, wildcard, 0);
+            let _ = FLOWS.insert(&seg.key, &flow, 0);
+            action_for(ctx, &flow, seg, action)
+        }
+        Outcome::NoSni => {
+            counters::global(|g| {
+                g.client_hellos += 1;
+                g.no_sni += 1;
+            });
+            let _ = FLOWS.insert(&seg.key, &flow(VERDICT_NO_SNI, 0), 0);
+            PASS
+        }
+        Outcome::Continues { next, end } => {
+            let pending = Flow {
+                resume_seq: seg.seq_at(next),
+                ext_end_seq: seg.seq_at(end),
+                ..flow(VERDICT_PENDING, 0)
+            };
+            let _ = FLOWS.insert(&seg.key, &pending, 0);
+            debug!(ctx, "ClientHello continues in a later segment");
+            PASS
+        }
+        Outcome::NameContinues { name, left } => {
+            let _ = FLOWS.insert(&seg.key, &pending_name(seg, &name, left), 0);
+            debug!(
+                ctx,
+                "ClientHello's server_name continues in a later segment"
+            );
+            PASS
+        }
+        Outcome::Malformed => {
+            counters::global(|g| g.malformed += 1);
+            debug!(ctx, "malformed ClientHello");
+            PASS
+        }
+        Outcome::Truncated => {
+            counters::global(|g| g.truncated += 1);
+            // Its later segments belong to a known flow, not to "non-TLS".
+            if spans_segments {
+                let _ = FLOWS.insert(&seg.key, &flow(VERDICT_UNPARSED, 0), 0);
+            }
+            PASS
+        }
+    }
+}
+
+/// A pending flow whose host name continues at the start of the next segment.
+#[inline(always)]
+fn pending_name(seg: &Segment, name: &NameHash, left: usize) -> Flow {
+    Flow {
+        sni_hash: name.hash,
+        name_wildcard: name.wildcard,
+        resume_seq: seg.seq.wrapping_add(seg.payload_len as u32),
+        name_left: left as u16,
+        flags: if name.past_dot { FLOW_NAME_PAST_DOT } else { 0 },
+        ..flow(VERDICT_PENDING, 0)
+    }
+}
+
+/// Any other segment to the listener: accounted to its flow's chain, and the
+/// continuation of a pending ClientHello is walked. Never dropped: the
+/// segments before it already reached the TCP stack, so the proxy acts on the
+/// recorded verdict instead.
+#[inline(always)]
+fn later_segment(ctx: &XdpContext, pkt: &Packet, seg: &Segment) -> u32 {
+    let Some(flow) = FLOWS.get_ptr_mut(&seg.key) else {
+        if seg.payload_len > 0 && !pkt.u8(seg.payload).is_some_and(tls::is_record_type) {
+            counters::global(|g| g.non_tls += 1);
+        }
+        return PASS;
+    };
+    // SAFETY: an LRU map value; a concurrent update of the same flow on another
+    // CPU can at worst interleave two field writes, both from valid verdicts.
+    let flow = unsafe { &mut *flow };
+    if flow.verdict == VERDICT_PENDING && seg.payload_len > 0 {
+        resume(ctx, pkt, seg, flow);
+    }
+    if flow.verdict == VERDICT_ROUTED || flow.verdict == VERDICT_BLOCKED {
+        counters::chain(flow.chain_id, seg.bytes, false);
+    }
+    PASS
+}
+
+/// Continues the extension walk of a pending flow inside this segment.
+#[inline(always)]
+fn resume(ctx: &XdpContext, pkt: &Packet, seg: &Segment, flow: &mut Flow) {
+    let next = flow.resume_seq.wrapping_sub(seg.seq) as usize;
+    // Before this segment (a retransmission) or past it (a gap): wait.
+    if next >= seg.payload_len {
+        return;
+    }
+    let outcome = if flow.name_left > 0 {
+        let name = NameHash {
+            hash: flow.sni_hash,
+            wildcard: flow.name_wildcard,
+            past_dot: flow.flags & FLOW_NAME_PAST_DOT != 0,
+        };
+        // MSS >= 536 > 253: the rest of a name is always in one segment.
+        match tls::hash_name(pkt, seg.payload + next, flow.name_left as usize, name) {
+            Some(name) => name.outcome(),
+            None => Outcome::Truncated,
+        }
+    } else {
+        let end = flow.ext_end_seq.wrapping_sub(seg.seq) as usize;
+        tls::extensions(pkt, seg.payload + next, seg.payload + end)
+    };
+    match outcome {
+        Outcome::Sni { hash, wildcard } => {
+            let (decided, _) = decide(hash, wildcard, FLOW_LATER_SEGMENT);
+            *flow = decided;
+            counters::global(|g| g.later_segment += 1);
+            debug!(ctx, "ClientHello classified from a later segment");
+        }
+        Outcome::NoSni => {
+            *flow = self::flow(VERDICT_NO_SNI, FLOW_LATER_SEGMENT);
+            counters::global(|g| {
+                g.client_hellos += 1;
+                g.no_sni += 1;
+            });
+        }
+        Outcome::Continues { next, end } => {
+            flow.resume_seq = seg.seq_at(next);
+            flow.ext_end_seq = seg.seq_at(end);
+        }
+        Outcome::NameContinues { name, left } => *flow = pending_name(seg, &name, left),
+        Outcome::Malformed => {
+            *flow = self::flow(VERDICT_UNPARSED, FLOW_LATER_SEGMENT);
+            counters::global(|g| g.malformed += 1);
+        }
+        Outcome::Truncated => {
+            *flow = self::flow(VERDICT_UNPARSED, FLOW_LATER_SEGMENT);
+            counters::global(|g| g.truncated += 1);
+        }
+    }
+}
+
+/// What to do with a hello for this SNI: the route of the exact name, else
+/// of its wildcard key, else the unknown-SNI policy. Counts the hello.
+#[inline(always)]
+fn decide(hash: u64, wildcard: Option<u64>, flags: u8) -> (Flow, u32) {
+    let exact = ROUTES.get_ptr(&hash);
+    let (route, flags) = match (exact, wildcard) {
+        (Some(route), _) => (Some(route), flags),
+        (None, Some(wildcard)) => (ROUTES.get_ptr(&wildcard), flags | FLOW_WILDCARD),
+        (None, None) => (None, flags),
+    };
+    let Some(route) = route else {
+        let strict = CONFIG
+            .get(0)
+            .is_some_and(|config| config.unknown_sni == UNKNOWN_SNI_DROP);
+        counters::global(|g| {
+            g.client_hellos += 1;
+            g.unknown_sni += 1;
+        });
+        let verdict = if strict {
+            VERDICT_UNKNOWN_DROPPED
+        } else {
+            VERDICT_UNKNOWN
+        };
+        let flow = Flow {
+            sni_hash: hash,
+            ..self::flow(verdict, flags & !FLOW_WILDCARD)
+        };
+        return (flow, if strict { DROP } else { PASS });
+    };
+    // SAFETY: a hash map value read once; userspace replaces routes whole.
+    let route = unsafe { *route };
+    counters::global(|g| g.client_hellos += 1);
+    let blocked = route.action == ACTION_DROP;
+    let flow = Flow {
+        sni_hash: hash,
+        chain_id: route.chain_id,
+        queue: route.queue,
+        verdict: if blocked {
+            VERDICT_BLOCKED
+        } else {
+            VERDICT_ROUTED
+        },
+        flags,
+        ..Flow::default()
+    };
+    (flow, if blocked { DROP } else { PASS })
+}
+
+/// Applies a first-segment decision and accounts it.
+#[inline(always)]
+fn action_for(ctx: &XdpContext, flow: &Flow, seg: &Segment, action: u32) -> u32 {
+    let dropped = action == DROP;
+    match flow.verdict {
+        VERDICT_ROUTED | VERDICT_BLOCKED => counters::chain(flow.chain_id, seg.bytes, dropped),
+        VERDICT_UNKNOWN_DROPPED => counters::global(|g| g.policy_drops += 1),
+        _ => {}
+    }
+    if dropped {
+        debug!(ctx, "ClientHello dropped, verdict {}", flow.verdict);
+    }
+    action
+}
+
+#[inline(always)]
+fn flow(verdict: u8, flags: u8) -> Flow {
+    Flow {
+        verdict,
+        flags,
+        ..Flow::default()
+    }
+}

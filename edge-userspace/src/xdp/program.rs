@@ -1,0 +1,177 @@
+//! Loading, attaching and detaching the classifier program.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use aya::programs::{Xdp, XdpMode, xdp::XdpLinkId};
+use aya::{Ebpf, EbpfLoader};
+use tracing::{info, warn};
+
+use super::{Maps, UnknownSni};
+
+/// The object `cargo xtask build-ebpf` built, embedded at compile time so the
+/// `edge` binary needs no file beside it.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(env!("EDGE_EBPF_OBJECT"));
+
+const PROGRAM: &str = "edge_sni";
+/// Where `edge xdp attach` pins the maps, one directory per interface.
+pub const DEFAULT_PIN_ROOT: &str = "/sys/fs/bpf/edge";
+/// The TLS and QUIC port watched unless told otherwise.
+const DEFAULT_PORT: u16 = 443;
+/// aya-log levels (aya_log_common::Level): the kernel side logs at debug only,
+/// and only when the `edge_ebpf` tracing target is enabled at debug.
+const LOG_LEVEL_WARN: u8 = 2;
+const LOG_LEVEL_DEBUG: u8 = 4;
+
+#[derive(Clone, Debug, Default)]
+pub struct LoadOptions {
+    /// Pin the maps in this directory (created, and removed again on drop),
+    /// so that `edge xdp stats` and later tools can open them.
+    pub pin_dir: Option<PathBuf>,
+    pub unknown_sni: UnknownSni,
+}
+
+/// How the program ended up attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttachMode {
+    /// In the driver, before any skb exists.
+    Native,
+    /// Generic (SKB) mode: the driver has no XDP support; same verdicts, later.
+    Generic,
+}
+
+impl std::fmt::Display for AttachMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Native => "native",
+            Self::Generic => "generic (SKB)",
+        })
+    }
+}
+
+/// The loaded classifier. Dropping it detaches the program and removes the pins.
+pub struct Classifier {
+    ebpf: Ebpf,
+    pub maps: Maps,
+    link: Option<XdpLinkId>,
+    pin_dir: Option<PathBuf>,
+}
+
+impl Classifier {
+    /// Loads and verifies the program, watching TLS and QUIC on port 443.
+    pub fn load(options: LoadOptions) -> Result<Self> {
+        let level = if tracing::enabled!(target: "edge_ebpf", tracing::Level::DEBUG) {
+            LOG_LEVEL_DEBUG
+        } else {
+            LOG_LEVEL_WARN
+        };
+        let mut ebpf = EbpfLoader::new()
+            .override_global("AYA_LOG_LEVEL", &level, false)
+            .load(OBJECT)
+            .context("cannot load the XDP object (needs root or CAP_BPF, kernel >= 5.18)")?;
+        let program: &mut Xdp = ebpf
+            .program_mut(PROGRAM)
+            .context("the XDP object has no program edge_sni")?
+            .try_into()?;
+        program
+            .load()
+            .context("the kernel verifier refused the XDP program")?;
+        if let Some(dir) = &options.pin_dir {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create the pin directory {}", dir.display()))?;
+        }
+        let mut maps = Maps::take(&mut ebpf, options.pin_dir.as_deref())?;
+        maps.settings.set_tls_port(DEFAULT_PORT, true)?;
+        maps.settings.set_quic_port(DEFAULT_PORT, true)?;
+        maps.settings.set_unknown_sni(options.unknown_sni)?;
+        Ok(Self {
+            ebpf,
+            maps,
+            link: None,
+            pin_dir: options.pin_dir,
+        })
+    }
+
+    /// The program, e.g. for `BPF_PROG_TEST_RUN`.
+    pub fn program(&self) -> &Xdp {
+        self.ebpf
+            .program(PROGRAM)
+            .and_then(|p| p.try_into().ok())
+            .expect("load() checked that edge_sni is an XDP program")
+    }
+
+    fn program_mut(&mut self) -> &mut Xdp {
+        self.ebpf
+            .program_mut(PROGRAM)
+            .and_then(|p| p.try_into().ok())
+            .expect("load() checked that edge_sni is an XDP program")
+    }
+
+    /// Attaches to `interface` (in the calling thread's network namespace):
+    /// native mode if the driver supports it, generic mode otherwise.
+    pub fn attach(&mut self, interface: &str) -> Result<AttachMode> {
+        let name = std::ffi::CString::new(interface)
+            .with_context(|| format!("bad interface name {interface:?}"))?;
+        let program = self.program_mut();
+        let (link, mode) = match program.attach(name.as_c_str(), XdpMode::Driver) {
+            Ok(link) => (link, AttachMode::Native),
+            Err(native) => {
+                warn!(%interface, error = %native, "native XDP refused, trying generic mode");
+                let link = program
+                    .attach(name.as_c_str(), XdpMode::Skb)
+                    .with_context(|| format!("cannot attach XDP to {interface}"))?;
+                (link, AttachMode::Generic)
+            }
+        };
+        info!(%interface, %mode, "XDP SNI classifier attached");
+        self.link = Some(link);
+        Ok(mode)
+    }
+
+    /// Detaches from the interface (also done on drop).
+    pub fn detach(&mut self) -> Result<()> {
+        if let Some(link) = self.link.take() {
+            self.program_mut()
+                .detach(link)
+                .context("cannot detach the XDP program")?;
+        }
+        Ok(())
+    }
+
+    /// Forwards the program's aya-log records to `tracing` (target
+    /// `edge_ebpf`). Needs a tokio runtime; runs until the classifier drops.
+    pub fn forward_logs(&mut self) -> Result<()> {
+        let logger = aya_log::EbpfLogger::init(&mut self.ebpf)
+            .context("cannot read the XDP program's log ring")?;
+        // SAFETY: the logger owns its ring buffer's fd and never closes or
+        // replaces it while registered; the AsyncFd owns the logger.
+        let mut logger = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE)
+        }?;
+        tokio::spawn(async move {
+            while let Ok(mut guard) = logger.readable_mut().await {
+                guard.get_inner_mut().flush();
+                guard.clear_ready();
+            }
+        });
+        Ok(())
+    }
+
+    pub fn pin_dir(&self) -> Option<&Path> {
+        self.pin_dir.as_deref()
+    }
+}
+
+impl Drop for Classifier {
+    fn drop(&mut self) {
+        if let Err(e) = self.detach() {
+            warn!(error = %e, "XDP detach failed");
+        }
+        if let Some(dir) = &self.pin_dir {
+            // Pins keep maps alive after we exit; a stale one would mislead `stats`.
+            if let Err(e) = std::fs::remove_dir_all(dir) {
+                warn!(dir = %dir.display(), error = %e, "cannot remove XDP map pins");
+            }
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! Host name → chain routes: the one place that writes the ROUTES map, used
+//! by `edge xdp attach`, by the zone-snapshot sync and by the control socket.
+
+use aya::maps::{HashMap, MapData, PerCpuHashMap, PerCpuValues};
+use aya::util::nr_cpus;
+use edge_common::maps::{ACTION_DROP, ACTION_PASS, CHAINS_MAX, ChainCounters, ROUTES_MAX, Route};
+use edge_common::sni;
+
+/// `BPF_NOEXIST`: create a chain's counters only once, never reset them.
+const NOEXIST: u64 = 1;
+const MAX_NAME: usize = 253;
+const MAX_LABEL: usize = 63;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RouteAction {
+    /// Classify the flow into the chain and let it through.
+    Pass,
+    /// The host name is blocked: XDP drops its ClientHellos.
+    Drop,
+}
+
+/// Where a host name's flows go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RouteTarget {
+    pub chain_id: u32,
+    /// The proxy's accept queue for the chain; XDP records it, the proxy uses it.
+    pub queue: u16,
+    pub action: RouteAction,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum HostnameError {
+    #[error("host name is empty")]
+    Empty,
+    #[error("host name {0:?} is longer than {MAX_NAME} bytes")]
+    TooLong(String),
+    #[error("host name {0:?} has an empty label or a trailing dot")]
+    EmptyLabel(String),
+    #[error("host name {0:?} has a label longer than {MAX_LABEL} bytes")]
+    LabelTooLong(String),
+    #[error(
+        "host name {0:?} has a character other than a-z, 0-9, '-', '_', '.' (or a leading \"*.\")"
+    )]
+    BadCharacter(String),
+}
+
+/// The ROUTES key of a host name: its SNI hash. A wildcard `*.example.com` is
+/// hashed as written, which is the key the XDP program computes for
+/// `shop.example.com` (see `edge_common::sni::wildcard_hash`).
+pub fn route_key(host: &str) -> Result<u64, HostnameError> {
+    if host.is_empty() {
+        return Err(HostnameError::Empty);
+    }
+    if host.len() > MAX_NAME {
+        return Err(HostnameError::TooLong(host.into()));
+    }
+    let labels = host.strip_prefix("*.").unwrap_or(host);
+    for label in labels.split('.') {
+        if label.is_empty() {
+            return Err(HostnameError::EmptyLabel(host.into()));
+        }
+        if label.len() > MAX_LABEL {
+            return Err(HostnameError::LabelTooLong(host.into()));
+        }
+        if !label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(HostnameError::BadCharacter(host.into()));
+        }
+    }
+    Ok(sni::hash(host.as_bytes()))
+}
+
+pub struct Routes {
+    routes: HashMap<MapData, u64, Route>,
+    chains: PerCpuHashMap<MapData, u32, ChainCounters>,
+}
+
+impl Routes {
+    pub(super) fn new(
+        routes: HashMap<MapData, u64, Route>,
+        chains: PerCpuHashMap<MapData, u32, ChainCounters>,
+    ) -> Self {
+        Self { routes, chains }
+    }
+
+    /// Routes `host` (exact, or a `*.` wildcard one label deep) to `target`,
+    /// replacing any previous route of the same name. Also creates the chain's
+    /// counters, which the XDP program only updates.
+    pub fn insert(&mut self, host: &str, target: RouteTarget) -> anyhow::Result<()> {
+        let key = route_key(host)?;
+        if target.chain_id >= CHAINS_MAX {
+            anyhow::bail!(
+                "chain id {} is out of range (the XDP counters hold {CHAINS_MAX} chains)",
+                target.chain_id
+            );
+        }
+        self.ensure_chain(target.chain_id)?;
+        let route = Route {
+            chain_id: target.chain_id,
+            queue: target.queue,
+            action: match target.action {
+                RouteAction::Pass => ACTION_PASS,
+                RouteAction::Drop => ACTION_DROP,
+            },
+            _pad: 0,
+        };
+        self.routes.insert(&key, &route, 0).map_err(|e| {
+            anyhow::anyhow!("cannot insert the route for {host} (at most {ROUTES_MAX} routes): {e}")
+        })
+    }
+
+    /// Removes the route of `host`; `false` if there was none.
+    pub fn remove(&mut self, host: &str) -> anyhow::Result<bool> {
+        let key = route_key(host)?;
+        match self.routes.remove(&key) {
+            Ok(()) => Ok(true),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(false),
+            Err(e) => Err(anyhow::anyhow!("cannot remove the route for {host}: {e}")),
+        }
+    }
+
+    /// The route of `host` as the kernel sees it.
+    pub fn get(&self, host: &str) -> anyhow::Result<Option<RouteTarget>> {
+        let key = route_key(host)?;
+        match self.routes.get(&key, 0) {
+            Ok(route) => Ok(Some(RouteTarget {
+                chain_id: route.chain_id,
+                queue: route.queue,
+                action: if route.action == ACTION_DROP {
+                    RouteAction::Drop
+                } else {
+                    RouteAction::Pass
+                },
+            })),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(anyhow::anyhow!("cannot read the route for {host}: {e}")),
+        }
+    }
+
+    fn ensure_chain(&mut self, chain_id: u32) -> anyhow::Result<()> {
+        if self.chains.get(&chain_id, 0).is_ok() {
+            return Ok(());
+        }
+        let cpus = nr_cpus().map_err(|(_, e)| anyhow::anyhow!("cannot count CPUs: {e}"))?;
+        let zeros = PerCpuValues::try_from(vec![ChainCounters::default(); cpus.get() as usize])?;
+        match self.chains.insert(&chain_id, zeros, NOEXIST) {
+            Ok(()) => Ok(()),
+            // Created concurrently by another writer: exactly what we wanted.
+            Err(aya::maps::MapError::SyscallError(e))
+                if e.io_error.kind() == std::io::ErrorKind::AlreadyExists =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(anyhow::anyhow!(
+                "cannot create counters of chain {chain_id}: {e}"
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_keys_are_sni_hashes_and_bad_names_are_refused() {
+        assert_eq!(
+            route_key("Shop.Example.com"),
+            Ok(sni::hash(b"shop.example.com"))
+        );
+        assert_eq!(
+            route_key("*.example.com"),
+            Ok(sni::wildcard_hash(b"shop.example.com").unwrap())
+        );
+        assert_eq!(route_key(""), Err(HostnameError::Empty));
+        assert!(matches!(
+            route_key("a..b"),
+            Err(HostnameError::EmptyLabel(_))
+        ));
+        assert!(matches!(
+            route_key("example.com."),
+            Err(HostnameError::EmptyLabel(_))
+        ));
+        assert!(matches!(
+            route_key("a.*.b"),
+            Err(HostnameError::BadCharacter(_))
+        ));
+        assert!(matches!(
+            route_key("ex ample.com"),
+            Err(HostnameError::BadCharacter(_))
+        ));
+        assert!(matches!(
+            route_key(&format!("{}.com", "a".repeat(64))),
+            Err(HostnameError::LabelTooLong(_))
+        ));
+        let long = ["a".repeat(63).as_str(); 4].join(".") + ".com";
+        assert!(matches!(route_key(&long), Err(HostnameError::TooLong(_))));
+    }
+}
