@@ -1,5 +1,6 @@
 //! The `edge` binary.
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -69,7 +70,8 @@ fn main() -> Result<()> {
         } => {
             let config = serve::demo::config(https, http, echo, dir)?;
             serve_until_signalled(Source::Inline(Box::new(config)), |bound| {
-                println!("{}", serve::demo::instructions(bound));
+                // A closed stdout (`edge demo | head`) must not take the edge down.
+                let _ = writeln!(std::io::stdout(), "{}", serve::demo::instructions(bound));
             })
         }
     }
