@@ -111,7 +111,9 @@ pub struct Flow {
     pub _pad: [u8; 6],
 }
 
-/// Per chain, per CPU: traffic of the chain's classified flows.
+/// Per chain, per CPU: traffic of the chain's classified flows (the
+/// ClientHello and every later segment carrying data; pure ACKs are not
+/// looked up).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ChainCounters {

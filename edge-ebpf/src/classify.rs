@@ -165,8 +165,13 @@ fn pending_name(seg: &Segment, name: &NameHash, left: usize) -> Flow {
 /// recorded verdict instead.
 #[inline(always)]
 fn later_segment(ctx: &XdpContext, pkt: &Packet, seg: &Segment) -> u32 {
+    // Pure ACKs, the bulk of a download's ingress, skip the flow lookup: the
+    // chain counters count data-carrying segments.
+    if seg.payload_len == 0 {
+        return PASS;
+    }
     let Some(flow) = FLOWS.get_ptr_mut(&seg.key) else {
-        if seg.payload_len > 0 && !pkt.u8(seg.payload).is_some_and(tls::is_record_type) {
+        if !pkt.u8(seg.payload).is_some_and(tls::is_record_type) {
             counters::global(|g| g.non_tls += 1);
         }
         return PASS;
@@ -174,7 +179,7 @@ fn later_segment(ctx: &XdpContext, pkt: &Packet, seg: &Segment) -> u32 {
     // SAFETY: an LRU map value; a concurrent update of the same flow on another
     // CPU can at worst interleave two field writes, both from valid verdicts.
     let flow = unsafe { &mut *flow };
-    if flow.verdict == VERDICT_PENDING && seg.payload_len > 0 {
+    if flow.verdict == VERDICT_PENDING {
         resume(ctx, pkt, seg, flow);
     }
     if flow.verdict == VERDICT_ROUTED || flow.verdict == VERDICT_BLOCKED {

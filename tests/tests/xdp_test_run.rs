@@ -811,3 +811,34 @@ fn host_name_cut_by_the_segment_boundary_is_classified() {
         }
     );
 }
+
+/// After the hello, the flow's data segments count to its chain; pure ACKs
+/// are not looked up at all.
+#[test]
+fn later_data_segments_count_to_the_chain_and_acks_do_not() {
+    let c = routed_classifier();
+    let hello = hello::client_hello(pki().client(Versions::Tls13, false), ROUTED);
+    let mut tcp = segment(40056);
+    let first = tcp.frame(hello.bytes());
+    assert_eq!(run(&c, &first), XDP_PASS);
+    tcp.seq = tcp.seq.wrapping_add(hello.bytes().len() as u32);
+    let ack = tcp.frame(&[]);
+    let data = tcp.frame(&[23, 3, 3, 0, 3, 1, 2, 3]);
+    assert_eq!(run(&c, &ack), XDP_PASS);
+    assert_eq!(run(&c, &data), XDP_PASS);
+    assert_eq!(
+        chain(&c, ROUTED_CHAIN),
+        ChainCounters {
+            packets: 2,
+            bytes: (first.len() + data.len()) as u64,
+            drops: 0
+        }
+    );
+    assert_eq!(
+        global(&c),
+        GlobalCounters {
+            client_hellos: 1,
+            ..Default::default()
+        }
+    );
+}
