@@ -52,7 +52,9 @@ fn tcp(ctx: &XdpContext, pkt: &Packet, t: &Transport, src_port: u16, dst_port: u
     };
     let header_len = (data_offset >> 4) as usize * 4;
     let payload = t.l4 + header_len;
-    if header_len < 20 || payload > t.end {
+    // Pure ACKs, the bulk of a download's ingress, are not looked up: the
+    // chain counters count data-carrying segments.
+    if header_len < 20 || payload >= t.end {
         return PASS;
     }
     let Some(key) = parse::flow_key(pkt, t, src_port, dst_port) else {
@@ -165,11 +167,6 @@ fn pending_name(seg: &Segment, name: &NameHash, left: usize) -> Flow {
 /// recorded verdict instead.
 #[inline(always)]
 fn later_segment(ctx: &XdpContext, pkt: &Packet, seg: &Segment) -> u32 {
-    // Pure ACKs, the bulk of a download's ingress, skip the flow lookup: the
-    // chain counters count data-carrying segments.
-    if seg.payload_len == 0 {
-        return PASS;
-    }
     let Some(flow) = FLOWS.get_ptr_mut(&seg.key) else {
         if !pkt.u8(seg.payload).is_some_and(tls::is_record_type) {
             counters::global(|g| g.non_tls += 1);
