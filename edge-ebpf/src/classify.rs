@@ -124,6 +124,15 @@ fn first_segment(ctx: &XdpContext, pkt: &Packet, seg: &Segment, spans_segments: 
             debug!(ctx, "ClientHello continues in a later segment");
             PASS
         }
+        Outcome::HeaderContinues {
+            part,
+            part_len,
+            end,
+        } => {
+            let pending = pending_header(seg, part, part_len, end);
+            let _ = FLOWS.insert(&seg.key, &pending, 0);
+            PASS
+        }
         Outcome::NameContinues { name, left } => {
             let _ = FLOWS.insert(&seg.key, &pending_name(seg, &name, left), 0);
             debug!(
@@ -145,6 +154,19 @@ fn first_segment(ctx: &XdpContext, pkt: &Packet, seg: &Segment, spans_segments: 
             }
             PASS
         }
+    }
+}
+
+/// A pending flow whose extension header continues at the start of the next
+/// segment.
+#[inline(always)]
+fn pending_header(seg: &Segment, part: [u8; 3], part_len: usize, end: usize) -> Flow {
+    Flow {
+        resume_seq: seg.seq.wrapping_add(seg.payload_len as u32),
+        ext_end_seq: seg.seq_at(end),
+        header_part: part,
+        header_part_len: part_len as u8,
+        ..flow(VERDICT_PENDING, 0)
     }
 }
 
@@ -205,8 +227,17 @@ fn resume(ctx: &XdpContext, pkt: &Packet, seg: &Segment, flow: &mut Flow) {
             None => Outcome::Truncated,
         }
     } else {
-        let end = flow.ext_end_seq.wrapping_sub(seg.seq) as usize;
-        tls::extensions(pkt, seg.payload + next, seg.payload + end)
+        let end = seg.payload + flow.ext_end_seq.wrapping_sub(seg.seq) as usize;
+        let start = if flow.header_part_len > 0 {
+            finish_header(pkt, seg.payload + next, flow, end)
+        } else {
+            Ok(seg.payload + next)
+        };
+        // One walk for both starts, entered with wide ranges (see `forget`).
+        match start.and_then(|start| tls::forget(start, end).ok_or(Outcome::Truncated)) {
+            Ok((start, end)) => tls::extensions(pkt, start, end),
+            Err(outcome) => outcome,
+        }
     };
     match outcome {
         Outcome::Sni { hash, wildcard } => {
@@ -223,10 +254,18 @@ fn resume(ctx: &XdpContext, pkt: &Packet, seg: &Segment, flow: &mut Flow) {
             });
         }
         Outcome::Continues { next, end } => {
-            flow.resume_seq = seg.seq_at(next);
-            flow.ext_end_seq = seg.seq_at(end);
+            *flow = Flow {
+                resume_seq: seg.seq_at(next),
+                ext_end_seq: seg.seq_at(end),
+                ..self::flow(VERDICT_PENDING, 0)
+            };
         }
         Outcome::NameContinues { name, left } => *flow = pending_name(seg, &name, left),
+        Outcome::HeaderContinues {
+            part,
+            part_len,
+            end,
+        } => *flow = pending_header(seg, part, part_len, end),
         Outcome::Malformed => {
             *flow = self::flow(VERDICT_UNPARSED, FLOW_LATER_SEGMENT);
             counters::global(|g| g.malformed += 1);
@@ -236,6 +275,22 @@ fn resume(ctx: &XdpContext, pkt: &Packet, seg: &Segment, flow: &mut Flow) {
             counters::global(|g| g.truncated += 1);
         }
     }
+}
+
+/// Completes an extension header whose first bytes the flow carries with
+/// the bytes at `off`: where the walk goes on, or how it ended.
+#[inline(always)]
+fn finish_header(pkt: &Packet, off: usize, flow: &Flow, end: usize) -> Result<usize, Outcome> {
+    let Some([r0, r1, r2, _]) = pkt.bytes::<4>(off) else {
+        return Err(Outcome::Truncated);
+    };
+    let [p0, p1, p2] = flow.header_part;
+    let (header, taken) = match flow.header_part_len {
+        1 => ([p0, r0, r1, r2], 3),
+        2 => ([p0, p1, r0, r1], 2),
+        _ => ([p0, p1, p2, r0], 1),
+    };
+    tls::extension(pkt, header, off + taken, end)
 }
 
 /// What to do with a hello for this SNI: the route of the exact name, else
