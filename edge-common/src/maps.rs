@@ -108,10 +108,16 @@ pub struct Flow {
     pub verdict: u8,
     /// `FLOW_*` bits.
     pub flags: u8,
-    pub _pad: [u8; 6],
+    /// Pending flows: the first bytes of an extension header cut by the
+    /// segment boundary (`header_part_len` of them, 0 when none).
+    pub header_part: [u8; 3],
+    pub header_part_len: u8,
+    pub _pad: [u8; 2],
 }
 
-/// Per chain, per CPU: traffic of the chain's classified flows.
+/// Per chain, per CPU: traffic of the chain's classified flows (the
+/// ClientHello and every later segment carrying data; pure ACKs are not
+/// looked up).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ChainCounters {
@@ -136,8 +142,7 @@ pub struct GlobalCounters {
     /// Hellos with a length field that contradicts the record or the message.
     pub malformed: u64,
     /// Hellos cut where the walk cannot resume (before the extensions, inside
-    /// an extension header or the `server_name` header, or past the extension
-    /// budget).
+    /// the `server_name` header, or past the extension budget).
     pub truncated: u64,
     /// Hellos spanning more than one TCP segment (with the SNI in the first
     /// segment or not).

@@ -52,7 +52,9 @@ fn tcp(ctx: &XdpContext, pkt: &Packet, t: &Transport, src_port: u16, dst_port: u
     };
     let header_len = (data_offset >> 4) as usize * 4;
     let payload = t.l4 + header_len;
-    if header_len < 20 || payload > t.end {
+    // Pure ACKs, the bulk of a download's ingress, are not looked up: the
+    // chain counters count data-carrying segments.
+    if header_len < 20 || payload >= t.end {
         return PASS;
     }
     let Some(key) = parse::flow_key(pkt, t, src_port, dst_port) else {
@@ -122,6 +124,15 @@ fn first_segment(ctx: &XdpContext, pkt: &Packet, seg: &Segment, spans_segments: 
             debug!(ctx, "ClientHello continues in a later segment");
             PASS
         }
+        Outcome::HeaderContinues {
+            part,
+            part_len,
+            end,
+        } => {
+            let pending = pending_header(seg, part, part_len, end);
+            let _ = FLOWS.insert(&seg.key, &pending, 0);
+            PASS
+        }
         Outcome::NameContinues { name, left } => {
             let _ = FLOWS.insert(&seg.key, &pending_name(seg, &name, left), 0);
             debug!(
@@ -146,6 +157,19 @@ fn first_segment(ctx: &XdpContext, pkt: &Packet, seg: &Segment, spans_segments: 
     }
 }
 
+/// A pending flow whose extension header continues at the start of the next
+/// segment.
+#[inline(always)]
+fn pending_header(seg: &Segment, part: [u8; 3], part_len: usize, end: usize) -> Flow {
+    Flow {
+        resume_seq: seg.seq.wrapping_add(seg.payload_len as u32),
+        ext_end_seq: seg.seq_at(end),
+        header_part: part,
+        header_part_len: part_len as u8,
+        ..flow(VERDICT_PENDING, 0)
+    }
+}
+
 /// A pending flow whose host name continues at the start of the next segment.
 #[inline(always)]
 fn pending_name(seg: &Segment, name: &NameHash, left: usize) -> Flow {
@@ -166,7 +190,7 @@ fn pending_name(seg: &Segment, name: &NameHash, left: usize) -> Flow {
 #[inline(always)]
 fn later_segment(ctx: &XdpContext, pkt: &Packet, seg: &Segment) -> u32 {
     let Some(flow) = FLOWS.get_ptr_mut(&seg.key) else {
-        if seg.payload_len > 0 && !pkt.u8(seg.payload).is_some_and(tls::is_record_type) {
+        if !pkt.u8(seg.payload).is_some_and(tls::is_record_type) {
             counters::global(|g| g.non_tls += 1);
         }
         return PASS;
@@ -174,7 +198,7 @@ fn later_segment(ctx: &XdpContext, pkt: &Packet, seg: &Segment) -> u32 {
     // SAFETY: an LRU map value; a concurrent update of the same flow on another
     // CPU can at worst interleave two field writes, both from valid verdicts.
     let flow = unsafe { &mut *flow };
-    if flow.verdict == VERDICT_PENDING && seg.payload_len > 0 {
+    if flow.verdict == VERDICT_PENDING {
         resume(ctx, pkt, seg, flow);
     }
     if flow.verdict == VERDICT_ROUTED || flow.verdict == VERDICT_BLOCKED {
@@ -203,8 +227,17 @@ fn resume(ctx: &XdpContext, pkt: &Packet, seg: &Segment, flow: &mut Flow) {
             None => Outcome::Truncated,
         }
     } else {
-        let end = flow.ext_end_seq.wrapping_sub(seg.seq) as usize;
-        tls::extensions(pkt, seg.payload + next, seg.payload + end)
+        let end = seg.payload + flow.ext_end_seq.wrapping_sub(seg.seq) as usize;
+        let start = if flow.header_part_len > 0 {
+            finish_header(pkt, seg.payload + next, flow, end)
+        } else {
+            Ok(seg.payload + next)
+        };
+        // One walk for both starts, entered with wide ranges (see `forget`).
+        match start.and_then(|start| tls::forget(start, end).ok_or(Outcome::Truncated)) {
+            Ok((start, end)) => tls::extensions(pkt, start, end),
+            Err(outcome) => outcome,
+        }
     };
     match outcome {
         Outcome::Sni { hash, wildcard } => {
@@ -221,10 +254,18 @@ fn resume(ctx: &XdpContext, pkt: &Packet, seg: &Segment, flow: &mut Flow) {
             });
         }
         Outcome::Continues { next, end } => {
-            flow.resume_seq = seg.seq_at(next);
-            flow.ext_end_seq = seg.seq_at(end);
+            *flow = Flow {
+                resume_seq: seg.seq_at(next),
+                ext_end_seq: seg.seq_at(end),
+                ..self::flow(VERDICT_PENDING, 0)
+            };
         }
         Outcome::NameContinues { name, left } => *flow = pending_name(seg, &name, left),
+        Outcome::HeaderContinues {
+            part,
+            part_len,
+            end,
+        } => *flow = pending_header(seg, part, part_len, end),
         Outcome::Malformed => {
             *flow = self::flow(VERDICT_UNPARSED, FLOW_LATER_SEGMENT);
             counters::global(|g| g.malformed += 1);
@@ -234,6 +275,22 @@ fn resume(ctx: &XdpContext, pkt: &Packet, seg: &Segment, flow: &mut Flow) {
             counters::global(|g| g.truncated += 1);
         }
     }
+}
+
+/// Completes an extension header whose first bytes the flow carries with
+/// the bytes at `off`: where the walk goes on, or how it ended.
+#[inline(always)]
+fn finish_header(pkt: &Packet, off: usize, flow: &Flow, end: usize) -> Result<usize, Outcome> {
+    let Some([r0, r1, r2, _]) = pkt.bytes::<4>(off) else {
+        return Err(Outcome::Truncated);
+    };
+    let [p0, p1, p2] = flow.header_part;
+    let (header, taken) = match flow.header_part_len {
+        1 => ([p0, r0, r1, r2], 3),
+        2 => ([p0, p1, r0, r1], 2),
+        _ => ([p0, p1, p2, r0], 1),
+    };
+    tls::extension(pkt, header, off + taken, end)
 }
 
 /// What to do with a hello for this SNI: the route of the exact name, else

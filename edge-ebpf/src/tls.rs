@@ -18,7 +18,7 @@ const NAME_TYPE_HOST: u8 = 0;
 pub const MAX_NAME: usize = 253;
 /// Real hellos carry 10–20 extensions (GREASE included); past this budget the
 /// walk gives up (fails open) rather than burden the verifier.
-const MAX_EXTENSIONS: usize = 40;
+const MAX_EXTENSIONS: usize = 32;
 
 pub enum Outcome {
     /// The SNI's hash, and the wildcard key (`*` + the name from its first
@@ -36,6 +36,13 @@ pub enum Outcome {
     /// end at offset `end`.
     Continues {
         next: usize,
+        end: usize,
+    },
+    /// The segment ends inside an extension header: its first `part_len`
+    /// bytes are `part`, the rest starts the next segment.
+    HeaderContinues {
+        part: [u8; 3],
+        part_len: usize,
         end: usize,
     },
     /// The segment ends inside the host name: `left` bytes of it follow in
@@ -119,24 +126,43 @@ pub fn extensions(pkt: &Packet, mut off: usize, end: usize) -> Outcome {
         if off >= end {
             return Outcome::NoSni;
         }
-        let Some([t0, t1, l0, l1]) = pkt.bytes::<4>(off) else {
-            // A header cut in two cannot be resumed from the next segment alone.
+        let Some(header) = pkt.bytes::<4>(off) else {
             if off < pkt.limit() {
-                return Outcome::Truncated;
+                // The segment ends inside the header: carry its first bytes.
+                return Outcome::HeaderContinues {
+                    part: [
+                        pkt.u8(off).unwrap_or(0),
+                        pkt.u8(off + 1).unwrap_or(0),
+                        pkt.u8(off + 2).unwrap_or(0),
+                    ],
+                    part_len: pkt.limit() - off,
+                    end,
+                };
             }
             return Outcome::Continues { next: off, end };
         };
-        let len = u16::from_be_bytes([l0, l1]) as usize;
-        let next = off + 4 + len;
-        if next > end {
-            return Outcome::Malformed;
+        match extension(pkt, header, off + 4, end) {
+            Ok(next) => off = next,
+            Err(outcome) => return outcome,
         }
-        if u16::from_be_bytes([t0, t1]) == EXT_SERVER_NAME {
-            return server_name(pkt, off + 4, len);
-        }
-        off = next;
     }
     Outcome::Truncated
+}
+
+/// One extension whose `header` was read and whose body starts at `body`:
+/// the offset of the next header, or the outcome if the walk ends here.
+#[inline(always)]
+pub fn extension(pkt: &Packet, header: [u8; 4], body: usize, end: usize) -> Result<usize, Outcome> {
+    let [t0, t1, l0, l1] = header;
+    let len = u16::from_be_bytes([l0, l1]) as usize;
+    let next = body + len;
+    if next > end {
+        return Err(Outcome::Malformed);
+    }
+    if u16::from_be_bytes([t0, t1]) == EXT_SERVER_NAME {
+        return Err(server_name(pkt, body, len));
+    }
+    Ok(next)
 }
 
 /// The `server_name` extension body at `off`, `len` bytes long.
@@ -174,12 +200,12 @@ fn server_name(pkt: &Packet, off: usize, len: usize) -> Outcome {
     name.outcome()
 }
 
-/// Round-trips the name's offset and length through map memory, so the
-/// verifier meets the hash loop with the same (wide) ranges whichever
-/// extension held the name. Without this it verifies the 253-byte loop once
-/// per extension position and runs out of its instruction budget.
+/// Round-trips two offsets through map memory, so the verifier meets the
+/// loop after it with the same (wide) ranges whichever path led there.
+/// Without this it verifies the 253-byte name loop once per extension
+/// position and runs out of its instruction budget.
 #[inline(always)]
-fn forget(off: usize, len: usize) -> Option<(usize, usize)> {
+pub fn forget(off: usize, len: usize) -> Option<(usize, usize)> {
     let slot = SCRATCH.get_ptr_mut(0)?;
     // SAFETY: this CPU's slot of a per-CPU array; nothing else runs on it
     // between the write and the read.

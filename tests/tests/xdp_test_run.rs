@@ -700,10 +700,11 @@ fn multi_segment_hello_with_sni_up_front_is_classified_at_once() {
     );
 }
 
-/// A hello cut inside an extension header: the next segment cannot finish the
-/// header, so it is counted as truncated instead of waiting forever.
+/// A hello cut inside an extension header (after 1, 2 or 3 of its 4 bytes):
+/// the first bytes travel in the flow and the header is completed from the
+/// next segment.
 #[test]
-fn hello_cut_inside_an_extension_header_is_truncated() {
+fn hello_cut_inside_an_extension_header_is_resumed() {
     let (hello, _) = hello_with_sni_after_key_share();
     let key_share = hello.extension_at(EXT_KEY_SHARE).unwrap();
     let (_, after) = *hello
@@ -712,15 +713,32 @@ fn hello_cut_inside_an_extension_header_is_truncated() {
         .find(|(_, at)| *at > key_share)
         .unwrap();
     let c = routed_classifier();
-    let tcp = segment(40053);
-    assert_eq!(run(&c, &tcp.frame(&hello.bytes()[..after + 2])), XDP_PASS);
-    // Recorded, so its later segments are known to belong to a hello.
-    assert_eq!(flow(&c, &tcp).unwrap().verdict, Verdict::Unparsed);
+    for part in 1..=3u16 {
+        let split = after + part as usize;
+        let mut tcp = segment(40060 + part);
+        let first = tcp.frame(&hello.bytes()[..split]);
+        tcp.seq = tcp.seq.wrapping_add(split as u32);
+        let second = tcp.frame(&hello.bytes()[split..]);
+        assert_eq!(run(&c, &first), XDP_PASS);
+        assert_eq!(flow(&c, &tcp).unwrap().verdict, Verdict::Pending);
+        assert_eq!(run(&c, &second), XDP_PASS);
+        let info = flow(&c, &tcp).unwrap();
+        assert_eq!(
+            info.verdict,
+            Verdict::Routed {
+                chain_id: ROUTED_CHAIN,
+                queue: ROUTED_QUEUE
+            },
+            "header cut after {part} bytes"
+        );
+        assert!(info.from_later_segment);
+    }
     assert_eq!(
         global(&c),
         GlobalCounters {
-            truncated: 1,
-            multi_segment: 1,
+            client_hellos: 3,
+            multi_segment: 3,
+            later_segment: 3,
             ..Default::default()
         }
     );
@@ -807,6 +825,37 @@ fn host_name_cut_by_the_segment_boundary_is_classified() {
             client_hellos: 2,
             multi_segment: 2,
             later_segment: 2,
+            ..Default::default()
+        }
+    );
+}
+
+/// After the hello, the flow's data segments count to its chain; pure ACKs
+/// are not looked up at all.
+#[test]
+fn later_data_segments_count_to_the_chain_and_acks_do_not() {
+    let c = routed_classifier();
+    let hello = hello::client_hello(pki().client(Versions::Tls13, false), ROUTED);
+    let mut tcp = segment(40056);
+    let first = tcp.frame(hello.bytes());
+    assert_eq!(run(&c, &first), XDP_PASS);
+    tcp.seq = tcp.seq.wrapping_add(hello.bytes().len() as u32);
+    let ack = tcp.frame(&[]);
+    let data = tcp.frame(&[23, 3, 3, 0, 3, 1, 2, 3]);
+    assert_eq!(run(&c, &ack), XDP_PASS);
+    assert_eq!(run(&c, &data), XDP_PASS);
+    assert_eq!(
+        chain(&c, ROUTED_CHAIN),
+        ChainCounters {
+            packets: 2,
+            bytes: (first.len() + data.len()) as u64,
+            drops: 0
+        }
+    );
+    assert_eq!(
+        global(&c),
+        GlobalCounters {
+            client_hellos: 1,
             ..Default::default()
         }
     );

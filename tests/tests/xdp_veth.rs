@@ -258,7 +258,7 @@ fn veth_post_quantum_hellos_are_classified_across_segments() {
                 chain_id: 31,
                 queue: 4,
             } => later += u64::from(info.from_later_segment),
-            // An extension header cut by the segment boundary: passed as is.
+            // The server_name header cut by the segment boundary: passed as is.
             Verdict::Unparsed => unparsed += 1,
             other => panic!("{client}: {other:?}"),
         }
@@ -273,7 +273,7 @@ fn veth_post_quantum_hellos_are_classified_across_segments() {
         later > 0,
         "no hello was classified from its second segment: {global:?}"
     );
-    // A cut inside an extension header is not resumed (about 3 % here).
+    // A cut inside the 5-byte server_name header is not resumed (rare).
     assert!(
         unparsed <= CONNECTIONS as u64 / 6,
         "{unparsed} of {CONNECTIONS} unparsed: {global:?}"

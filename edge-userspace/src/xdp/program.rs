@@ -80,7 +80,16 @@ impl Classifier {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create the pin directory {}", dir.display()))?;
         }
-        let mut maps = Maps::take(&mut ebpf, options.pin_dir.as_deref())?;
+        let mut maps = match Maps::take(&mut ebpf, options.pin_dir.as_deref()) {
+            Ok(maps) => maps,
+            Err(e) => {
+                // Bad input changes nothing: no half-pinned directory stays.
+                if let Some(dir) = &options.pin_dir {
+                    let _ = std::fs::remove_dir_all(dir);
+                }
+                return Err(e);
+            }
+        };
         maps.settings.set_tls_port(DEFAULT_PORT, true)?;
         maps.settings.set_quic_port(DEFAULT_PORT, true)?;
         maps.settings.set_unknown_sni(options.unknown_sni)?;
