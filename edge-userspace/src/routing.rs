@@ -105,15 +105,7 @@ impl Router for ChainRouter {
         })?;
         let chain = resolve(&routing, conn.sni(), &host)?;
         let stages = routing.stages(&chain);
-        let metadata = chain
-            .custom_hostname
-            .as_ref()
-            .and_then(|h| h.metadata.as_deref());
-        let client = ClientInfo {
-            ip: conn.peer.ip(),
-            tls: conn.tls.is_some(),
-            metadata,
-        };
+        let client = client_info(conn, &chain);
         let raw = stages::capture_raw(&stages, req);
         let overrides = match stages::run_request(&stages, chain.o2o, req, &client, &raw, None) {
             RequestOutcome::Continue(overrides) => overrides,
@@ -144,16 +136,7 @@ impl Router for ChainRouter {
             return;
         };
         let stages = pending.routing.stages(&pending.chain);
-        let metadata = pending
-            .chain
-            .custom_hostname
-            .as_ref()
-            .and_then(|h| h.metadata.as_deref());
-        let client = ClientInfo {
-            ip: conn.peer.ip(),
-            tls: conn.tls.is_some(),
-            metadata,
-        };
+        let client = client_info(conn, &pending.chain);
         stages::run_response(&stages, req, &client, raw, resp, None);
     }
 }
@@ -210,6 +193,18 @@ impl ChainRouter {
     fn is_own_listener(&self, host: &str, port: u16) -> bool {
         host.parse()
             .is_ok_and(|ip| self.listeners.contains(&SocketAddr::new(ip, port)))
+    }
+}
+
+/// What rules may read about the client and the hostname beyond the request head.
+fn client_info<'a>(conn: &ConnInfo, chain: &'a Chain) -> ClientInfo<'a> {
+    ClientInfo {
+        ip: conn.peer.ip(),
+        tls: conn.tls.is_some(),
+        metadata: chain
+            .custom_hostname
+            .as_ref()
+            .and_then(|h| h.metadata.as_deref()),
     }
 }
 
