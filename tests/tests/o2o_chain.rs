@@ -271,3 +271,35 @@ async fn sni_and_host_of_different_chains_get_421() {
     }
     edge.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_strictest_zone_body_limit_of_the_chain_applies() {
+    let echo = spawn_echo().await.unwrap();
+    let mut state = o2o_state(echo);
+    state["zones"][CUSTOMER]["zone"]["settings"] = json!({"max_upload": 1});
+    let edge = RunningEdge::start(state).await.unwrap();
+    let client = edge.client(&[O2O, NOT_O2O], true);
+    let port = edge.https.port();
+    let two_mb = vec![b'x'; 2 << 20];
+
+    let limited = client
+        .post(format!("https://{O2O}:{port}/upload"))
+        .body(two_mb.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(limited.status(), 413, "the customer zone allows 1 MB");
+    let unlimited = client
+        .post(format!("https://{NOT_O2O}:{port}/upload"))
+        .body(two_mb)
+        .send()
+        .await
+        .unwrap();
+    let seen = origin_saw(unlimited).await;
+    assert_eq!(
+        seen["body"]["length"],
+        2 << 20,
+        "the provider zone has no limit"
+    );
+    edge.stop().await.unwrap();
+}
