@@ -23,6 +23,9 @@ pub struct Config {
     #[serde(default)]
     pub echo_origin: Option<SocketAddr>,
     pub state: State,
+    /// The control socket (`edge ctl`); the store in `state_dir` keeps what it changes.
+    #[serde(default)]
+    pub control: crate::control::ControlConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
