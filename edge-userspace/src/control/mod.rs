@@ -8,6 +8,7 @@
 
 mod activation;
 mod api;
+pub mod cli;
 pub mod client;
 mod envelope;
 mod ids;
