@@ -38,6 +38,9 @@ enum Command {
     /// h2load over TLS + HTTP/2: the edge's O2O chain vs nginx, haproxy, h2o, caddy
     /// (runs ../shared/bench/peers.sh; its env knobs DURATION, ROUNDS, PEERS... pass through).
     BenchProxy,
+    /// Control-socket writes/s (durable) and write-to-served latency at several state
+    /// sizes (EDGE_BENCH_HOSTNAMES=0,10000 by default).
+    BenchControl,
 }
 
 fn main() -> Result<()> {
@@ -61,6 +64,10 @@ fn main() -> Result<()> {
         }
         Command::BenchXdp => bench_xdp::run(),
         Command::BenchProxy => bench_proxy::run(),
+        Command::BenchControl => {
+            ebpf::build()?;
+            run::status(run::cargo().args(["bench", "-p", "edge-userspace", "--bench", "control"]))
+        }
         Command::Test => {
             setup::all()?;
             ebpf::build()?;

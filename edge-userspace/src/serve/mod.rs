@@ -151,10 +151,17 @@ async fn reload_on_hangup(source: Source, control: Control) {
     use tokio::signal::unix::{SignalKind, signal};
     let mut hangups = signal(SignalKind::hangup()).expect("installing the SIGHUP handler");
     while hangups.recv().await.is_some() {
-        let control = control.clone();
-        let reloaded = source.load().and_then(|config| {
-            tokio::task::block_in_place(|| control.reload(&config)).map_err(anyhow::Error::from)
-        });
+        let reloaded = match source.load() {
+            // Compiling and minting block: off the async workers.
+            Ok(config) => {
+                let control = control.clone();
+                tokio::task::spawn_blocking(move || control.reload(&config))
+                    .await
+                    .map_err(anyhow::Error::from)
+                    .and_then(|applied| applied.map_err(anyhow::Error::from))
+            }
+            Err(error) => Err(error),
+        };
         match reloaded {
             Ok(()) => tracing::info!("config reloaded"),
             Err(error) => tracing::error!("config reload refused, nothing changed: {error:#}"),
