@@ -181,3 +181,61 @@ async fn the_socket_is_the_owners_only_and_goes_away_with_the_edge() {
     edge.stop().await.unwrap();
     assert!(!path.exists(), "the socket is removed when the edge stops");
 }
+
+#[tokio::test]
+async fn a_cname_write_that_stops_pointing_here_moves_the_hostname_at_once() {
+    let (edge, control) = start().await;
+    const HOST: &str = "mystore.example.com";
+    let client = edge.client(&[HOST], false);
+    let url = format!("https://{HOST}:{}/x", edge.https.port());
+    assert_eq!(client.get(&url).send().await.unwrap().status(), 200);
+
+    // The customer points the name at an address of their own: the same
+    // write moves the hostname (a CNAME leaving this edge's zones would be
+    // for the external DNS check to follow).
+    control
+        .ok(
+            Method::PATCH,
+            "/zones/example.com/dns_records/r1",
+            Some(json!({"type": "A", "content": "192.0.2.50"})),
+        )
+        .await;
+    let moved = control
+        .ok(
+            Method::GET,
+            "/zones/saasprovider.com/custom_hostnames/ch1",
+            None,
+        )
+        .await;
+    assert_eq!(moved["status"], "moved", "{moved}");
+    assert!(
+        moved["verification_errors"][0]
+            .as_str()
+            .unwrap()
+            .contains("resolves to 192.0.2.50"),
+        "{moved}"
+    );
+    let response = client.get(&url).send().await.unwrap();
+    assert_eq!(response.status(), 530);
+    assert!(response.text().await.unwrap().contains("1016"));
+
+    // And back: active again, served again.
+    control
+        .ok(
+            Method::PATCH,
+            "/zones/example.com/dns_records/r1",
+            Some(json!({"type": "CNAME", "content": "customers.saasprovider.com"})),
+        )
+        .await;
+    let active = control
+        .ok(
+            Method::GET,
+            "/zones/saasprovider.com/custom_hostnames/ch1",
+            None,
+        )
+        .await;
+    assert_eq!(active["status"], "active", "{active}");
+    assert_eq!(active["verification_errors"], json!([]));
+    assert_eq!(client.get(&url).send().await.unwrap().status(), 200);
+    edge.stop().await.unwrap();
+}
