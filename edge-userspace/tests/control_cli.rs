@@ -35,9 +35,9 @@ impl Drop for Scratch {
     }
 }
 
-/// `edge serve` with the demo's zones on ephemeral ports; `control` is the
-/// config's control section. Returns once the socket exists.
-fn serve(dir: &Path, control: Value) -> (Edge, PathBuf) {
+/// The demo's zones on ephemeral ports, stored in `dir/state`; `control` is
+/// the config's control section.
+fn write_config(dir: &Path, control: Value) -> PathBuf {
     let mut config: Value = serde_json::from_str(include_str!("../src/serve/demo.json")).unwrap();
     config["listen"] = json!({"https": "127.0.0.1:0"});
     config["echo_origin"] = Value::Null;
@@ -45,16 +45,25 @@ fn serve(dir: &Path, control: Value) -> (Edge, PathBuf) {
     config["control"] = control;
     let path = dir.join("edge.json");
     std::fs::write(&path, config.to_string()).unwrap();
+    path
+}
+
+/// `edge serve` on [`write_config`]; returns once the socket answers.
+fn serve(dir: &Path, control: Value) -> (Edge, PathBuf) {
+    serve_at(dir, control, &dir.join("state/control.sock"))
+}
+
+fn serve_at(dir: &Path, control: Value, socket: &Path) -> (Edge, PathBuf) {
     let edge = Edge(
         Command::new(env!("CARGO_BIN_EXE_edge"))
             .args(["serve", "--config"])
-            .arg(&path)
+            .arg(write_config(dir, control))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap(),
     );
-    let socket = dir.join("state/control.sock");
+    let socket = socket.to_owned();
     let deadline = Instant::now() + Duration::from_secs(20);
     while std::os::unix::net::UnixStream::connect(&socket).is_err() {
         assert!(
@@ -282,13 +291,7 @@ fn a_configured_group_may_use_the_socket() {
 #[test]
 fn an_unknown_group_stops_the_edge_before_it_serves() {
     let dir = Scratch::new("nogroup");
-    let mut config: Value = serde_json::from_str(include_str!("../src/serve/demo.json")).unwrap();
-    config["listen"] = json!({"https": "127.0.0.1:0"});
-    config["echo_origin"] = Value::Null;
-    config["state_dir"] = json!(dir.0.join("state"));
-    config["control"] = json!({"group": "no-such-group-edge"});
-    let path = dir.0.join("edge.json");
-    std::fs::write(&path, config.to_string()).unwrap();
+    let path = write_config(&dir.0, json!({"group": "no-such-group-edge"}));
     let out = Command::new(env!("CARGO_BIN_EXE_edge"))
         .args(["serve", "--config"])
         .arg(&path)
@@ -298,4 +301,31 @@ fn an_unknown_group_stops_the_edge_before_it_serves() {
     let text = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
     assert!(text.contains("no group `no-such-group-edge`"), "{text}");
     assert!(!dir.0.join("state/control.sock").exists());
+}
+
+#[test]
+fn a_socket_another_edge_answers_on_is_left_alone() {
+    let dir = Scratch::new("shared");
+    let socket = dir.0.join("shared.sock");
+    let first_dir = dir.0.join("first");
+    std::fs::create_dir_all(&first_dir).unwrap();
+    let (_first, _) = serve_at(&first_dir, json!({"socket": socket}), &socket);
+    let second_dir = dir.0.join("second");
+    std::fs::create_dir_all(&second_dir).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_edge"))
+        .args(["serve", "--config"])
+        .arg(write_config(&second_dir, json!({"socket": socket})))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.contains("another process answers on the control socket"),
+        "{text}"
+    );
+    let zones = ok(&socket, &["zones", "list"]);
+    assert!(
+        zones.contains("example.com"),
+        "the first edge still answers: {zones}"
+    );
 }

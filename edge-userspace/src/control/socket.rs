@@ -4,7 +4,7 @@
 //! with the configured group) and only then renamed into place, so that there
 //! is no moment at which the final path accepts connections with looser
 //! permissions. A socket left behind by a killed edge is replaced the same
-//! way; two edges cannot race for it because the store's lock comes first.
+//! way; one that still answers belongs to another edge and is left alone.
 
 use std::convert::Infallible;
 use std::os::unix::fs::PermissionsExt;
@@ -58,6 +58,13 @@ pub fn bind(config: &ControlConfig, state_dir: &Path) -> Result<Socket> {
         name.to_string_lossy(),
         std::process::id()
     ));
+    // A socket left by a killed edge refuses connections; a live one answers.
+    if std::os::unix::net::UnixStream::connect(&path).is_ok() {
+        anyhow::bail!(
+            "another process answers on the control socket {}: is another edge using it?",
+            path.display()
+        );
+    }
     let _ = std::fs::remove_file(&staging);
     let listener = std::os::unix::net::UnixListener::bind(&staging)
         .with_context(|| format!("binding the control socket {}", staging.display()))?;
