@@ -109,6 +109,10 @@ fn demo_prints_curl_commands_that_show_o2o() {
         .take_while(|line| !line.contains("unknown.example.org"))
         .filter_map(|line| line.trim().strip_prefix("curl ").map(str::to_owned))
         .collect();
+    let ctl = lines
+        .by_ref()
+        .find_map(|line| line.trim().strip_prefix("edge ctl ").map(str::to_owned))
+        .expect("the demo prints an edge ctl command");
     // Keep reading so that the edge never writes into a closed pipe.
     let drain = std::thread::spawn(move || lines.count());
     assert_eq!(commands.len(), 3, "{commands:?}");
@@ -143,6 +147,17 @@ fn demo_prints_curl_commands_that_show_o2o() {
     assert!(
         dir.0.join("state/ca.pem").exists(),
         "the demo CA is kept in --dir"
+    );
+    let listed = Command::new(env!("CARGO_BIN_EXE_edge"))
+        .arg("ctl")
+        .args(ctl.split_whitespace())
+        .output()
+        .unwrap();
+    assert!(listed.status.success(), "edge ctl {ctl}");
+    let listed = String::from_utf8(listed.stdout).unwrap();
+    assert!(
+        listed.contains("mystore.example.com") && listed.contains("active"),
+        "{listed}"
     );
 
     edge.signal("TERM");

@@ -74,5 +74,10 @@ pub fn instructions(bound: &Bound) -> String {
             "  curl -H 'accept: application/json' -H 'host: unknown.example.org' http://{http}/\n"
         );
     }
+    text += "Change zones, hostnames and rules while it runs (the control socket; see README)\n";
+    text += &format!(
+        "  edge ctl --socket {} hostnames list saasprovider.com\n",
+        bound.control.display()
+    );
     text
 }
