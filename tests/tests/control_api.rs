@@ -432,8 +432,8 @@ async fn custom_hostnames_carry_status_and_verification_and_filter_by_hostname()
             &format!("{path}/{id}"),
             Some(json!({"status": "active"})),
             StatusCode::BAD_REQUEST,
-            MALFORMED,
-            "`status` cannot be patched",
+            VALIDATION,
+            "only `blocked`, or `pending` to lift a block",
         )
         .await;
     assert_eq!(

@@ -239,3 +239,52 @@ async fn a_cname_write_that_stops_pointing_here_moves_the_hostname_at_once() {
     assert_eq!(client.get(&url).send().await.unwrap().status(), 200);
     edge.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn an_operator_blocks_a_hostname_and_lifts_the_block() {
+    let (edge, control) = start().await;
+    const HOST: &str = "mystore.example.com";
+    let path = "/zones/saasprovider.com/custom_hostnames/ch1";
+    let client = edge.client(&[HOST], false);
+    let url = format!("https://{HOST}:{}/x", edge.https.port());
+
+    control
+        .refused(
+            Method::PATCH,
+            path,
+            Some(json!({"status": "pending"})),
+            StatusCode::BAD_REQUEST,
+            1004,
+            "is active, not blocked",
+        )
+        .await;
+    let blocked = control
+        .ok(Method::PATCH, path, Some(json!({"status": "blocked"})))
+        .await;
+    assert_eq!(blocked["status"], "blocked");
+    assert_eq!(
+        blocked["verification_errors"],
+        json!(["blocked by the operator"])
+    );
+    // No traffic for it any more; the CNAME still pointing here does not unblock it.
+    let refused = client.get(&url).send().await.unwrap();
+    assert_eq!(refused.status(), 530, "a blocked hostname is not served");
+    assert!(refused.text().await.unwrap().contains("1016"));
+    control
+        .ok(
+            Method::PATCH,
+            "/zones/example.com/dns_records/r1",
+            Some(json!({"ttl": 120})),
+        )
+        .await;
+    let still = control.ok(Method::GET, path, None).await;
+    assert_eq!(still["status"], "blocked");
+
+    // Lifting the block validates again, here at once from the customer's zone.
+    let lifted = control
+        .ok(Method::PATCH, path, Some(json!({"status": "pending"})))
+        .await;
+    assert_eq!(lifted["status"], "active", "{lifted}");
+    assert_eq!(client.get(&url).send().await.unwrap().status(), 200);
+    edge.stop().await.unwrap();
+}

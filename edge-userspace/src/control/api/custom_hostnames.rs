@@ -10,7 +10,7 @@ use crate::control::router::Call;
 use crate::control::{ApiError, Control};
 use crate::state::{
     Change, CustomHostname, CustomHostnameSsl, FallbackOrigin, FallbackOriginStatus,
-    HostnameStatus, OwnershipVerification, VerificationType, ZoneState,
+    HostnameStatus, Observation, OwnershipVerification, VerificationType, ZoneState,
 };
 
 #[derive(Deserialize)]
@@ -125,20 +125,47 @@ pub(super) fn create(control: &Control, call: &Call) -> Result<Value, ApiError> 
     current(control, &zone_id, &id)
 }
 
+/// Besides the fields Cloudflare lets customers patch, an operator may set
+/// `status` to `blocked` (the hostname stops carrying traffic) or, on a
+/// blocked one, back to `pending` (it must validate again); both go through
+/// the activation state machine, like every other status change.
 pub(super) fn patch(control: &Control, call: &Call) -> Result<Value, ApiError> {
-    let patch: Map<String, Value> = call.json()?;
+    let mut patch: Map<String, Value> = call.json()?;
+    let observation = match patch.remove("status") {
+        None => None,
+        Some(Value::String(status)) if status == "blocked" => Some(Observation::Block {
+            reason: "blocked by the operator".into(),
+        }),
+        Some(Value::String(status)) if status == "pending" => Some(Observation::Unblock),
+        Some(other) => {
+            return Err(ApiError::invalid(format!(
+                "`status` {other} cannot be set: only `blocked`, or `pending` to lift a block"
+            )));
+        }
+    };
     let id = call.param("id");
     let zone_id = control.write(|state| {
         let zs = zone(state, call.param("zone"))?;
-        let custom_hostname = merge_patch(hostname(zs, id)?, patch, PATCHABLE)?;
+        let existing = hostname(zs, id)?;
+        if observation == Some(Observation::Unblock) && existing.status != HostnameStatus::Blocked {
+            return Err(ApiError::invalid(format!(
+                "`status`: `{}` is {}, not blocked",
+                existing.hostname,
+                existing.status.as_str()
+            )));
+        }
+        let custom_hostname = merge_patch(existing, patch, PATCHABLE)?;
         let zone_id = zs.zone.id.clone();
-        Ok((
-            vec![Change::PutCustomHostname {
-                zone_id: zone_id.clone(),
-                custom_hostname,
-            }],
-            zone_id,
-        ))
+        let mut changes = vec![Change::PutCustomHostname {
+            zone_id: zone_id.clone(),
+            custom_hostname,
+        }];
+        changes.extend(observation.map(|observation| Change::Observe {
+            zone_id: zone_id.clone(),
+            custom_hostname_id: id.to_owned(),
+            observation,
+        }));
+        Ok((changes, zone_id))
     })?;
     current(control, &zone_id, id)
 }
