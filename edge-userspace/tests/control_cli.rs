@@ -182,6 +182,14 @@ fn ctl_prints_tables_and_json_and_round_trips_export_and_import() {
     );
     let listed: Value = serde_json::from_str(&listed).unwrap();
     assert_eq!(listed[0]["custom_metadata"], json!({"plan": "pro"}));
+    let id = listed[0]["id"].as_str().unwrap();
+    let blocked = ok(&socket, &["hostnames", "block", "saasprovider.com", id]);
+    assert!(blocked.contains("blocked by the operator"), "{blocked}");
+    let unblocked = ok(&socket, &["hostnames", "unblock", "saasprovider.com", id]);
+    assert!(
+        unblocked.lines().nth(1).unwrap().contains("active"),
+        "{unblocked}"
+    );
 
     let trace = ok(
         &socket,

@@ -157,6 +157,17 @@ enum HostnamesCommand {
         zone: String,
         id: String,
     },
+    /// Stops the hostname carrying traffic until `unblock`.
+    Block {
+        zone: String,
+        id: String,
+    },
+    /// Lifts a block; the hostname validates again (`pending`, or `active` at once
+    /// when this edge holds its DNS and it points here).
+    Unblock {
+        zone: String,
+        id: String,
+    },
 }
 
 #[derive(Args)]
@@ -376,6 +387,18 @@ async fn run_async(ctl: Ctl) -> Result<()> {
                 format!("/zones/{zone}/custom_hostnames/{id}"),
                 None,
                 Show::Deleted,
+            ),
+            HostnamesCommand::Block { zone, id } => (
+                Method::PATCH,
+                format!("/zones/{zone}/custom_hostnames/{id}"),
+                Some(json!({"status": "blocked"})),
+                Show::Hostname,
+            ),
+            HostnamesCommand::Unblock { zone, id } => (
+                Method::PATCH,
+                format!("/zones/{zone}/custom_hostnames/{id}"),
+                Some(json!({"status": "pending"})),
+                Show::Hostname,
             ),
         },
         CtlCommand::Fallback(command) => {
