@@ -22,7 +22,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use anyhow::Result;
 use arc_swap::ArcSwap;
 use serde::Deserialize;
-use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::downstream::LocalCa;
@@ -64,8 +63,8 @@ pub struct Control {
 
 struct Inner {
     /// The committed (durable and live) state, for readers that must not
-    /// wait for a write in progress and for subscribers (the verifier).
-    state: watch::Sender<Arc<State>>,
+    /// wait for a write in progress.
+    state: ArcSwap<State>,
     routing: Arc<ArcSwap<Routing>>,
     writer: Mutex<Writer>,
 }
@@ -84,7 +83,7 @@ impl Control {
         let applier = Applier::new(config, ca, &state)?;
         Ok(Control {
             inner: Arc::new(Inner {
-                state: watch::Sender::new(Arc::new(state)),
+                state: ArcSwap::from_pointee(state),
                 routing: applier.routing(),
                 writer: Mutex::new(Writer { store, applier }),
             }),
@@ -101,26 +100,14 @@ impl Control {
 
     /// The committed state.
     pub fn state(&self) -> Arc<State> {
-        self.inner.state.borrow().clone()
-    }
-
-    /// Every committed state from now on, the current one first.
-    pub fn subscribe(&self) -> watch::Receiver<Arc<State>> {
-        self.inner.state.subscribe()
-    }
-
-    /// Applies `changes` as one write (blocking: call it off the async
-    /// workers), e.g. the verifier's `Observe` changes, so that a status
-    /// found outside this edge goes live like any operator write.
-    pub fn apply(&self, changes: Vec<Change>) -> Result<(), ApiError> {
-        self.write(|_| Ok((changes, ())))
+        self.inner.state.load_full()
     }
 
     /// SIGHUP: the config's certificate files again, with the stored state
     /// (the config's `state` only seeds an empty store).
     pub fn reload(&self, config: &Config) -> Result<(), ApplyError> {
         let mut writer = self.writer();
-        writer.applier.reload(config, &self.state())
+        writer.applier.reload(config, &self.inner.state.load())
     }
 
     /// One write: `plan` turns the request into changes against the current
@@ -132,7 +119,7 @@ impl Control {
         plan: impl FnOnce(&State) -> Result<(Vec<Change>, R), ApiError>,
     ) -> Result<R, ApiError> {
         let mut writer = self.writer();
-        let current = self.state();
+        let current = self.inner.state.load_full();
         let (mut changes, answer) = plan(&current)?;
         let mut next = current.apply_all(changes.iter().cloned())?;
         let observed = activation::local_checks(&current, &next, &changes);
@@ -161,7 +148,7 @@ impl Control {
     ) -> Result<(), ApiError> {
         let Writer { store, applier } = writer;
         applier.apply(&next, || durable(store, &next))?;
-        self.inner.state.send_replace(Arc::new(next));
+        self.inner.state.store(Arc::new(next));
         Ok(())
     }
 
@@ -171,46 +158,5 @@ impl Control {
             .writer
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::state::{HostnameStatus, Observation};
-
-    #[test]
-    fn applied_changes_are_published_to_subscribers_and_refusals_are_not() {
-        let dir = std::env::temp_dir().join(format!("edge-control-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let mut config = Config::parse(crate::config::DEMO).unwrap();
-        config.state_dir = dir.clone();
-        let control = Control::start(&config, LocalCa::load_or_create(&dir).unwrap()).unwrap();
-        let mut states = control.subscribe();
-        assert!(!states.has_changed().unwrap());
-
-        let block = |id: &str| Change::Observe {
-            zone_id: "zone-saasprovider".into(),
-            custom_hostname_id: id.into(),
-            observation: Observation::Block {
-                reason: "test".into(),
-            },
-        };
-        let refused = control.apply(vec![block("ch-nothere")]).unwrap_err();
-        assert!(refused.message.contains("ch-nothere"), "{refused}");
-        assert!(
-            !states.has_changed().unwrap(),
-            "a refused write publishes nothing"
-        );
-
-        control.apply(vec![block("ch-mystore")]).unwrap();
-        assert!(states.has_changed().unwrap());
-        let published = states.borrow_and_update().clone();
-        let status =
-            |state: &State| state.zone("zone-saasprovider").unwrap().custom_hostnames[0].status;
-        assert_eq!(status(&published), HostnameStatus::Blocked);
-        assert!(Arc::ptr_eq(&published, &control.state()));
-        drop(control);
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
