@@ -1,6 +1,7 @@
 //! Shared fixtures for the integration tests.
 
 pub mod chain;
+pub mod dns;
 pub mod frames;
 pub mod hello;
 pub mod netns;

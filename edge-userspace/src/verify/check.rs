@@ -1,0 +1,154 @@
+//! One validation round for one hostname: the evidence the activation state
+//! machine needs, gathered from this edge's own zones, DNS and HTTP.
+
+use std::time::Duration;
+
+use super::{Dns, VerifyConfig, VerifyError, http};
+use crate::state::hostname;
+use crate::state::{CnameCheck, CustomHostname, HostnameStatus, Observation, State};
+
+/// Where a provider's customers must point: its CNAME target or any name in its zone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Provider {
+    /// The provider zone's apex.
+    pub zone: String,
+    pub cname_target: Option<String>,
+}
+
+impl Provider {
+    /// The provider zone `zone_id` of `state`.
+    pub fn of(state: &State, zone_id: &str) -> Option<Provider> {
+        let zone = state.zone(zone_id)?;
+        Some(Provider {
+            zone: zone.zone.name.clone(),
+            cname_target: zone
+                .custom_hostname_settings
+                .as_ref()
+                .map(|s| s.cname_target.clone()),
+        })
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.cname_target
+            .as_deref()
+            .is_some_and(|t| t.eq_ignore_ascii_case(name))
+            || hostname::is_within(name, &self.zone)
+    }
+}
+
+/// Runs the checks; shared by every hostname's round.
+pub struct Checker {
+    dns: Dns,
+    http_port: u16,
+    timeout: Duration,
+}
+
+impl Checker {
+    pub fn new(config: &VerifyConfig) -> Result<Checker, VerifyError> {
+        config.validate()?;
+        Ok(Checker {
+            dns: Dns::new(config.resolver, config.timeout())?,
+            http_port: config.http_port,
+            timeout: config.timeout(),
+        })
+    }
+
+    pub fn dns(&self) -> &Dns {
+        &self.dns
+    }
+
+    /// The one observation that decides `ch`'s round. An active or moved
+    /// hostname is asked only the real-time CNAME question: a token proves
+    /// control, not that traffic still arrives here, and a TXT record left
+    /// behind must not undo `moved`. A pending one: the first check that
+    /// activates wins; when none does, the method the customer evidently
+    /// tried (a TXT record or a challenge body holding the wrong token) gives
+    /// the error, else the CNAME check does, so `verification_errors` names
+    /// what to fix.
+    pub async fn observe(
+        &self,
+        state: &State,
+        zone_id: &str,
+        ch: &CustomHostname,
+    ) -> Result<Observation, VerifyError> {
+        let cname = self.cname(state, zone_id, &ch.hostname).await;
+        if ch.status != HostnameStatus::Pending || matches!(cname, Ok(CnameCheck::Provider)) {
+            return cname.map(|result| Observation::Cname { result });
+        }
+        let Some(token) = ch.ownership_verification.as_ref().map(|v| v.value.as_str()) else {
+            return cname.map(|result| Observation::Cname { result });
+        };
+        let txt = self.txt(ch, token).await;
+        if let Ok(Observation::Txt { found: Some(_) }) = &txt {
+            return txt;
+        }
+        let http = self.http(ch).await;
+        if let Ok(Observation::Http { found: Some(_) }) = &http {
+            return http;
+        }
+        match cname {
+            Ok(result) => Ok(Observation::Cname { result }),
+            Err(e) => txt.or(http).map_err(|_| e),
+        }
+    }
+
+    /// The real-time CNAME check, answered by this edge's own zones when the
+    /// hostname's DNS lives here, else by DNS.
+    pub async fn cname(
+        &self,
+        state: &State,
+        zone_id: &str,
+        name: &str,
+    ) -> Result<CnameCheck, VerifyError> {
+        if let Some(local) = state.cname_check(name, zone_id) {
+            return Ok(local);
+        }
+        let provider = Provider::of(state, zone_id)
+            .ok_or_else(|| VerifyError::UnknownZone(zone_id.to_string()))?;
+        self.dns.cname_check(name, &provider).await
+    }
+
+    /// TXT pre-validation at the name the API handed out with the token:
+    /// finds the value equal to `token` among all TXT values there, else the
+    /// first one (for the error), else none.
+    pub async fn txt(&self, ch: &CustomHostname, token: &str) -> Result<Observation, VerifyError> {
+        let name = ch
+            .ownership_verification
+            .as_ref()
+            .map(|v| v.name.clone())
+            .unwrap_or_else(|| format!("_cf-custom-hostname.{}", ch.hostname));
+        let values = self.dns.txt(&name).await?;
+        let found = values
+            .iter()
+            .find(|v| v.trim() == token)
+            .or(values.first())
+            .cloned();
+        Ok(Observation::Txt { found })
+    }
+
+    /// HTTP pre-validation; a wildcard hostname has no host to fetch from,
+    /// and an unreachable host or a status other than 200 holds no token.
+    pub async fn http(&self, ch: &CustomHostname) -> Result<Observation, VerifyError> {
+        if hostname::is_wildcard(&ch.hostname) {
+            return Ok(Observation::Http { found: None });
+        }
+        let addresses = self.dns.addresses(&ch.hostname).await?;
+        let path = http::challenge_path(&ch.id);
+        let found = match http::fetch(
+            &addresses,
+            self.http_port,
+            &ch.hostname,
+            &path,
+            self.timeout,
+        )
+        .await
+        {
+            Ok(found) => found,
+            Err(reason) => {
+                tracing::debug!(hostname = %ch.hostname, %reason, "HTTP pre-validation fetch failed");
+                None
+            }
+        };
+        Ok(Observation::Http { found })
+    }
+}
