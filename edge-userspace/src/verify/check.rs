@@ -53,10 +53,6 @@ impl Checker {
         })
     }
 
-    pub fn dns(&self) -> &Dns {
-        &self.dns
-    }
-
     /// The one observation that decides `ch`'s round. An active or moved
     /// hostname is asked only the real-time CNAME question: a token proves
     /// control, not that traffic still arrives here, and a TXT record left

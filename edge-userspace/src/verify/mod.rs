@@ -2,7 +2,7 @@
 //!
 //! The activation state machine lives in [`crate::state::activation`]; this
 //! module only gathers evidence for it. [`Dns`] asks a configurable resolver
-//! (the real-time CNAME check and TXT pre-validation), [`http`] fetches the
+//! (the real-time CNAME check and TXT pre-validation), `http` fetches the
 //! HTTP pre-validation challenge, [`Checker`] turns both into one
 //! [`Observation`](crate::state::Observation) per hostname, [`Retry`] is
 //! Cloudflare's back-off schedule, and [`Verifier`] is the task that runs the
@@ -14,7 +14,7 @@ mod check;
 mod config;
 mod dns;
 mod error;
-pub mod http;
+mod http;
 mod schedule;
 mod verifier;
 
