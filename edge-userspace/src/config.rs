@@ -22,6 +22,9 @@ pub struct Config {
     /// Starts the built-in echo origin on this address (the demo's origin).
     #[serde(default)]
     pub echo_origin: Option<SocketAddr>,
+    /// Validates custom hostnames through DNS and HTTP (see [`crate::verify`]).
+    #[serde(default)]
+    pub verify: Option<crate::verify::VerifyConfig>,
     pub state: State,
 }
 

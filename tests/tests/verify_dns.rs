@@ -194,6 +194,32 @@ async fn nxdomain_is_no_record() -> Result<()> {
 }
 
 #[tokio::test]
+async fn own_zones_answer_before_dns() -> Result<()> {
+    // The DNS server knows nothing of `own.example.com`; the edge's own
+    // customer zone does.
+    let dns = dns_server().await?;
+    let checker = Checker::new(&config(&dns))?;
+    let state = state(&[("own", "own.example.com")]).apply_all([
+        serde_json::from_value(json!({"op": "put_account", "account": {"id": "a", "name": "Customer"}}))?,
+        serde_json::from_value(json!({"op": "put_zone", "zone": {"id": "zc", "name": "example.com", "account": {"id": "a"}}}))?,
+        serde_json::from_value(json!({"op": "put_dns_record", "zone_id": "zc", "record": {
+            "id": "r2", "type": "CNAME", "name": "own.example.com", "content": TARGET, "proxied": true
+        }}))?,
+    ])?;
+    assert_eq!(
+        checker.cname(&state, ZONE, "own.example.com").await?,
+        CnameCheck::Provider
+    );
+    assert_eq!(
+        resolver(&dns)
+            .cname_check("own.example.com", &provider())
+            .await?,
+        CnameCheck::NoRecord
+    );
+    Ok(())
+}
+
+#[tokio::test]
 async fn txt_pre_validation() -> Result<()> {
     let dns = dns_server().await?;
     let checker = Checker::new(&config(&dns))?;
