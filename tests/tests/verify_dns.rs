@@ -381,6 +381,7 @@ impl StatusSink for Sink {
 struct Running {
     verifier: Verifier,
     states: watch::Sender<Arc<State>>,
+    sink: Arc<Sink>,
     reports: mpsc::UnboundedReceiver<StatusChange>,
 }
 
@@ -393,10 +394,11 @@ impl Running {
             reports,
             refuse_next: Mutex::new(false),
         });
-        let verifier = Verifier::spawn(config, receiver, sink)?;
+        let verifier = Verifier::spawn(config, receiver, sink.clone())?;
         Ok(Running {
             verifier,
             states,
+            sink,
             reports: receiver_reports,
         })
     }
@@ -496,10 +498,16 @@ async fn verifier_activates_and_detects_moved() -> Result<()> {
     // without a change: `pre` and `web` never pointed here, so they have not moved.
     run.quiet_for(Duration::from_secs(1)).await;
 
-    // The customer points `live` away.
-    dns.cname("live.example.com", "new-host.other.net").await?;
+    // The customer points `live` away. The control plane refuses the first
+    // report (say, its disk is full); the verifier reports it again.
+    *run.sink.refuse_next.lock().unwrap() = true;
     dns.a("new-host.other.net", ELSEWHERE).await?;
+    dns.cname("live.example.com", "new-host.other.net").await?;
     let moved = run.next().await;
+    assert!(
+        !*run.sink.refuse_next.lock().unwrap(),
+        "the refusal was exercised"
+    );
     assert_eq!(
         (moved.custom_hostname_id.as_str(), moved.from, moved.to),
         ("live", Active, Moved)

@@ -322,7 +322,7 @@ impl<S: StatusSink> Task<S> {
                 track.checked(now, &self.config);
                 return None;
             }
-            track.pointed_here = here;
+            track.pointed_here |= here;
         }
         let next = transition(ch, &observation);
         let changed =
