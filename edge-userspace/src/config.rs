@@ -26,6 +26,9 @@ pub struct Config {
     #[serde(default)]
     pub verify: Option<crate::verify::VerifyConfig>,
     pub state: State,
+    /// The control socket (`edge ctl`); the store in `state_dir` keeps what it changes.
+    #[serde(default)]
+    pub control: crate::control::ControlConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -6,6 +6,7 @@
 
 pub mod chain;
 pub mod config;
+pub mod control;
 pub mod downstream;
 pub mod echo;
 pub mod pipeline;

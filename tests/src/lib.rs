@@ -2,6 +2,7 @@
 
 pub mod chain;
 pub mod dns;
+pub mod control;
 pub mod frames;
 pub mod hello;
 pub mod netns;
