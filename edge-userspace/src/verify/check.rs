@@ -74,10 +74,11 @@ impl Checker {
         if ch.status != HostnameStatus::Pending || matches!(cname, Ok(CnameCheck::Provider)) {
             return cname.map(|result| Observation::Cname { result });
         }
-        let Some(token) = ch.ownership_verification.as_ref().map(|v| v.value.as_str()) else {
+        // Without a token neither pre-validation can succeed.
+        if ch.ownership_verification.is_none() {
             return cname.map(|result| Observation::Cname { result });
-        };
-        let txt = self.txt(ch, token).await;
+        }
+        let txt = self.txt(ch).await;
         if let Ok(Observation::Txt { found: Some(_) }) = &txt {
             return txt;
         }
@@ -108,18 +109,17 @@ impl Checker {
     }
 
     /// TXT pre-validation at the name the API handed out with the token:
-    /// finds the value equal to `token` among all TXT values there, else the
-    /// first one (for the error), else none.
-    pub async fn txt(&self, ch: &CustomHostname, token: &str) -> Result<Observation, VerifyError> {
-        let name = ch
-            .ownership_verification
-            .as_ref()
-            .map(|v| v.name.clone())
-            .unwrap_or_else(|| format!("_cf-custom-hostname.{}", ch.hostname));
+    /// finds the value equal to the token among all TXT values there, else
+    /// the first one (for the error), else none.
+    pub async fn txt(&self, ch: &CustomHostname) -> Result<Observation, VerifyError> {
+        let (name, token) = match &ch.ownership_verification {
+            Some(v) => (v.name.clone(), Some(v.value.as_str())),
+            None => (format!("_cf-custom-hostname.{}", ch.hostname), None),
+        };
         let values = self.dns.txt(&name).await?;
         let found = values
             .iter()
-            .find(|v| v.trim() == token)
+            .find(|v| Some(v.trim()) == token)
             .or(values.first())
             .cloned();
         Ok(Observation::Txt { found })
