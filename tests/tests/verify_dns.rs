@@ -12,7 +12,8 @@ use edge_tests::dns::{ChallengeServer, DnsServer};
 use edge_userspace::state::activation::transition;
 use edge_userspace::state::{CnameCheck, CustomHostname, HostnameStatus, Observation, State};
 use edge_userspace::verify::{
-    Checker, Dns, Provider, StatusChange, StatusSink, Verifier, VerifyConfig, VerifyError,
+    Checker, Dns, Provider, REFLECTED_BODY, StatusChange, StatusSink, Verifier, VerifyConfig,
+    VerifyError,
 };
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
@@ -87,6 +88,14 @@ fn config(dns: &DnsServer) -> VerifyConfig {
         active_recheck_ms: 200,
         error_retry_ms: 200,
         ..VerifyConfig::new(dns.addr)
+    }
+}
+
+fn config_with_challenge(dns: &DnsServer, challenge: &ChallengeServer) -> VerifyConfig {
+    VerifyConfig {
+        http_port: challenge.addr.port(),
+        http_private_addresses: true,
+        ..config(dns)
     }
 }
 
@@ -255,7 +264,7 @@ async fn txt_pre_validation() -> Result<()> {
     ];
     for (id, found, status) in cases {
         let ch = hostname(&state, id);
-        let observation = checker.txt(&ch, &token(id)).await?;
+        let observation = checker.txt(&ch).await?;
         assert_eq!(
             observation,
             Observation::Txt {
@@ -267,9 +276,7 @@ async fn txt_pre_validation() -> Result<()> {
     }
     let wrong = transition(
         &hostname(&state, "wrong"),
-        &checker
-            .txt(&hostname(&state, "wrong"), "token-wrong")
-            .await?,
+        &checker.txt(&hostname(&state, "wrong")).await?,
     );
     assert_eq!(
         wrong.verification_errors,
@@ -284,17 +291,20 @@ async fn txt_pre_validation() -> Result<()> {
 async fn http_pre_validation() -> Result<()> {
     let dns = dns_server().await?;
     let challenge = ChallengeServer::start().await?;
-    let checker = Checker::new(&VerifyConfig {
-        http_port: challenge.addr.port(),
-        ..config(&dns)
-    })?;
+    let checker = Checker::new(&config_with_challenge(&dns, &challenge))?;
     let state = state(&[
         ("ok", "ok.example.com"),
         ("wrong", "wrong.example.com"),
+        ("page", "page.example.com"),
         ("absent", "absent.example.com"),
         ("noaddress", "noaddress.example.com"),
     ]);
-    for name in ["ok.example.com", "wrong.example.com", "absent.example.com"] {
+    for name in [
+        "ok.example.com",
+        "wrong.example.com",
+        "page.example.com",
+        "absent.example.com",
+    ] {
         dns.a(name, Ipv4Addr::LOCALHOST).await?;
     }
     challenge.serve("/.well-known/cf-custom-hostname-challenge/ok", "token-ok\n");
@@ -302,9 +312,14 @@ async fn http_pre_validation() -> Result<()> {
         "/.well-known/cf-custom-hostname-challenge/wrong",
         "token-stale",
     );
+    // Whatever page answers instead is shown only in part.
+    let page = "p".repeat(1000);
+    challenge.serve("/.well-known/cf-custom-hostname-challenge/page", &page);
+    let page_start = &page[..REFLECTED_BODY];
     let cases = [
         ("ok", Some("token-ok\n"), HostnameStatus::Active),
         ("wrong", Some("token-stale"), HostnameStatus::Pending),
+        ("page", Some(page_start), HostnameStatus::Pending),
         // 404.
         ("absent", None, HostnameStatus::Pending),
         // The name does not resolve: nothing to fetch from.
@@ -322,6 +337,16 @@ async fn http_pre_validation() -> Result<()> {
         );
         assert_eq!(transition(&ch, &observation).status, status, "{id}");
     }
+    // By default the challenge is never fetched from a private address (here
+    // loopback): a customer's DNS must not aim the edge at its own network.
+    let public_only = Checker::new(&VerifyConfig {
+        http_private_addresses: false,
+        ..config_with_challenge(&dns, &challenge)
+    })?;
+    assert_eq!(
+        public_only.http(&hostname(&state, "ok")).await?,
+        Observation::Http { found: None }
+    );
     let absent = transition(
         &hostname(&state, "absent"),
         &Observation::Http { found: None },
@@ -437,10 +462,7 @@ impl Running {
 async fn verifier_activates_and_detects_moved() -> Result<()> {
     let dns = dns_server().await?;
     let challenge = ChallengeServer::start().await?;
-    let config = VerifyConfig {
-        http_port: challenge.addr.port(),
-        ..config(&dns)
-    };
+    let config = config_with_challenge(&dns, &challenge);
     dns.cname("live.example.com", TARGET).await?;
     // Pre-validated by TXT while the DNS still points at the old host.
     dns.a("pre.example.com", ELSEWHERE).await?;

@@ -1,6 +1,7 @@
 //! One validation round for one hostname: the evidence the activation state
 //! machine needs, gathered from this edge's own zones, DNS and HTTP.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use super::{Dns, VerifyConfig, VerifyError, http};
@@ -40,6 +41,7 @@ impl Provider {
 pub struct Checker {
     dns: Dns,
     http_port: u16,
+    http_private_addresses: bool,
     timeout: Duration,
 }
 
@@ -49,6 +51,7 @@ impl Checker {
         Ok(Checker {
             dns: Dns::new(config.resolver, config.timeout())?,
             http_port: config.http_port,
+            http_private_addresses: config.http_private_addresses,
             timeout: config.timeout(),
         })
     }
@@ -71,10 +74,11 @@ impl Checker {
         if ch.status != HostnameStatus::Pending || matches!(cname, Ok(CnameCheck::Provider)) {
             return cname.map(|result| Observation::Cname { result });
         }
-        let Some(token) = ch.ownership_verification.as_ref().map(|v| v.value.as_str()) else {
+        // Without a token neither pre-validation can succeed.
+        if ch.ownership_verification.is_none() {
             return cname.map(|result| Observation::Cname { result });
-        };
-        let txt = self.txt(ch, token).await;
+        }
+        let txt = self.txt(ch).await;
         if let Ok(Observation::Txt { found: Some(_) }) = &txt {
             return txt;
         }
@@ -105,30 +109,35 @@ impl Checker {
     }
 
     /// TXT pre-validation at the name the API handed out with the token:
-    /// finds the value equal to `token` among all TXT values there, else the
-    /// first one (for the error), else none.
-    pub async fn txt(&self, ch: &CustomHostname, token: &str) -> Result<Observation, VerifyError> {
-        let name = ch
-            .ownership_verification
-            .as_ref()
-            .map(|v| v.name.clone())
-            .unwrap_or_else(|| format!("_cf-custom-hostname.{}", ch.hostname));
+    /// finds the value equal to the token among all TXT values there, else
+    /// the first one (for the error), else none.
+    pub async fn txt(&self, ch: &CustomHostname) -> Result<Observation, VerifyError> {
+        let (name, token) = match &ch.ownership_verification {
+            Some(v) => (v.name.clone(), Some(v.value.as_str())),
+            None => (format!("_cf-custom-hostname.{}", ch.hostname), None),
+        };
         let values = self.dns.txt(&name).await?;
         let found = values
             .iter()
-            .find(|v| v.trim() == token)
+            .find(|v| Some(v.trim()) == token)
             .or(values.first())
             .cloned();
         Ok(Observation::Txt { found })
     }
 
     /// HTTP pre-validation; a wildcard hostname has no host to fetch from,
-    /// and an unreachable host or a status other than 200 holds no token.
+    /// and an unreachable host or a status other than 200 holds no token. A
+    /// body that is not the token is cut to [`REFLECTED_BODY`] characters:
+    /// it lands in `verification_errors`, and the edge must not become a way
+    /// to read other people's pages.
     pub async fn http(&self, ch: &CustomHostname) -> Result<Observation, VerifyError> {
         if hostname::is_wildcard(&ch.hostname) {
             return Ok(Observation::Http { found: None });
         }
-        let addresses = self.dns.addresses(&ch.hostname).await?;
+        let mut addresses = self.dns.addresses(&ch.hostname).await?;
+        if !self.http_private_addresses {
+            addresses.retain(|ip| is_public(*ip));
+        }
         let path = http::challenge_path(&ch.id);
         let found = match http::fetch(
             &addresses,
@@ -145,6 +154,73 @@ impl Checker {
                 None
             }
         };
+        let token = ch.ownership_verification.as_ref().map(|v| v.value.trim());
+        let found = found.map(|body| match Some(body.trim()) == token {
+            true => body,
+            false => body.chars().take(REFLECTED_BODY).collect(),
+        });
         Ok(Observation::Http { found })
+    }
+}
+
+/// How much of a wrong challenge body `verification_errors` shows.
+pub const REFLECTED_BODY: usize = 64;
+
+/// Not an address of a private, local or special-purpose network.
+fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                // 100.64.0.0/10, carrier-grade NAT.
+                || (v4.octets()[0] == 100 && v4.octets()[1] & 0xc0 == 64))
+        }
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => is_public(IpAddr::V4(v4)),
+            None => {
+                !(v6.is_loopback()
+                    || v6.is_unspecified()
+                    || v6.is_multicast()
+                    || v6.is_unique_local()
+                    || v6.is_unicast_link_local())
+            }
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn private_addresses_are_not_public() {
+        for private in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:10.0.0.1",
+        ] {
+            assert!(!is_public(private.parse().unwrap()), "{private}");
+        }
+        for public in [
+            "192.0.2.7",
+            "100.128.0.1",
+            "8.8.8.8",
+            "2001:db8::1",
+            "::ffff:8.8.8.8",
+        ] {
+            assert!(is_public(public.parse().unwrap()), "{public}");
+        }
     }
 }

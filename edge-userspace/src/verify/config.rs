@@ -16,6 +16,11 @@ pub struct VerifyConfig {
     /// bind it.
     #[serde(default = "default_http_port")]
     pub http_port: u16,
+    /// Whether the HTTP challenge may be fetched from loopback, private,
+    /// link-local or unique-local addresses. Off by default: a customer's DNS
+    /// must not aim the edge at its own network. Tests on loopback turn it on.
+    #[serde(default)]
+    pub http_private_addresses: bool,
     /// Bound on each DNS query and on each HTTP fetch.
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
@@ -56,6 +61,7 @@ impl VerifyConfig {
         VerifyConfig {
             resolver,
             http_port: default_http_port(),
+            http_private_addresses: false,
             timeout_ms: default_timeout_ms(),
             active_recheck_ms: default_active_recheck_ms(),
             error_retry_ms: default_error_retry_ms(),

@@ -154,8 +154,11 @@ impl Dns {
             Ok(lookup) => lookup,
             Err(missing) => return Ok(Err(missing)),
         };
+        // Only the record of `name` itself: a resolver may add the rest of the chain.
         let target = lookup.answers().iter().find_map(|r| match &r.data {
-            RData::CNAME(cname) => Some(fqdn_to_host(&cname.0.to_ascii())),
+            RData::CNAME(cname) if fqdn_to_host(&r.name.to_ascii()).eq_ignore_ascii_case(name) => {
+                Some(fqdn_to_host(&cname.0.to_ascii()))
+            }
             _ => None,
         });
         Ok(target.ok_or(Missing::Records))

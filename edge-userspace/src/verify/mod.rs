@@ -18,7 +18,7 @@ mod http;
 mod schedule;
 mod verifier;
 
-pub use check::{Checker, Provider};
+pub use check::{Checker, Provider, REFLECTED_BODY};
 pub use config::VerifyConfig;
 pub use dns::Dns;
 pub use error::VerifyError;
