@@ -7,6 +7,7 @@ pub mod demo;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use tokio::net::TcpListener;
@@ -89,6 +90,11 @@ pub async fn run(
     let ca_pem = ca.cert_path().to_owned();
     let control = Control::start(&config, ca)?;
     let control_socket = control::socket::bind(&config.control, &config.state_dir)?;
+    // Validation beyond this edge runs while the edge serves (stopped below).
+    let verifier = match &config.verify {
+        Some(verify) => Some(control.start_verifier(verify)?),
+        None => None,
+    };
     let (routing, acceptor) = (control.routing(), control.acceptor());
     let router = ChainRouter::new(routing.clone(), listeners.clone());
     let proxy = Proxy::new(
@@ -104,8 +110,11 @@ pub async fn run(
         ca_pem,
         control: control_socket.path().to_owned(),
     };
-    let control_task = tokio::spawn(control::serve(control_socket, control.clone()));
-    tokio::spawn(reload_on_hangup(source, control));
+    let (stop_control, control_stopped) = tokio::sync::oneshot::channel::<()>();
+    let control_task = tokio::spawn(control::serve(control_socket, control.clone(), async {
+        let _ = control_stopped.await;
+    }));
+    let reload_task = tokio::spawn(reload_on_hangup(source, control));
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
@@ -140,7 +149,15 @@ pub async fn run(
         let _ = stop_tx.send(true);
     };
     let ((), tls_result, plain_result) = tokio::join!(signal, tls_server, plain_server);
-    control_task.abort();
+    // Every task holding the control plane ends before returning, so the
+    // store's lock is released (an embedding may start again on the same
+    // state directory).
+    let _ = stop_control.send(());
+    reload_task.abort();
+    let _ = tokio::join!(control_task, reload_task);
+    if let Some(verifier) = verifier.and_then(Arc::into_inner) {
+        verifier.stop().await;
+    }
     tls_result.and(plain_result)
 }
 

@@ -112,6 +112,15 @@ impl Verifier {
     }
 }
 
+impl Verifier {
+    /// Stops the task and waits until it has let go of the sink, so that
+    /// whatever the sink holds (the control plane's store) is released.
+    pub async fn stop(mut self) {
+        self.task.abort();
+        let _ = (&mut self.task).await;
+    }
+}
+
 impl Drop for Verifier {
     fn drop(&mut self) {
         self.task.abort();
