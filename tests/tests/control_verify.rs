@@ -1,7 +1,8 @@
 //! Hostname validation beyond this edge, end to end: an in-process `edge
 //! serve` with a `verify` section asking the test's own authoritative DNS
 //! server, custom hostnames created and refreshed through the real control
-//! socket, and real TLS clients showing when a hostname carries traffic.
+//! socket (CNAME, TXT and HTTP pre-validation, PATCH refresh, `moved`, restart),
+//! and real TLS clients showing when a hostname carries traffic.
 //! The customers' zone `customer.test` lives only in that DNS server.
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -10,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use edge_tests::control::Control;
-use edge_tests::dns::DnsServer;
+use edge_tests::dns::{ChallengeServer, DnsServer};
 use edge_tests::proxy::spawn_echo;
 use edge_userspace::config::Config;
 use edge_userspace::serve::{self, Source};
@@ -325,6 +326,42 @@ async fn txt_pre_validation_and_patch_refresh_activate_at_once() -> Result<()> {
         assert_eq!(edge.get(id).await["status"], "active", "{host}");
         assert_eq!(edge.get_tls(host).await?, StatusCode::OK, "{host}");
     }
+    edge.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_pre_validation_activates_on_refresh() -> Result<()> {
+    const HOST: &str = "http.customer.test";
+    let (dns, echo, dir) = (dns_server().await?, spawn_echo().await?, state_dir());
+    let challenge = ChallengeServer::start().await?;
+    // The customer's site, on loopback (allowed for this test only).
+    dns.a(HOST, Ipv4Addr::LOCALHOST).await?;
+    let mut verify = verify_section(&dns);
+    verify["http_port"] = json!(challenge.addr.port());
+    verify["http_private_addresses"] = json!(true);
+    let edge = Edge::start(dir.path(), &provider_state(echo), Some(verify)).await?;
+
+    let created = edge.create(HOST).await;
+    let id = id(&created);
+    let checked = edge
+        .wait_for(&id, "checked", |h| !errors(h).is_empty())
+        .await;
+    assert_eq!(checked["status"], "pending", "{checked}");
+    let http = &created["ownership_verification_http"];
+    let url = format!("http://{HOST}/.well-known/cf-custom-hostname-challenge/{id}");
+    assert_eq!(http["http_url"], url.as_str());
+    let body = http["http_body"].as_str().unwrap();
+    assert_eq!(body, created["ownership_verification"]["value"]);
+
+    challenge.serve(url.trim_start_matches(&format!("http://{HOST}")), body);
+    let (status, envelope) = edge
+        .control
+        .send(Method::PATCH, &Edge::path(&id), Vec::new())
+        .await;
+    assert_eq!(status, StatusCode::OK, "{envelope}");
+    let active = edge.wait_status(&id, "active").await;
+    assert_eq!(errors(&active), Vec::<String>::new());
+    assert_eq!(edge.get_tls(HOST).await?, StatusCode::OK);
     edge.stop().await
 }
 

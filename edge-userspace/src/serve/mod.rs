@@ -155,6 +155,8 @@ pub async fn run(
     let _ = stop_control.send(());
     reload_task.abort();
     let _ = tokio::join!(control_task, reload_task);
+    // (A refresh in flight may hold the verifier a moment longer; it stops
+    // when that lets go.)
     if let Some(verifier) = verifier.and_then(Arc::into_inner) {
         verifier.stop().await;
     }
