@@ -13,7 +13,7 @@ use std::sync::{Arc, PoisonError, Weak};
 use tokio::sync::watch;
 
 use super::Control;
-use crate::state::State;
+use crate::state::{Change, State};
 use crate::verify::{StatusChange, StatusSink, Verifier, VerifyConfig, VerifyError};
 
 /// Applies the verifier's findings through the control plane's one writer.
@@ -80,36 +80,42 @@ impl Control {
 
     /// The verifier's changes as one write on the newest state. A hostname
     /// deleted while its check ran has nothing left to record, so its change
-    /// is dropped rather than failing the others.
+    /// is dropped rather than failing the others (and no write is made when
+    /// none is left).
     fn observe(&self, changes: &[StatusChange]) -> anyhow::Result<()> {
-        self.write(|state| {
-            let present: HashSet<(&str, &str)> = state
-                .zones
-                .iter()
-                .flat_map(|z| {
-                    z.custom_hostnames
-                        .iter()
-                        .map(|h| (z.zone.id.as_str(), h.id.as_str()))
-                })
-                .collect();
-            let writes = changes
-                .iter()
-                .filter(|c| present.contains(&(c.zone_id.as_str(), c.custom_hostname_id.as_str())))
-                .inspect(|c| {
-                    tracing::info!(
-                        hostname = %c.hostname,
-                        from = ?c.from,
-                        to = ?c.to,
-                        errors = ?c.verification_errors,
-                        "custom hostname validation"
-                    )
-                })
-                .map(StatusChange::to_change)
-                .collect();
-            Ok((writes, ()))
-        })?;
+        if still_present(&self.state(), changes).is_empty() {
+            return Ok(());
+        }
+        self.write(|state| Ok((still_present(state, changes), ())))?;
+        for c in changes {
+            tracing::info!(
+                hostname = %c.hostname,
+                from = ?c.from,
+                to = ?c.to,
+                errors = ?c.verification_errors,
+                "custom hostname validation"
+            );
+        }
         Ok(())
     }
+}
+
+/// The writes for the `changes` whose hostname `state` still holds.
+fn still_present(state: &State, changes: &[StatusChange]) -> Vec<Change> {
+    let present: HashSet<(&str, &str)> = state
+        .zones
+        .iter()
+        .flat_map(|z| {
+            z.custom_hostnames
+                .iter()
+                .map(|h| (z.zone.id.as_str(), h.id.as_str()))
+        })
+        .collect();
+    changes
+        .iter()
+        .filter(|c| present.contains(&(c.zone_id.as_str(), c.custom_hostname_id.as_str())))
+        .map(StatusChange::to_change)
+        .collect()
 }
 
 /// The weak handle [`Control`] keeps; empty until a verifier starts.
