@@ -365,6 +365,27 @@ async fn http_pre_validation_activates_on_refresh() -> Result<()> {
     edge.stop().await
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_imported_hostname_is_validated_too() -> Result<()> {
+    const HOST: &str = "imported.customer.test";
+    let (dns, echo, dir) = (dns_server().await?, spawn_echo().await?, state_dir());
+    dns.cname(HOST, TARGET).await?;
+    let edge = Edge::start(
+        dir.path(),
+        &provider_state(echo),
+        Some(verify_section(&dns)),
+    )
+    .await?;
+    let mut state = edge.control.ok(Method::GET, "/state", None).await;
+    state["zones"][0]["custom_hostnames"] = json!([
+        {"id": "ch-imported", "hostname": HOST, "status": "pending"}
+    ]);
+    edge.control.ok(Method::PUT, "/state", Some(state)).await;
+    edge.wait_status("ch-imported", "active").await;
+    assert_eq!(edge.get_tls(HOST).await?, StatusCode::OK);
+    edge.stop().await
+}
+
 #[tokio::test]
 async fn a_bad_verify_section_is_refused_at_load() {
     let echo: SocketAddr = "127.0.0.1:9".parse().unwrap();
