@@ -22,6 +22,9 @@ pub struct Config {
     /// Starts the built-in echo origin on this address (the demo's origin).
     #[serde(default)]
     pub echo_origin: Option<SocketAddr>,
+    /// HTTP/3 on the UDP port of `listen.https` (on unless `"enabled": false`).
+    #[serde(default)]
+    pub http3: crate::downstream::h3::Settings,
     pub state: State,
 }
 

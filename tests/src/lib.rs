@@ -2,6 +2,7 @@
 
 pub mod chain;
 pub mod frames;
+pub mod h3;
 pub mod hello;
 pub mod netns;
 pub mod proxy;

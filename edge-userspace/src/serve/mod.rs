@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::{CertificateTier, Config};
-use crate::downstream::{self, CertStore, Limits, LocalCa, MinTls, Tier, TlsAcceptor};
+use crate::downstream::{self, CertStore, Limits, LocalCa, MinTls, Tier, TlsAcceptor, h3};
 use crate::pipeline::{PipelineConfig, Proxy};
 use crate::routing::{ChainRouter, Routing};
 use crate::state::{HostnameStatus, MinTlsVersion, State};
@@ -41,6 +41,8 @@ pub struct Bound {
     pub https: SocketAddr,
     pub http: Option<SocketAddr>,
     pub echo: Option<SocketAddr>,
+    /// HTTP/3 (UDP, same address as `https`), unless switched off.
+    pub h3: Option<SocketAddr>,
     pub ca_pem: PathBuf,
 }
 
@@ -82,12 +84,18 @@ pub async fn run(
         }
         None => None,
     };
+    let quic = h3::Listener::bind(&config.http3, https.local_addr()?)?;
     let mut listeners = vec![https.local_addr()?];
     listeners.extend(http.as_ref().map(|l| l.local_addr()).transpose()?);
 
     let routing = Arc::new(ArcSwap::from_pointee(Routing::build(&config.state, None)?));
     let acceptor = TlsAcceptor::new(Arc::new(certificates(&config, &ca)?))?;
     let router = ChainRouter::new(routing.clone(), listeners.clone());
+    let h3_addr = quic.as_ref().map(h3::Listener::local_addr).transpose()?;
+    let router = match h3_addr {
+        Some(addr) => router.with_alt_svc(addr.port()),
+        None => router,
+    };
     let proxy = Proxy::new(
         router,
         upstream::Client::new(ClientConfig::default())?,
@@ -98,10 +106,12 @@ pub async fn run(
         https: listeners[0],
         http: listeners.get(1).copied(),
         echo,
+        h3: h3_addr,
         ca_pem: ca.cert_path().to_owned(),
     };
     tokio::spawn(reload_on_hangup(source, routing, acceptor.clone(), ca));
 
+    let quic_tls = acceptor.clone();
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
@@ -128,14 +138,26 @@ pub async fn run(
             None => Ok(()),
         }
     };
+    let quic_server = async {
+        match quic {
+            Some(listener) => {
+                let stopped = stopped(stop_rx.clone());
+                listener
+                    .serve(proxy.clone(), &quic_tls, &Limits::default(), None, stopped)
+                    .await
+            }
+            None => Ok(()),
+        }
+    };
     ready(&bound);
     let signal = async {
         shutdown.await;
         tracing::info!("shutting down: no new connections, draining requests in flight");
         let _ = stop_tx.send(true);
     };
-    let ((), tls_result, plain_result) = tokio::join!(signal, tls_server, plain_server);
-    tls_result.and(plain_result)
+    let ((), tls_result, plain_result, quic_result) =
+        tokio::join!(signal, tls_server, plain_server, quic_server);
+    tls_result.and(plain_result).and(quic_result)
 }
 
 /// SIGHUP: read the config again and switch zones, rules and certificates
