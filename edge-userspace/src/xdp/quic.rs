@@ -61,6 +61,10 @@ impl QuicMaps {
         match self.cids.remove(&key(cid)?) {
             Ok(()) => Ok(true),
             Err(MapError::KeyNotFound) => Ok(false),
+            // The delete syscall reports a missing key as ENOENT.
+            Err(MapError::SyscallError(e)) if e.io_error.kind() == std::io::ErrorKind::NotFound => {
+                Ok(false)
+            }
             Err(e) => Err(anyhow::anyhow!(
                 "cannot remove QUIC connection ID {}: {e}",
                 hex(cid)
@@ -75,6 +79,17 @@ impl QuicMaps {
             Err(MapError::KeyNotFound) => Ok(None),
             Err(e) => Err(anyhow::anyhow!("cannot read QUIC connection ID: {e}")),
         }
+    }
+
+    /// Every recorded connection ID with its chain.
+    pub fn cids(&self) -> Result<Vec<([u8; CID_LEN], u32)>> {
+        self.cids
+            .iter()
+            .map(|entry| {
+                let (key, route) = entry?;
+                Ok((key.cid, route.chain_id))
+            })
+            .collect()
     }
 
     /// The QUIC counters, summed over CPUs.
