@@ -21,7 +21,7 @@ pub type RequestStream = h3::client::RequestStream<h3_quinn::BidiStream<Bytes>, 
 /// Every step of a test client is bounded by this.
 pub const TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A QUIC client config trusting only `ca_pem`, ALPN h3.
+/// A QUIC client config trusting only `ca_pem`, ALPN h3. Endpoints using it resume sessions.
 pub fn client_config(ca_pem: &[u8]) -> Result<quinn::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(ca_pem) {
@@ -33,6 +33,8 @@ pub fn client_config(ca_pem: &[u8]) -> Result<quinn::ClientConfig> {
             .with_root_certificates(roots)
             .with_no_client_auth();
     tls.alpn_protocols = vec![b"h3".to_vec()];
+    // Offered only when the server's ticket allows it.
+    tls.enable_early_data = true;
     Ok(quinn::ClientConfig::new(Arc::new(
         QuicClientConfig::try_from(tls)?,
     )))
@@ -74,6 +76,30 @@ impl H3Client {
         let conn = tokio::time::timeout(TIMEOUT, endpoint.connect(addr, sni)?)
             .await
             .context("QUIC handshake timed out")??;
+        Self::over(endpoint, conn).await
+    }
+
+    /// Connects from `endpoint` (which keeps the session tickets of earlier connections),
+    /// sending requests in 0-RTT early data when the server's ticket allows it: the
+    /// [`quinn::ZeroRttAccepted`] is `Some` then.
+    pub async fn resume(
+        endpoint: quinn::Endpoint,
+        addr: SocketAddr,
+        sni: &str,
+    ) -> Result<(H3Client, Option<quinn::ZeroRttAccepted>)> {
+        match endpoint.connect(addr, sni)?.into_0rtt() {
+            Ok((conn, accepted)) => Ok((Self::over(endpoint, conn).await?, Some(accepted))),
+            Err(connecting) => {
+                let conn = tokio::time::timeout(TIMEOUT, connecting)
+                    .await
+                    .context("QUIC handshake timed out")??;
+                Ok((Self::over(endpoint, conn).await?, None))
+            }
+        }
+    }
+
+    /// HTTP/3 over an established (or 0-RTT) connection.
+    pub async fn over(endpoint: quinn::Endpoint, conn: quinn::Connection) -> Result<H3Client> {
         let (mut driver, send) = h3::client::new(h3_quinn::Connection::new(conn.clone())).await?;
         let driver = tokio::spawn(async move {
             let _ = std::future::poll_fn(|cx| driver.poll_close(cx)).await;

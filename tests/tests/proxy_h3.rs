@@ -442,3 +442,60 @@ async fn clients_connect_through_stateless_retry_and_stream_limits() {
     assert_eq!(third.status, 200);
     edge.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn zero_rtt_is_off_by_default_and_replayable_requests_are_only_safe_ones() {
+    let echo = spawn_echo().await.unwrap();
+    for zero_rtt in [false, true] {
+        let edge = RunningEdge::start_with(o2o_state(echo), json!({"zero_rtt": zero_rtt}))
+            .await
+            .unwrap();
+        let addr = edge.h3.unwrap();
+        let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        endpoint.set_default_client_config(edge_tests::h3::client_config(&edge.ca_pem).unwrap());
+        // A first connection leaves a session ticket behind.
+        let (mut first, early) = H3Client::resume(endpoint.clone(), addr, O2O).await.unwrap();
+        assert!(early.is_none(), "no ticket yet");
+        assert_eq!(first.get(O2O, "/first").await.unwrap().status, 200);
+        first.conn.close(0u32.into(), b"");
+        drop(first);
+
+        let (mut resumed, early) = H3Client::resume(endpoint, addr, O2O).await.unwrap();
+        assert_eq!(
+            early.is_some(),
+            zero_rtt,
+            "0-RTT offered exactly when switched on"
+        );
+        let post = Request::post(format!("https://{O2O}/state-change"))
+            .body(())
+            .unwrap();
+        let post = resumed
+            .send(post, [Bytes::from_static(b"x")])
+            .await
+            .unwrap();
+        match post.status {
+            // Served in early data it would be replayable: refused.
+            StatusCode::TOO_EARLY => assert!(zero_rtt),
+            // Served after the handshake: never marked early.
+            StatusCode::OK => assert_eq!(
+                echoed_header(&post.json(), "early-data"),
+                Vec::<&str>::new()
+            ),
+            other => panic!("POST answered {other}"),
+        }
+        let get = resumed.get(O2O, "/read").await.unwrap();
+        assert_eq!(get.status, 200);
+        let marked = echoed_header(&get.json(), "early-data")
+            .into_iter()
+            .map(str::to_owned)
+            .collect::<Vec<_>>();
+        assert!(
+            marked.is_empty() || (zero_rtt && marked == ["1"]),
+            "{marked:?}"
+        );
+        if let Some(accepted) = early {
+            assert!(accepted.await, "the server accepted the early data");
+        }
+        edge.stop().await.unwrap();
+    }
+}

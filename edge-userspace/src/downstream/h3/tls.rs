@@ -8,11 +8,14 @@ use std::sync::Arc;
 use anyhow::Result;
 use quinn::crypto::rustls::QuicServerConfig;
 use rustls::ServerConfig;
-use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::server::{ClientHello, ResolvesServerCert, ServerSessionMemoryCache};
 use rustls::sign::CertifiedKey;
 
 use super::ALPN;
 use crate::downstream::TlsAcceptor;
+
+/// Sessions remembered for 0-RTT resumption (each usable once).
+const ZERO_RTT_SESSIONS: usize = 4096;
 
 /// Looks the certificate up in whatever the acceptor holds now, so SIGHUP reloads reach QUIC
 /// handshakes without rebuilding the endpoint.
@@ -32,8 +35,15 @@ pub(super) fn config(acceptor: &TlsAcceptor, zero_rtt: bool) -> Result<QuicServe
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(LiveResolver(acceptor.clone())));
     config.alpn_protocols = vec![ALPN.to_vec()];
-    config.ticketer = ticketer;
-    // QUIC allows exactly 0 (no early data) or u32::MAX here.
-    config.max_early_data_size = if zero_rtt { u32::MAX } else { 0 };
+    if zero_rtt {
+        // rustls takes early data only on stateful resumption, and takes each session out of
+        // the cache when it is used: a replayed ticket finds nothing and gets a full handshake.
+        config.session_storage = ServerSessionMemoryCache::new(ZERO_RTT_SESSIONS);
+        config.max_early_data_size = u32::MAX;
+    } else {
+        config.ticketer = ticketer;
+        // QUIC allows exactly 0 (no early data) or u32::MAX here.
+        config.max_early_data_size = 0;
+    }
     Ok(QuicServerConfig::try_from(config)?)
 }
