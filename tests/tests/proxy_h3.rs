@@ -1,6 +1,8 @@
 //! HTTP/3 through the same O2O pipeline as HTTP/1.1 and HTTP/2: a quinn + h3 client against an
 //! in-process `edge serve`, the echo origin reporting what arrived.
 
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -11,6 +13,8 @@ use edge_userspace::echo::download_sha256;
 use http::{Method, Request, StatusCode};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+use tokio::net::UdpSocket;
+use tokio::time::Instant;
 
 const O2O: &str = "mystore.example.com";
 const NOT_O2O: &str = "shop.othercustomer.net";
@@ -498,4 +502,144 @@ async fn zero_rtt_is_off_by_default_and_replayable_requests_are_only_safe_ones()
         }
         edge.stop().await.unwrap();
     }
+}
+
+/// A UDP relay in front of the edge that holds back, by `delay`, every client datagram that
+/// carries a Handshake or a 1-RTT packet: the client's first flight (Initial, 0-RTT) arrives at
+/// once, its Finished late, so requests sent in 0-RTT reach the edge while the handshake is
+/// still open, deterministically. Ends with the test's runtime.
+async fn handshake_delaying_relay(edge: SocketAddr, delay: Duration) -> SocketAddr {
+    let front = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+    let back = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+    back.connect(edge).await.unwrap();
+    let addr = front.local_addr().unwrap();
+    let client = Arc::new(std::sync::Mutex::new(None));
+    let (held_tx, mut held_rx) = tokio::sync::mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
+    {
+        let (front, back, client) = (front.clone(), back.clone(), client.clone());
+        tokio::spawn(async move {
+            let mut buf = vec![0; 65536];
+            while let Ok((n, from)) = front.recv_from(&mut buf).await {
+                *client.lock().unwrap() = Some(from);
+                let datagram = buf[..n].to_vec();
+                if finishes_handshake(&datagram) {
+                    let _ = held_tx.send((Instant::now() + delay, datagram));
+                } else {
+                    let _ = back.send(&datagram).await;
+                }
+            }
+        });
+    }
+    {
+        let back = back.clone();
+        tokio::spawn(async move {
+            while let Some((due, datagram)) = held_rx.recv().await {
+                tokio::time::sleep_until(due).await;
+                let _ = back.send(&datagram).await;
+            }
+        });
+    }
+    tokio::spawn(async move {
+        let mut buf = vec![0; 65536];
+        while let Ok(n) = back.recv(&mut buf).await {
+            let to = *client.lock().unwrap();
+            if let Some(to) = to {
+                let _ = front.send_to(&buf[..n], to).await;
+            }
+        }
+    });
+    addr
+}
+
+/// Whether a client datagram holds a Handshake packet (type 2) or a short-header packet,
+/// walking coalesced long-header packets (RFC 9000 §17.2).
+fn finishes_handshake(mut datagram: &[u8]) -> bool {
+    fn varint(bytes: &[u8]) -> Option<(u64, usize)> {
+        let len = 1usize << (bytes.first()? >> 6);
+        let mut value = u64::from(bytes[0] & 0x3f);
+        for byte in bytes.get(1..len)? {
+            value = (value << 8) | u64::from(*byte);
+        }
+        Some((value, len))
+    }
+    while let Some(&first) = datagram.first() {
+        if first & 0x80 == 0 {
+            return true;
+        }
+        let kind = (first >> 4) & 0x3;
+        if kind == 2 {
+            return true;
+        }
+        let walk = || -> Option<usize> {
+            let mut at = 5;
+            let dcid = usize::from(*datagram.get(at)?);
+            at += 1 + dcid;
+            let scid = usize::from(*datagram.get(at)?);
+            at += 1 + scid;
+            if kind == 0 {
+                let (token, n) = varint(datagram.get(at..)?)?;
+                at += n + token as usize;
+            }
+            let (length, n) = varint(datagram.get(at..)?)?;
+            Some(at + n + length as usize)
+        };
+        match walk() {
+            Some(end) if end <= datagram.len() => datagram = &datagram[end..],
+            _ => return false,
+        }
+    }
+    false
+}
+
+#[tokio::test]
+async fn in_early_data_only_safe_methods_are_served_and_marked() {
+    let echo = spawn_echo().await.unwrap();
+    let edge = RunningEdge::start_with(o2o_state(echo), json!({"zero_rtt": true}))
+        .await
+        .unwrap();
+    let relay = handshake_delaying_relay(edge.h3.unwrap(), Duration::from_millis(500)).await;
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(edge_tests::h3::client_config(&edge.ca_pem).unwrap());
+    let (mut first, _) = H3Client::resume(endpoint.clone(), relay, O2O)
+        .await
+        .unwrap();
+    assert_eq!(first.get(O2O, "/ticket").await.unwrap().status, 200);
+    first.conn.close(0u32.into(), b"");
+    drop(first);
+
+    let (mut client, early) = H3Client::resume(endpoint, relay, O2O).await.unwrap();
+    let accepted = early.expect("the ticket allows 0-RTT");
+    // Both requests leave in the client's first flight, before its Finished.
+    let post = Request::post(format!("https://{O2O}/buy"))
+        .body(())
+        .unwrap();
+    let mut post = client
+        .start(post, [Bytes::from_static(b"x")])
+        .await
+        .unwrap();
+    let get = Request::get(format!("https://{O2O}/read"))
+        .body(())
+        .unwrap();
+    let mut get = client.start(get, []).await.unwrap();
+    let post = read_response(&mut post).await.unwrap();
+    assert_eq!(
+        post.status,
+        StatusCode::TOO_EARLY,
+        "a replayable POST is refused"
+    );
+    let get = read_response(&mut get).await.unwrap();
+    assert_eq!(get.status, 200);
+    assert_eq!(echoed_header(&get.json(), "early-data"), vec!["1"]);
+    assert!(accepted.await, "the handshake completes");
+    // After the handshake the same POST is served, unmarked.
+    let post = Request::post(format!("https://{O2O}/buy"))
+        .body(())
+        .unwrap();
+    let post = client.send(post, [Bytes::from_static(b"x")]).await.unwrap();
+    assert_eq!(post.status, 200);
+    assert_eq!(
+        echoed_header(&post.json(), "early-data"),
+        Vec::<&str>::new()
+    );
+    edge.stop().await.unwrap();
 }

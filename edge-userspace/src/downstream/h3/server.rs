@@ -3,8 +3,10 @@
 
 use std::future::Future;
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::Arc;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{self, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -16,7 +18,7 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use quinn::{
     Connecting, ConnectionId, Endpoint, EndpointConfig, IdleTimeout, Incoming, TokioRuntime,
-    TransportConfig, VarInt,
+    TransportConfig, VarInt, ZeroRttAccepted,
 };
 use rustls::ProtocolVersion;
 use tokio::sync::watch;
@@ -194,6 +196,56 @@ impl HandshakeRate {
     }
 }
 
+/// Whether a connection's handshake has completed, i.e. whether its requests can still be
+/// replays of 0-RTT data.
+struct Handshake {
+    complete: AtomicBool,
+    /// Until completion (0-RTT on): quinn's signal that the handshake is over.
+    pending: Mutex<Option<ZeroRttAccepted>>,
+}
+
+impl Handshake {
+    fn complete() -> Self {
+        Self {
+            complete: AtomicBool::new(true),
+            pending: Mutex::new(None),
+        }
+    }
+
+    fn pending(accepted: ZeroRttAccepted) -> Self {
+        Self {
+            complete: AtomicBool::new(false),
+            pending: Mutex::new(Some(accepted)),
+        }
+    }
+
+    /// Checked when a request is read, not by a task of its own: quinn resolves the signal in
+    /// the same step that processes the client's Finished, before the requests behind it are
+    /// handed out, so a request after the handshake never races a flag still unset.
+    ///
+    /// On a server quinn resolves it (with `false`) both when the handshake completes and when
+    /// the connection dies first; only a connection still open has completed it.
+    fn is_complete(&self, conn: &quinn::Connection) -> bool {
+        if self.complete.load(Ordering::Acquire) {
+            return true;
+        }
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(accepted) = pending.as_mut() else {
+            return false;
+        };
+        let mut cx = task::Context::from_waker(Waker::noop());
+        match Pin::new(accepted).poll(&mut cx) {
+            Poll::Ready(_) => {
+                *pending = None;
+                let done = conn.close_reason().is_none();
+                self.complete.store(done, Ordering::Release);
+                done
+            }
+            Poll::Pending => false,
+        }
+    }
+}
+
 /// What every connection task of one endpoint shares.
 struct Shared<H> {
     handler: H,
@@ -218,33 +270,22 @@ async fn connection<H: H3Handler>(
         }
     };
     // Replays of a 0-RTT flight never complete the handshake (they lack the client's keys),
-    // so `confirmed` stays false on them and only safe methods are served there.
-    let confirmed = Arc::new(AtomicBool::new(!shared.zero_rtt));
-    let conn = if shared.zero_rtt {
+    // so their requests are all early and only safe methods are served on them.
+    let (conn, handshake) = if shared.zero_rtt {
         match connecting.into_0rtt() {
-            Ok((conn, accepted)) => {
-                let confirmed = confirmed.clone();
-                tokio::spawn(async move {
-                    if accepted.await {
-                        confirmed.store(true, Ordering::Release);
-                    }
-                });
-                conn
-            }
+            Ok((conn, accepted)) => (conn, Handshake::pending(accepted)),
             Err(connecting) => match connecting.await {
-                Ok(conn) => {
-                    confirmed.store(true, Ordering::Release);
-                    conn
-                }
+                Ok(conn) => (conn, Handshake::complete()),
                 Err(error) => return tracing::debug!(%peer, %error, "QUIC handshake failed"),
             },
         }
     } else {
         match connecting.await {
-            Ok(conn) => conn,
+            Ok(conn) => (conn, Handshake::complete()),
             Err(error) => return tracing::debug!(%peer, %error, "QUIC handshake failed"),
         }
     };
+    let handshake = Arc::new(handshake);
     let named = match (&shared.connection_ids, &sni) {
         (Some(ids), Some(sni)) => {
             for cid in &cids {
@@ -254,7 +295,7 @@ async fn connection<H: H3Handler>(
         }
         _ => false,
     };
-    serve_requests(&shared, &conn, sni, &confirmed, &mut stop).await;
+    serve_requests(&shared, &conn, sni, &handshake, &mut stop).await;
     conn.close(VarInt::from_u32(NO_ERROR), b"");
     if let (true, Some(ids)) = (named, &shared.connection_ids) {
         for cid in &cids {
@@ -267,7 +308,7 @@ async fn serve_requests<H: H3Handler>(
     shared: &Arc<Shared<H>>,
     conn: &quinn::Connection,
     sni: Option<Arc<str>>,
-    confirmed: &Arc<AtomicBool>,
+    handshake: &Arc<Handshake>,
     stop: &mut watch::Receiver<bool>,
 ) {
     let peer = conn.remote_address();
@@ -298,7 +339,7 @@ async fn serve_requests<H: H3Handler>(
             Some(_) = requests.join_next(), if closing => {}
             accepted = h3.accept() => match accepted {
                 Ok(Some(resolver)) => {
-                    let request = request(shared.clone(), conn.clone(), resolver, sni.clone(), confirmed.clone());
+                    let request = request(shared.clone(), conn.clone(), resolver, sni.clone(), handshake.clone());
                     requests.spawn(request);
                 }
                 Ok(None) => break,
@@ -347,7 +388,7 @@ async fn request<H: H3Handler>(
     conn: quinn::Connection,
     resolver: RequestResolver<h3_quinn::Connection, Bytes>,
     sni: Option<Arc<str>>,
-    confirmed: Arc<AtomicBool>,
+    handshake: Arc<Handshake>,
 ) {
     let (req, stream) = match resolver.resolve_request().await {
         Ok(resolved) => resolved,
@@ -356,7 +397,7 @@ async fn request<H: H3Handler>(
     let (mut send, recv) = stream.split();
     let (mut parts, ()) = req.into_parts();
     parts.headers.remove(EARLY_DATA);
-    if !confirmed.load(Ordering::Acquire) {
+    if !handshake.is_complete(&conn) {
         if !ZERO_RTT_SAFE_METHODS.contains(&parts.method) {
             let too_early = Response::builder()
                 .status(StatusCode::TOO_EARLY)
