@@ -65,6 +65,7 @@ impl Config {
     pub fn parse(json: &str) -> Result<Config> {
         let config: Config = serde_json::from_str(json)?;
         config.state.validate()?;
+        config.http3.validate()?;
         Ok(config)
     }
 

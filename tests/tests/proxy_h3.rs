@@ -248,6 +248,16 @@ async fn edge_errors_keep_their_codes() {
         "1 MB zone limit, 1.5 MB without a length"
     );
 
+    // A name under the customer zone's wildcard certificate with no record: 1001.
+    let mut unknown = connect(&edge, "nothing.example.com").await;
+    let req = Request::get("https://nothing.example.com/")
+        .header("accept", "application/json")
+        .body(())
+        .unwrap();
+    let missing = unknown.send(req, []).await.unwrap();
+    assert_eq!(missing.status.as_u16(), 530);
+    assert_eq!(missing.json()["errors"][0]["code"], 1001);
+
     let req = Request::builder()
         .method(Method::CONNECT)
         .uri(format!("https://{O2O}/"))

@@ -100,3 +100,36 @@ impl Settings {
         Duration::from_secs(self.idle_timeout_secs)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_serve_and_bad_settings_say_which() {
+        let defaults: Settings = serde_json::from_str("{}").unwrap();
+        assert!(defaults.enabled && !defaults.zero_rtt);
+        defaults.validate().unwrap();
+        for (json, field) in [
+            (r#"{"max_concurrent_streams": 0}"#, "max_concurrent_streams"),
+            (r#"{"idle_timeout_secs": 0}"#, "idle_timeout_secs"),
+        ] {
+            let settings: Settings = serde_json::from_str(json).unwrap();
+            let error = settings.validate().unwrap_err().to_string();
+            assert!(error.contains(field), "{error}");
+        }
+        let error = serde_json::from_str::<Settings>(r#"{"zero_rt": true}"#).unwrap_err();
+        assert!(error.to_string().contains("zero_rt"), "{error}");
+    }
+
+    #[test]
+    fn a_config_with_bad_http3_settings_is_refused() {
+        let json = crate::config::DEMO.replacen(
+            "\"state_dir\"",
+            "\"http3\": {\"max_concurrent_streams\": 0}, \"state_dir\"",
+            1,
+        );
+        let error = format!("{:#}", crate::config::Config::parse(&json).unwrap_err());
+        assert!(error.contains("max_concurrent_streams"), "{error}");
+    }
+}
