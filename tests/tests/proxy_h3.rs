@@ -411,17 +411,45 @@ async fn alt_svc_is_advertised_on_tcp_unless_a_zone_of_the_chain_turns_http3_off
     edge.stop().await.unwrap();
 }
 
+/// Whether the edge answered with a Retry packet (long header, type 3).
+fn sent_retry(relay: &Relay) -> bool {
+    relay
+        .from_edge
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|first| first & 0xb0 == 0xb0)
+}
+
 #[tokio::test]
-async fn clients_connect_through_stateless_retry_and_stream_limits() {
+async fn handshakes_past_the_rate_threshold_must_validate_their_address_first() {
+    let echo = spawn_echo().await.unwrap();
+    for (threshold, retried) in [(1000, false), (0, true)] {
+        let edge = RunningEdge::start_with(
+            o2o_state(echo),
+            json!({"retry_above_handshakes_per_second": threshold}),
+        )
+        .await
+        .unwrap();
+        let relay = relay(edge.h3.unwrap(), None).await;
+        let mut client = H3Client::connect(relay.addr, O2O, &edge.ca_pem)
+            .await
+            .unwrap();
+        assert_eq!(client.get(O2O, "/").await.unwrap().status, 200);
+        assert_eq!(sent_retry(&relay), retried, "threshold {threshold}");
+        drop(client);
+        edge.stop().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_client_waits_for_stream_credit_past_max_concurrent_streams() {
     // Larger than a stream's flow-control window: unread, the streams stay open.
     const BIG: u64 = 16 * 1024 * 1024;
     let echo = spawn_echo().await.unwrap();
-    let edge = RunningEdge::start_with(
-        o2o_state(echo),
-        json!({"retry_above_handshakes_per_second": 0, "max_concurrent_streams": 2}),
-    )
-    .await
-    .unwrap();
+    let edge = RunningEdge::start_with(o2o_state(echo), json!({"max_concurrent_streams": 2}))
+        .await
+        .unwrap();
     let mut client = connect(&edge, O2O).await;
     // Three requests at once on a two-stream limit: the third waits for credit, all finish.
     let mut streams = Vec::new();
@@ -514,16 +542,23 @@ async fn zero_rtt_is_off_by_default_and_replayable_requests_are_only_safe_ones()
     }
 }
 
-/// A UDP relay in front of the edge that holds back, by `delay`, every client datagram that
-/// carries a Handshake or a 1-RTT packet: the client's first flight (Initial, 0-RTT) arrives at
-/// once, its Finished late, so requests sent in 0-RTT reach the edge while the handshake is
-/// still open, deterministically. Ends with the test's runtime.
-async fn handshake_delaying_relay(edge: SocketAddr, delay: Duration) -> SocketAddr {
+/// A UDP relay in front of the edge. With `hold`, every client datagram that carries a
+/// Handshake or a 1-RTT packet is held back that long: the client's first flight (Initial,
+/// 0-RTT) arrives at once, its Finished late, so requests sent in 0-RTT reach the edge while
+/// the handshake is still open, deterministically. Records the first byte of every datagram
+/// the edge sent. Ends with the test's runtime.
+struct Relay {
+    addr: SocketAddr,
+    from_edge: Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+async fn relay(edge: SocketAddr, hold: Option<Duration>) -> Relay {
     let front = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
     let back = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
     back.connect(edge).await.unwrap();
     let addr = front.local_addr().unwrap();
     let client = Arc::new(std::sync::Mutex::new(None));
+    let from_edge = Arc::new(std::sync::Mutex::new(Vec::new()));
     let (held_tx, mut held_rx) = tokio::sync::mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
     {
         let (front, back, client) = (front.clone(), back.clone(), client.clone());
@@ -532,10 +567,13 @@ async fn handshake_delaying_relay(edge: SocketAddr, delay: Duration) -> SocketAd
             while let Ok((n, from)) = front.recv_from(&mut buf).await {
                 *client.lock().unwrap() = Some(from);
                 let datagram = buf[..n].to_vec();
-                if finishes_handshake(&datagram) {
-                    let _ = held_tx.send((Instant::now() + delay, datagram));
-                } else {
-                    let _ = back.send(&datagram).await;
+                match hold {
+                    Some(hold) if finishes_handshake(&datagram) => {
+                        let _ = held_tx.send((Instant::now() + hold, datagram));
+                    }
+                    _ => {
+                        let _ = back.send(&datagram).await;
+                    }
                 }
             }
         });
@@ -549,16 +587,18 @@ async fn handshake_delaying_relay(edge: SocketAddr, delay: Duration) -> SocketAd
             }
         });
     }
+    let seen = from_edge.clone();
     tokio::spawn(async move {
         let mut buf = vec![0; 65536];
         while let Ok(n) = back.recv(&mut buf).await {
+            seen.lock().unwrap().push(buf[0]);
             let to = *client.lock().unwrap();
             if let Some(to) = to {
                 let _ = front.send_to(&buf[..n], to).await;
             }
         }
     });
-    addr
+    Relay { addr, from_edge }
 }
 
 /// Whether a client datagram holds a Handshake packet (type 2) or a short-header packet,
@@ -607,7 +647,9 @@ async fn in_early_data_only_safe_methods_are_served_and_marked() {
     let edge = RunningEdge::start_with(o2o_state(echo), json!({"zero_rtt": true}))
         .await
         .unwrap();
-    let relay = handshake_delaying_relay(edge.h3.unwrap(), Duration::from_millis(500)).await;
+    let relay = relay(edge.h3.unwrap(), Some(Duration::from_millis(500)))
+        .await
+        .addr;
     let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
     endpoint.set_default_client_config(edge_tests::h3::client_config(&edge.ca_pem).unwrap());
     let (mut first, _) = H3Client::resume(endpoint.clone(), relay, O2O)
