@@ -16,4 +16,5 @@ pub mod serve;
 pub mod stages;
 pub mod state;
 pub mod upstream;
+pub mod verify;
 pub mod xdp;

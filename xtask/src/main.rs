@@ -3,6 +3,7 @@
 //! Every command installs what it needs first (see `setup`), so each works on a
 //! fresh machine of the kind this project targets.
 
+mod bench_h3;
 mod bench_proxy;
 mod bench_xdp;
 mod ebpf;
@@ -41,6 +42,9 @@ enum Command {
     /// Control-socket writes/s (durable) and write-to-served latency at several state
     /// sizes (EDGE_BENCH_HOSTNAMES=0,10000 by default).
     BenchControl,
+    /// requests/s and p99 over HTTP/3 vs HTTP/2 on the same O2O chain, in one run
+    /// (knobs REQUESTS, CONNECTIONS, STREAMS, ROUNDS, BODY in the environment).
+    BenchH3,
 }
 
 fn main() -> Result<()> {
@@ -68,6 +72,7 @@ fn main() -> Result<()> {
             ebpf::build()?;
             run::status(run::cargo().args(["bench", "-p", "edge-userspace", "--bench", "control"]))
         }
+        Command::BenchH3 => bench_h3::run(),
         Command::Test => {
             setup::all()?;
             ebpf::build()?;

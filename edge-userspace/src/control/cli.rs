@@ -168,6 +168,12 @@ enum HostnamesCommand {
         zone: String,
         id: String,
     },
+    /// Validate the hostname again now instead of when its back-off says
+    /// (an empty PATCH, as with Cloudflare).
+    Refresh {
+        zone: String,
+        id: String,
+    },
 }
 
 #[derive(Args)]
@@ -398,6 +404,12 @@ async fn run_async(ctl: Ctl) -> Result<()> {
                 Method::PATCH,
                 format!("/zones/{zone}/custom_hostnames/{id}"),
                 Some(json!({"status": "pending"})),
+                Show::Hostname,
+            ),
+            HostnamesCommand::Refresh { zone, id } => (
+                Method::PATCH,
+                format!("/zones/{zone}/custom_hostnames/{id}"),
+                None,
                 Show::Hostname,
             ),
         },

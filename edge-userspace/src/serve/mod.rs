@@ -7,6 +7,7 @@ pub mod demo;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use tokio::net::TcpListener;
@@ -14,7 +15,7 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::control::{self, Control};
-use crate::downstream::{self, Limits, LocalCa};
+use crate::downstream::{self, Limits, LocalCa, h3};
 use crate::pipeline::{PipelineConfig, Proxy};
 use crate::routing::ChainRouter;
 use crate::upstream::{self, ClientConfig};
@@ -40,6 +41,8 @@ pub struct Bound {
     pub https: SocketAddr,
     pub http: Option<SocketAddr>,
     pub echo: Option<SocketAddr>,
+    /// HTTP/3 (UDP, same address as `https`), unless switched off.
+    pub h3: Option<SocketAddr>,
     pub ca_pem: PathBuf,
     /// The control socket (`edge ctl --socket`).
     pub control: PathBuf,
@@ -61,9 +64,7 @@ pub async fn run(
     })?;
     let ca = LocalCa::load_or_create(&config.state_dir)?;
 
-    let https = TcpListener::bind(config.listen.https)
-        .await
-        .with_context(|| format!("binding {}", config.listen.https))?;
+    let (https, quic) = bind_https(&config).await?;
     let http = match config.listen.http {
         Some(addr) => Some(
             TcpListener::bind(addr)
@@ -89,8 +90,18 @@ pub async fn run(
     let ca_pem = ca.cert_path().to_owned();
     let control = Control::start(&config, ca)?;
     let control_socket = control::socket::bind(&config.control, &config.state_dir)?;
+    // Validation beyond this edge runs while the edge serves (stopped below).
+    let verifier = match &config.verify {
+        Some(verify) => Some(control.start_verifier(verify)?),
+        None => None,
+    };
     let (routing, acceptor) = (control.routing(), control.acceptor());
     let router = ChainRouter::new(routing.clone(), listeners.clone());
+    let h3_addr = quic.as_ref().map(h3::Listener::local_addr).transpose()?;
+    let router = match h3_addr {
+        Some(addr) => router.with_alt_svc(addr.port()),
+        None => router,
+    };
     let proxy = Proxy::new(
         router,
         upstream::Client::new(ClientConfig::default())?,
@@ -101,12 +112,17 @@ pub async fn run(
         https: listeners[0],
         http: listeners.get(1).copied(),
         echo,
+        h3: h3_addr,
         ca_pem,
         control: control_socket.path().to_owned(),
     };
-    let control_task = tokio::spawn(control::serve(control_socket, control.clone()));
-    tokio::spawn(reload_on_hangup(source, control));
+    let (stop_control, control_stopped) = tokio::sync::oneshot::channel::<()>();
+    let control_task = tokio::spawn(control::serve(control_socket, control.clone(), async {
+        let _ = control_stopped.await;
+    }));
+    let reload_task = tokio::spawn(reload_on_hangup(source, control));
 
+    let quic_tls = acceptor.clone();
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
@@ -133,15 +149,57 @@ pub async fn run(
             None => Ok(()),
         }
     };
+    let quic_server = async {
+        match quic {
+            Some(listener) => {
+                let stopped = stopped(stop_rx.clone());
+                listener
+                    .serve(proxy.clone(), &quic_tls, &Limits::default(), None, stopped)
+                    .await
+            }
+            None => Ok(()),
+        }
+    };
     ready(&bound);
     let signal = async {
         shutdown.await;
         tracing::info!("shutting down: no new connections, draining requests in flight");
         let _ = stop_tx.send(true);
     };
-    let ((), tls_result, plain_result) = tokio::join!(signal, tls_server, plain_server);
-    control_task.abort();
-    tls_result.and(plain_result)
+    let ((), tls_result, plain_result, quic_result) =
+        tokio::join!(signal, tls_server, plain_server, quic_server);
+    // Every task holding the control plane ends before returning, so the
+    // store's lock is released (an embedding may start again on the same
+    // state directory).
+    let _ = stop_control.send(());
+    reload_task.abort();
+    let _ = tokio::join!(control_task, reload_task);
+    // (A refresh in flight may hold the verifier a moment longer; it stops
+    // when that lets go.)
+    if let Some(verifier) = verifier.and_then(Arc::into_inner) {
+        verifier.stop().await;
+    }
+    tls_result.and(plain_result).and(quic_result)
+}
+
+/// The TLS listener and, unless HTTP/3 is off, the UDP socket on the same
+/// port. With port 0 the kernel picks the TCP port, which may be taken on UDP
+/// by someone else: then another TCP port is tried (a few times, not forever).
+async fn bind_https(config: &Config) -> Result<(TcpListener, Option<h3::Listener>)> {
+    let addr = config.listen.https;
+    let attempts = if addr.port() == 0 { 16 } else { 1 };
+    let mut tried = 0;
+    loop {
+        tried += 1;
+        let tcp = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding {addr}"))?;
+        match h3::Listener::bind(&config.http3, tcp.local_addr()?) {
+            Ok(quic) => return Ok((tcp, quic)),
+            Err(error) if tried >= attempts => return Err(error),
+            Err(error) => tracing::debug!("trying another port: {error:#}"),
+        }
+    }
 }
 
 /// SIGHUP: read the config again for its certificate files and apply them

@@ -128,9 +128,14 @@ pub(super) fn create(control: &Control, call: &Call) -> Result<Value, ApiError> 
 /// Besides the fields Cloudflare lets customers patch, an operator may set
 /// `status` to `blocked` (the hostname stops carrying traffic) or, on a
 /// blocked one, back to `pending` (it must validate again); both go through
-/// the activation state machine, like every other status change.
+/// the activation state machine, like every other status change. Like
+/// Cloudflare, a PATCH (even an empty one) also validates the hostname again
+/// now.
 pub(super) fn patch(control: &Control, call: &Call) -> Result<Value, ApiError> {
-    let mut patch: Map<String, Value> = call.json()?;
+    let mut patch: Map<String, Value> = match call.has_body() {
+        true => call.json()?,
+        false => Map::new(),
+    };
     let observation = match patch.remove("status") {
         None => None,
         Some(Value::String(status)) if status == "blocked" => Some(Observation::Block {
@@ -167,6 +172,7 @@ pub(super) fn patch(control: &Control, call: &Call) -> Result<Value, ApiError> {
         }));
         Ok((changes, zone_id))
     })?;
+    control.refresh(&zone_id, id);
     current(control, &zone_id, id)
 }
 
