@@ -6,7 +6,7 @@
 //! version of the zones, their compiled rules and the chains between them.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -21,7 +21,7 @@ use crate::downstream::ConnInfo;
 use crate::pipeline::{ErrorPage, Reply, Route, Router};
 use crate::rules::{ClientInfo, Phase, RawRequest, ZoneRules};
 use crate::stages::{self, RequestOutcome, RouteOverride, Stage};
-use crate::state::State;
+use crate::state::{RecordType, State};
 use crate::upstream;
 
 /// The compiled, indexed form of a [`State`].
@@ -29,6 +29,7 @@ pub struct Routing {
     snapshot: Snapshot,
     /// By zone id.
     zones: HashMap<Arc<str>, CompiledZone>,
+    addresses: OwnAddresses,
 }
 
 /// What a stage needs of its zone on every request.
@@ -63,7 +64,11 @@ impl Routing {
             Some(previous) => previous.snapshot.rebuild(state),
             None => Snapshot::build(state),
         };
-        Ok(Routing { snapshot, zones })
+        Ok(Routing {
+            snapshot,
+            zones,
+            addresses: OwnAddresses::build(state),
+        })
     }
 
     pub fn snapshot(&self) -> &Snapshot {
@@ -92,6 +97,76 @@ impl Routing {
         self.zones
             .get(id)
             .expect("every chain stage is a zone of the same state")
+    }
+}
+
+/// The addresses of this edge's own A/AAAA records, by lower-case name (wildcards as
+/// `*.suffix`), CNAMEs between its own records followed: an origin named by one of the
+/// edge's zones is reached where that zone says, whatever public DNS answers.
+#[derive(Debug, Default)]
+struct OwnAddresses(HashMap<String, Vec<IpAddr>>);
+
+/// CNAME hops followed between the edge's own records.
+const MAX_CNAME_HOPS: usize = 8;
+
+impl OwnAddresses {
+    fn build(state: &State) -> Self {
+        let records = || state.zones.iter().flat_map(|zone| &zone.dns_records);
+        let mut by_name: HashMap<String, Vec<IpAddr>> = HashMap::new();
+        for record in records() {
+            if matches!(record.record_type, RecordType::A | RecordType::Aaaa)
+                && let Ok(ip) = record.content.parse()
+            {
+                by_name
+                    .entry(record.name.to_ascii_lowercase())
+                    .or_default()
+                    .push(ip);
+            }
+        }
+        let cnames: HashMap<String, String> = records()
+            .filter(|record| record.record_type == RecordType::Cname)
+            .map(|record| {
+                (
+                    record.name.to_ascii_lowercase(),
+                    record.content.trim_end_matches('.').to_ascii_lowercase(),
+                )
+            })
+            .collect();
+        let mut own = OwnAddresses(by_name);
+        let aliases: Vec<(String, Vec<IpAddr>)> = cnames
+            .keys()
+            .filter_map(|name| {
+                let mut target = &cnames[name];
+                for _ in 0..MAX_CNAME_HOPS {
+                    if let Some(ips) = own.lookup(target) {
+                        return Some((name.clone(), ips.to_vec()));
+                    }
+                    target = cnames.get(target)?;
+                }
+                None
+            })
+            .collect();
+        own.0.extend(aliases);
+        own
+    }
+
+    fn lookup(&self, name: &str) -> Option<&[IpAddr]> {
+        let name = name.trim_end_matches('.').to_ascii_lowercase();
+        let exact = self.0.get(&name);
+        let wildcard = || {
+            let (_, parent) = name.split_once('.')?;
+            self.0.get(&format!("*.{parent}"))
+        };
+        exact.or_else(wildcard).map(Vec::as_slice)
+    }
+}
+
+/// Origin names resolved through the live state's records (see [`OwnAddresses`]).
+pub struct OwnRecords(pub Arc<ArcSwap<Routing>>);
+
+impl upstream::LocalNames for OwnRecords {
+    fn lookup(&self, name: &str) -> Option<Vec<IpAddr>> {
+        self.0.load().addresses.lookup(name).map(<[IpAddr]>::to_vec)
     }
 }
 

@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use crate::config::{CertificateTier, Config};
 use crate::downstream::{self, CertStore, Limits, LocalCa, MinTls, Tier, TlsAcceptor};
 use crate::pipeline::{PipelineConfig, Proxy};
-use crate::routing::{ChainRouter, Routing};
+use crate::routing::{ChainRouter, OwnRecords, Routing};
 use crate::state::{HostnameStatus, MinTlsVersion, State};
 use crate::upstream::{self, ClientConfig};
 
@@ -90,7 +90,8 @@ pub async fn run(
     let router = ChainRouter::new(routing.clone(), listeners.clone());
     let proxy = Proxy::new(
         router,
-        upstream::Client::new(ClientConfig::default())?,
+        upstream::Client::new(ClientConfig::default())?
+            .with_local_names(Arc::new(OwnRecords(routing.clone()))),
         PipelineConfig::default(),
     );
 
