@@ -8,6 +8,7 @@ pub mod chain;
 pub mod config;
 pub mod downstream;
 pub mod echo;
+pub mod metrics;
 pub mod pipeline;
 pub mod routing;
 pub mod rules;

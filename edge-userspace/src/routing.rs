@@ -18,6 +18,7 @@ use http_body_util::{BodyExt, Full};
 
 use crate::chain::{Chain, EdgeError, ErrorKind, HostHeader, OriginSni, OriginTls, Snapshot};
 use crate::downstream::ConnInfo;
+use crate::metrics::{ChainCache, Metrics};
 use crate::pipeline::{ErrorPage, Reply, Route, Router};
 use crate::rules::{ClientInfo, Phase, RawRequest, ZoneRules};
 use crate::stages::{self, RequestOutcome, RouteOverride, Stage};
@@ -175,11 +176,23 @@ pub struct ChainRouter {
     routing: Arc<ArcSwap<Routing>>,
     /// The edge's own listeners: an origin there would loop (error 1000).
     listeners: Vec<SocketAddr>,
+    metrics: Option<ChainCache<Routing>>,
 }
 
 impl ChainRouter {
     pub fn new(routing: Arc<ArcSwap<Routing>>, listeners: Vec<SocketAddr>) -> Self {
-        ChainRouter { routing, listeners }
+        ChainRouter {
+            routing,
+            listeners,
+            metrics: None,
+        }
+    }
+
+    /// Hands every routed request its chain's metrics (as a request extension, which the
+    /// pipeline takes).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(ChainCache::new(metrics));
+        self
     }
 }
 
@@ -204,6 +217,9 @@ impl Router for ChainRouter {
             ))
         })?;
         let chain = resolve(&routing, conn.sni(), &host)?;
+        if let Some(cache) = &self.metrics {
+            req.extensions.insert(cache.get(&routing, &chain));
+        }
         let stages = routing.stages(&chain);
         let client = client_info(conn, &chain);
         let raw = stages::capture_raw(&stages, req);

@@ -3,10 +3,12 @@
 //! origin behind it: what the O2O tests drive with real clients.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use edge_userspace::config::Config;
+use edge_userspace::metrics::Metrics;
 use edge_userspace::serve::{self, Source};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
@@ -78,6 +80,7 @@ pub struct RunningEdge {
     pub https: SocketAddr,
     pub http: SocketAddr,
     pub ca_pem: Vec<u8>,
+    pub metrics: Arc<Metrics>,
     _dir: tempfile::TempDir,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<()>>>,
@@ -116,6 +119,7 @@ impl RunningEdge {
             https: bound.https,
             http: bound.http.context("plain listener bound")?,
             ca_pem: std::fs::read(&bound.ca_pem)?,
+            metrics: bound.metrics,
             _dir: dir,
             stop: Some(stop),
             task: Some(task),

@@ -15,6 +15,7 @@ use tokio::sync::watch;
 
 use crate::config::{CertificateTier, Config};
 use crate::downstream::{self, CertStore, Limits, LocalCa, MinTls, Tier, TlsAcceptor};
+use crate::metrics::Metrics;
 use crate::pipeline::{PipelineConfig, Proxy};
 use crate::routing::{ChainRouter, OwnRecords, Routing};
 use crate::state::{HostnameStatus, MinTlsVersion, State};
@@ -42,6 +43,8 @@ pub struct Bound {
     pub http: Option<SocketAddr>,
     pub echo: Option<SocketAddr>,
     pub ca_pem: PathBuf,
+    /// The edge's metrics, for the control socket's `/metrics`.
+    pub metrics: Arc<Metrics>,
 }
 
 /// Serves until `shutdown` resolves (the binary passes SIGTERM/SIGINT), then
@@ -87,12 +90,16 @@ pub async fn run(
 
     let routing = Arc::new(ArcSwap::from_pointee(Routing::build(&config.state, None)?));
     let acceptor = TlsAcceptor::new(Arc::new(certificates(&config, &ca)?))?;
-    let router = ChainRouter::new(routing.clone(), listeners.clone());
+    let metrics = Metrics::new();
+    let router = ChainRouter::new(routing.clone(), listeners.clone()).with_metrics(metrics.clone());
     let proxy = Proxy::new(
         router,
         upstream::Client::new(ClientConfig::default())?
             .with_local_names(Arc::new(OwnRecords(routing.clone()))),
-        PipelineConfig::default(),
+        PipelineConfig {
+            metrics: Some(metrics.clone()),
+            ..PipelineConfig::default()
+        },
     );
 
     let bound = Bound {
@@ -100,6 +107,7 @@ pub async fn run(
         http: listeners.get(1).copied(),
         echo,
         ca_pem: ca.cert_path().to_owned(),
+        metrics,
     };
     tokio::spawn(reload_on_hangup(source, routing, acceptor.clone(), ca));
 
