@@ -240,7 +240,13 @@ impl Router for ChainRouter {
         let has_response_rules = stages
             .iter()
             .any(|(_, rules)| !rules.rules(Phase::HttpResponseHeadersTransform).is_empty());
-        let request = has_response_rules.then(|| (req.clone(), raw));
+        // Response rules read the head, never the extensions (which hold the chain's metrics).
+        let request = has_response_rules.then(|| {
+            let extensions = std::mem::take(&mut req.extensions);
+            let head = req.clone();
+            req.extensions = extensions;
+            (head, raw)
+        });
         drop(stages);
         Ok((
             route,
