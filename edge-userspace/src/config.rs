@@ -22,7 +22,16 @@ pub struct Config {
     /// Starts the built-in echo origin on this address (the demo's origin).
     #[serde(default)]
     pub echo_origin: Option<SocketAddr>,
+    /// Validates custom hostnames through DNS and HTTP (see [`crate::verify`]).
+    #[serde(default)]
+    pub verify: Option<crate::verify::VerifyConfig>,
+    /// HTTP/3 on the UDP port of `listen.https` (on unless `"enabled": false`).
+    #[serde(default)]
+    pub http3: crate::downstream::h3::Settings,
     pub state: State,
+    /// The control socket (`edge ctl`); the store in `state_dir` keeps what it changes.
+    #[serde(default)]
+    pub control: crate::control::ControlConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -62,6 +71,10 @@ impl Config {
     pub fn parse(json: &str) -> Result<Config> {
         let config: Config = serde_json::from_str(json)?;
         config.state.validate()?;
+        if let Some(verify) = &config.verify {
+            verify.validate()?;
+        }
+        config.http3.validate()?;
         Ok(config)
     }
 

@@ -12,12 +12,12 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http::header::{HOST, HeaderValue};
+use http::header::{ALT_SVC, HOST, HeaderValue};
 use http::{Response, request, response};
 use http_body_util::{BodyExt, Full};
 
 use crate::chain::{Chain, EdgeError, ErrorKind, HostHeader, OriginSni, OriginTls, Snapshot};
-use crate::downstream::ConnInfo;
+use crate::downstream::{ConnInfo, h3};
 use crate::metrics::{ChainCache, Metrics};
 use crate::pipeline::{ErrorPage, Reply, Route, Router};
 use crate::rules::{ClientInfo, Phase, RawRequest, ZoneRules};
@@ -38,6 +38,8 @@ struct CompiledZone {
     rules: ZoneRules,
     /// Bytes; from the zone's `max_upload`.
     max_request_body: Option<u64>,
+    /// The zone's `http3` setting: advertise HTTP/3 on TCP responses.
+    http3: bool,
 }
 
 impl Routing {
@@ -58,6 +60,7 @@ impl Routing {
             let compiled = CompiledZone {
                 rules,
                 max_request_body,
+                http3: zone.zone.settings.http3.is_on(),
             };
             zones.insert(Arc::from(zone.zone.id.as_str()), compiled);
         }
@@ -77,7 +80,7 @@ impl Routing {
     }
 
     /// The chain's stages with their compiled rules, customer first.
-    fn stages<'a>(&'a self, chain: &'a Chain) -> Vec<Stage<'a>> {
+    pub fn stages<'a>(&'a self, chain: &'a Chain) -> Vec<Stage<'a>> {
         chain
             .stages
             .iter()
@@ -92,6 +95,14 @@ impl Routing {
             .iter()
             .filter_map(|stage| self.zone(&stage.zone_id).max_request_body)
             .min()
+    }
+
+    /// HTTP/3 is advertised only when every zone of the chain allows it.
+    fn http3(&self, chain: &Chain) -> bool {
+        chain
+            .stages
+            .iter()
+            .all(|stage| self.zone(&stage.zone_id).http3)
     }
 
     fn zone(&self, id: &str) -> &CompiledZone {
@@ -177,6 +188,8 @@ pub struct ChainRouter {
     /// The edge's own listeners: an origin there would loop (error 1000).
     listeners: Vec<SocketAddr>,
     metrics: Option<ChainCache<Routing>>,
+    /// `Alt-Svc` value for TCP responses when HTTP/3 is served.
+    alt_svc: Option<HeaderValue>,
 }
 
 impl ChainRouter {
@@ -185,6 +198,7 @@ impl ChainRouter {
             routing,
             listeners,
             metrics: None,
+            alt_svc: None,
         }
     }
 
@@ -192,6 +206,13 @@ impl ChainRouter {
     /// pipeline takes).
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
         self.metrics = Some(ChainCache::new(metrics));
+        self
+    }
+
+    /// Advertises HTTP/3 on UDP `port` in responses over TCP, for chains whose zones allow it.
+    pub fn with_alt_svc(mut self, port: u16) -> Self {
+        let value = format!("h3=\":{port}\"; ma=86400");
+        self.alt_svc = Some(HeaderValue::from_str(&value).expect("an ASCII header value"));
         self
     }
 }
@@ -259,6 +280,12 @@ impl Router for ChainRouter {
     }
 
     fn on_response(&self, pending: Pending, conn: &ConnInfo, resp: &mut response::Parts) {
+        if let Some(alt_svc) = &self.alt_svc
+            && !is_http3(conn)
+            && pending.routing.http3(&pending.chain)
+        {
+            resp.headers.insert(ALT_SVC, alt_svc.clone());
+        }
         let Some((req, raw)) = &pending.request else {
             return;
         };
@@ -317,6 +344,13 @@ impl ChainRouter {
         host.parse()
             .is_ok_and(|ip| self.listeners.contains(&SocketAddr::new(ip, port)))
     }
+}
+
+fn is_http3(conn: &ConnInfo) -> bool {
+    conn.tls
+        .as_ref()
+        .and_then(|tls| tls.alpn.as_deref())
+        .is_some_and(|alpn| alpn == h3::ALPN)
 }
 
 /// What rules may read about the client and the hostname beyond the request head.

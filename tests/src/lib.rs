@@ -1,7 +1,10 @@
 //! Shared fixtures for the integration tests.
 
 pub mod chain;
+pub mod control;
+pub mod dns;
 pub mod frames;
+pub mod h3;
 pub mod hello;
 pub mod netns;
 pub mod proxy;

@@ -117,13 +117,45 @@ impl<R: Router> Proxy<R> {
         })
     }
 
-    async fn proxy(
+    /// Runs one request through every phase, whichever front door (HTTP/1.1, HTTP/2, HTTP/3)
+    /// it came in by: the only difference between them is the body type.
+    pub async fn respond<B>(&self, conn: &ConnInfo, req: Request<B>) -> Response<Body>
+    where
+        B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let started = std::time::Instant::now();
+        let ray = self.ids.next();
+        // Kept for the error page: the request itself moves into the pipeline.
+        let request_headers = error_page_headers(req.headers());
+        let mut in_flight = None;
+        let mut response = match self.proxy(conn, req, &ray, &mut in_flight).await {
+            Ok(response) => response,
+            Err(Reply::Response(response)) => *response,
+            Err(Reply::Error(page)) => page.render(
+                &request_headers,
+                ray.to_str().expect("request ids are ASCII"),
+            ),
+        };
+        response.headers_mut().insert(edge_headers::CF_RAY, ray);
+        let unrouted = || Some(self.config.metrics.as_ref()?.unrouted().start());
+        if let Some(in_flight) = in_flight.or_else(unrouted) {
+            in_flight.answered(response.status(), started.elapsed());
+        }
+        response
+    }
+
+    async fn proxy<B>(
         &self,
         conn: &ConnInfo,
-        mut req: Request<Incoming>,
+        mut req: Request<B>,
         ray: &HeaderValue,
         in_flight: &mut Option<InFlight>,
-    ) -> Result<Response<Body>, Reply> {
+    ) -> Result<Response<Body>, Reply>
+    where
+        B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<BoxError>,
+    {
         if req.method() == Method::CONNECT {
             return Err(ErrorPage::new(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -225,29 +257,23 @@ impl<R: Router> downstream::Handler for Arc<Proxy<R>> {
     type Body = Body;
 
     async fn handle(&self, conn: Arc<ConnInfo>, req: Request<Incoming>) -> Response<Body> {
-        let started = std::time::Instant::now();
-        let ray = self.ids.next();
-        // Kept for the error page: the request itself moves into the pipeline.
-        let request_headers = error_page_headers(req.headers());
-        let mut in_flight = None;
-        let mut response = match self.proxy(&conn, req, &ray, &mut in_flight).await {
-            Ok(response) => response,
-            Err(Reply::Response(response)) => *response,
-            Err(Reply::Error(page)) => page.render(
-                &request_headers,
-                ray.to_str().expect("request ids are ASCII"),
-            ),
-        };
-        response.headers_mut().insert(edge_headers::CF_RAY, ray);
-        let unrouted = || Some(self.config.metrics.as_ref()?.unrouted().start());
-        if let Some(in_flight) = in_flight.or_else(unrouted) {
-            in_flight.answered(response.status(), started.elapsed());
-        }
-        response
+        self.respond(&conn, req).await
     }
 
     fn accepted(&self) -> impl Send + 'static {
         self.config.metrics.as_ref().map(|m| m.connection())
+    }
+}
+
+impl<R: Router> downstream::h3::H3Handler for Arc<Proxy<R>> {
+    type Body = Body;
+
+    async fn handle(
+        &self,
+        conn: Arc<ConnInfo>,
+        req: Request<downstream::h3::RequestBody>,
+    ) -> Response<Body> {
+        self.respond(&conn, req).await
     }
 }
 

@@ -1,6 +1,7 @@
 //! `edge serve`: builds every part from the config and runs the listeners
 //! until SIGTERM/SIGINT (drain) while SIGHUP reloads the config in place.
 
+pub mod apply;
 pub mod demo;
 
 use std::future::Future;
@@ -9,16 +10,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::config::{CertificateTier, Config};
-use crate::downstream::{self, CertStore, Limits, LocalCa, MinTls, Tier, TlsAcceptor};
+use crate::config::Config;
+use crate::control::{self, Control};
+use crate::downstream::{self, Limits, LocalCa, h3};
 use crate::metrics::Metrics;
 use crate::pipeline::{PipelineConfig, Proxy};
-use crate::routing::{ChainRouter, OwnRecords, Routing};
-use crate::state::{HostnameStatus, MinTlsVersion, State};
+use crate::routing::{ChainRouter, OwnRecords};
 use crate::upstream::{self, ClientConfig};
 
 /// Where the config comes from; a file is read again on SIGHUP.
@@ -42,9 +42,13 @@ pub struct Bound {
     pub https: SocketAddr,
     pub http: Option<SocketAddr>,
     pub echo: Option<SocketAddr>,
+    /// HTTP/3 (UDP, same address as `https`), unless switched off.
+    pub h3: Option<SocketAddr>,
     pub ca_pem: PathBuf,
     /// The edge's metrics, for the control socket's `/metrics`.
     pub metrics: Arc<Metrics>,
+    /// The control socket (`edge ctl --socket`).
+    pub control: PathBuf,
 }
 
 /// Serves until `shutdown` resolves (the binary passes SIGTERM/SIGINT), then
@@ -63,9 +67,7 @@ pub async fn run(
     })?;
     let ca = LocalCa::load_or_create(&config.state_dir)?;
 
-    let https = TcpListener::bind(config.listen.https)
-        .await
-        .with_context(|| format!("binding {}", config.listen.https))?;
+    let (https, quic) = bind_https(&config).await?;
     let http = match config.listen.http {
         Some(addr) => Some(
             TcpListener::bind(addr)
@@ -88,10 +90,22 @@ pub async fn run(
     let mut listeners = vec![https.local_addr()?];
     listeners.extend(http.as_ref().map(|l| l.local_addr()).transpose()?);
 
-    let routing = Arc::new(ArcSwap::from_pointee(Routing::build(&config.state, None)?));
-    let acceptor = TlsAcceptor::new(Arc::new(certificates(&config, &ca)?))?;
+    let ca_pem = ca.cert_path().to_owned();
+    let control = Control::start(&config, ca)?;
+    let control_socket = control::socket::bind(&config.control, &config.state_dir)?;
+    // Validation beyond this edge runs while the edge serves (stopped below).
+    let verifier = match &config.verify {
+        Some(verify) => Some(control.start_verifier(verify)?),
+        None => None,
+    };
+    let (routing, acceptor) = (control.routing(), control.acceptor());
     let metrics = Metrics::new();
     let router = ChainRouter::new(routing.clone(), listeners.clone()).with_metrics(metrics.clone());
+    let h3_addr = quic.as_ref().map(h3::Listener::local_addr).transpose()?;
+    let router = match h3_addr {
+        Some(addr) => router.with_alt_svc(addr.port()),
+        None => router,
+    };
     let proxy = Proxy::new(
         router,
         upstream::Client::new(ClientConfig::default())?
@@ -106,11 +120,18 @@ pub async fn run(
         https: listeners[0],
         http: listeners.get(1).copied(),
         echo,
-        ca_pem: ca.cert_path().to_owned(),
+        h3: h3_addr,
+        ca_pem,
         metrics,
+        control: control_socket.path().to_owned(),
     };
-    tokio::spawn(reload_on_hangup(source, routing, acceptor.clone(), ca));
+    let (stop_control, control_stopped) = tokio::sync::oneshot::channel::<()>();
+    let control_task = tokio::spawn(control::serve(control_socket, control.clone(), async {
+        let _ = control_stopped.await;
+    }));
+    let reload_task = tokio::spawn(reload_on_hangup(source, control));
 
+    let quic_tls = acceptor.clone();
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
@@ -137,68 +158,73 @@ pub async fn run(
             None => Ok(()),
         }
     };
+    let quic_server = async {
+        match quic {
+            Some(listener) => {
+                let stopped = stopped(stop_rx.clone());
+                listener
+                    .serve(proxy.clone(), &quic_tls, &Limits::default(), None, stopped)
+                    .await
+            }
+            None => Ok(()),
+        }
+    };
     ready(&bound);
     let signal = async {
         shutdown.await;
         tracing::info!("shutting down: no new connections, draining requests in flight");
         let _ = stop_tx.send(true);
     };
-    let ((), tls_result, plain_result) = tokio::join!(signal, tls_server, plain_server);
-    tls_result.and(plain_result)
+    let ((), tls_result, plain_result, quic_result) =
+        tokio::join!(signal, tls_server, plain_server, quic_server);
+    // Every task holding the control plane ends before returning, so the
+    // store's lock is released (an embedding may start again on the same
+    // state directory).
+    let _ = stop_control.send(());
+    reload_task.abort();
+    let _ = tokio::join!(control_task, reload_task);
+    // (A refresh in flight may hold the verifier a moment longer; it stops
+    // when that lets go.)
+    if let Some(verifier) = verifier.and_then(Arc::into_inner) {
+        verifier.stop().await;
+    }
+    tls_result.and(plain_result).and(quic_result)
 }
 
-/// SIGHUP: read the config again and switch zones, rules and certificates
-/// together; a config that does not load or validate changes nothing.
-async fn reload_on_hangup(
-    source: Source,
-    routing: Arc<ArcSwap<Routing>>,
-    acceptor: TlsAcceptor,
-    ca: LocalCa,
-) {
+/// The TLS listener and, unless HTTP/3 is off, the UDP socket on the same
+/// port. With port 0 the kernel picks the TCP port, which may be taken on UDP
+/// by someone else: then another TCP port is tried (a few times, not forever).
+async fn bind_https(config: &Config) -> Result<(TcpListener, Option<h3::Listener>)> {
+    let addr = config.listen.https;
+    let attempts = if addr.port() == 0 { 16 } else { 1 };
+    let mut tried = 0;
+    loop {
+        tried += 1;
+        let tcp = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding {addr}"))?;
+        match h3::Listener::bind(&config.http3, tcp.local_addr()?) {
+            Ok(quic) => return Ok((tcp, quic)),
+            Err(error) if tried >= attempts => return Err(error),
+            Err(error) => tracing::debug!("trying another port: {error:#}"),
+        }
+    }
+}
+
+/// SIGHUP: read the config again for its certificate files and apply them
+/// with the stored state (the config's `state` only seeds an empty store); a
+/// config that does not load or validate changes nothing.
+async fn reload_on_hangup(source: Source, control: Control) {
     use tokio::signal::unix::{SignalKind, signal};
     let mut hangups = signal(SignalKind::hangup()).expect("installing the SIGHUP handler");
     while hangups.recv().await.is_some() {
+        let control = control.clone();
         let reloaded = source.load().and_then(|config| {
-            let next = Routing::build(&config.state, Some(&routing.load()))?;
-            acceptor.reload(Arc::new(certificates(&config, &ca)?))?;
-            routing.store(Arc::new(next));
-            Ok(())
+            tokio::task::block_in_place(|| control.reload(&config)).map_err(anyhow::Error::from)
         });
         match reloaded {
             Ok(()) => tracing::info!("config reloaded"),
             Err(error) => tracing::error!("config reload refused, nothing changed: {error:#}"),
         }
     }
-}
-
-/// Certificates from the config's PEM files, then one minted by the local CA
-/// for every zone (apex and wildcard) and custom hostname that has none.
-fn certificates(config: &Config, ca: &LocalCa) -> Result<CertStore> {
-    let mut store = CertStore::default();
-    for files in &config.certificates {
-        let tier = match files.tier {
-            CertificateTier::Zone => Tier::Zone,
-            CertificateTier::CustomHostname => Tier::CustomHostname,
-        };
-        store.insert_pem(tier, &files.hostnames, &files.certificate, &files.key)?;
-    }
-    mint_missing(&mut store, &config.state, ca)?;
-    Ok(store)
-}
-
-fn mint_missing(store: &mut CertStore, state: &State, ca: &LocalCa) -> Result<()> {
-    for zone in &state.zones {
-        store.ensure(Tier::Zone, &zone.zone.name, ca)?;
-        store.ensure(Tier::Zone, &format!("*.{}", zone.zone.name), ca)?;
-        for hostname in &zone.custom_hostnames {
-            if hostname.status != HostnameStatus::Active {
-                continue;
-            }
-            store.ensure(Tier::CustomHostname, &hostname.hostname, ca)?;
-            if hostname.ssl.settings.min_tls_version == Some(MinTlsVersion::Tls13) {
-                store.set_min_tls(&hostname.hostname, MinTls::Tls13);
-            }
-        }
-    }
-    Ok(())
 }

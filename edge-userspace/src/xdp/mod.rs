@@ -11,6 +11,7 @@ mod counters;
 mod flows;
 mod maps;
 mod program;
+pub mod quic;
 mod routes;
 mod settings;
 
