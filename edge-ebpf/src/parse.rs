@@ -103,12 +103,10 @@ fn ipv6(pkt: &Packet, ip: usize) -> Option<Transport> {
 #[inline(always)]
 pub fn flow_key(pkt: &Packet, t: &Transport, src_port: u16, dst_port: u16) -> Option<FlowKey> {
     let mut key = FlowKey {
-        src_addr: [0; 16],
-        dst_addr: [0; 16],
         src_port,
         dst_port,
         proto: t.proto,
-        _pad: [0; 3],
+        ..FlowKey::default()
     };
     if t.ipv6 {
         key.src_addr = pkt.bytes::<16>(t.ip + 8)?;

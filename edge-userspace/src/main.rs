@@ -91,10 +91,17 @@ fn serve_until_signalled(
     workers: Option<usize>,
     ready: impl FnOnce(&serve::Bound),
 ) -> Result<()> {
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if let Some(workers) = workers {
-        runtime.worker_threads(workers);
-    }
+    // One worker: a current-thread runtime, no work-stealing queues or cross-thread wake-ups
+    // (cheaper per request, and the accept loop shares the one core instead of a second thread).
+    let mut runtime = match workers {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(workers) => {
+            let mut runtime = tokio::runtime::Builder::new_multi_thread();
+            runtime.worker_threads(workers);
+            runtime
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
     runtime.enable_all().build()?.block_on(async {
         // Installed before anything binds, so an early SIGTERM is not lost.
         let shutdown = shutdown_signal()?;

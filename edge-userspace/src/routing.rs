@@ -6,7 +6,7 @@
 //! version of the zones, their compiled rules and the chains between them.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -18,10 +18,11 @@ use http_body_util::{BodyExt, Full};
 
 use crate::chain::{Chain, EdgeError, ErrorKind, HostHeader, OriginSni, OriginTls, Snapshot};
 use crate::downstream::{ConnInfo, h3};
+use crate::metrics::{ChainCache, Metrics};
 use crate::pipeline::{ErrorPage, Reply, Route, Router};
 use crate::rules::{ClientInfo, Phase, RawRequest, ZoneRules};
 use crate::stages::{self, RequestOutcome, RouteOverride, Stage};
-use crate::state::State;
+use crate::state::{RecordType, State};
 use crate::upstream;
 
 /// The compiled, indexed form of a [`State`].
@@ -29,6 +30,7 @@ pub struct Routing {
     snapshot: Snapshot,
     /// By zone id.
     zones: HashMap<Arc<str>, CompiledZone>,
+    addresses: OwnAddresses,
 }
 
 /// What a stage needs of its zone on every request.
@@ -66,7 +68,11 @@ impl Routing {
             Some(previous) => previous.snapshot.rebuild(state),
             None => Snapshot::build(state),
         };
-        Ok(Routing { snapshot, zones })
+        Ok(Routing {
+            snapshot,
+            zones,
+            addresses: OwnAddresses::build(state),
+        })
     }
 
     pub fn snapshot(&self) -> &Snapshot {
@@ -106,11 +112,82 @@ impl Routing {
     }
 }
 
+/// The addresses of this edge's own A/AAAA records, by lower-case name (wildcards as
+/// `*.suffix`), CNAMEs between its own records followed: an origin named by one of the
+/// edge's zones is reached where that zone says, whatever public DNS answers.
+#[derive(Debug, Default)]
+struct OwnAddresses(HashMap<String, Vec<IpAddr>>);
+
+/// CNAME hops followed between the edge's own records.
+const MAX_CNAME_HOPS: usize = 8;
+
+impl OwnAddresses {
+    fn build(state: &State) -> Self {
+        let records = || state.zones.iter().flat_map(|zone| &zone.dns_records);
+        let mut by_name: HashMap<String, Vec<IpAddr>> = HashMap::new();
+        for record in records() {
+            if matches!(record.record_type, RecordType::A | RecordType::Aaaa)
+                && let Ok(ip) = record.content.parse()
+            {
+                by_name
+                    .entry(record.name.to_ascii_lowercase())
+                    .or_default()
+                    .push(ip);
+            }
+        }
+        let cnames: HashMap<String, String> = records()
+            .filter(|record| record.record_type == RecordType::Cname)
+            .map(|record| {
+                (
+                    record.name.to_ascii_lowercase(),
+                    record.content.trim_end_matches('.').to_ascii_lowercase(),
+                )
+            })
+            .collect();
+        let mut own = OwnAddresses(by_name);
+        let aliases: Vec<(String, Vec<IpAddr>)> = cnames
+            .keys()
+            .filter_map(|name| {
+                let mut target = &cnames[name];
+                for _ in 0..MAX_CNAME_HOPS {
+                    if let Some(ips) = own.lookup(target) {
+                        return Some((name.clone(), ips.to_vec()));
+                    }
+                    target = cnames.get(target)?;
+                }
+                None
+            })
+            .collect();
+        own.0.extend(aliases);
+        own
+    }
+
+    fn lookup(&self, name: &str) -> Option<&[IpAddr]> {
+        let name = name.trim_end_matches('.').to_ascii_lowercase();
+        let exact = self.0.get(&name);
+        let wildcard = || {
+            let (_, parent) = name.split_once('.')?;
+            self.0.get(&format!("*.{parent}"))
+        };
+        exact.or_else(wildcard).map(Vec::as_slice)
+    }
+}
+
+/// Origin names resolved through the live state's records (see [`OwnAddresses`]).
+pub struct OwnRecords(pub Arc<ArcSwap<Routing>>);
+
+impl upstream::LocalNames for OwnRecords {
+    fn lookup(&self, name: &str) -> Option<Vec<IpAddr>> {
+        self.0.load().addresses.lookup(name).map(<[IpAddr]>::to_vec)
+    }
+}
+
 /// [`Router`] over the live [`Routing`].
 pub struct ChainRouter {
     routing: Arc<ArcSwap<Routing>>,
     /// The edge's own listeners: an origin there would loop (error 1000).
     listeners: Vec<SocketAddr>,
+    metrics: Option<ChainCache<Routing>>,
     /// `Alt-Svc` value for TCP responses when HTTP/3 is served.
     alt_svc: Option<HeaderValue>,
 }
@@ -120,8 +197,16 @@ impl ChainRouter {
         ChainRouter {
             routing,
             listeners,
+            metrics: None,
             alt_svc: None,
         }
+    }
+
+    /// Hands every routed request its chain's metrics (as a request extension, which the
+    /// pipeline takes).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(ChainCache::new(metrics));
+        self
     }
 
     /// Advertises HTTP/3 on UDP `port` in responses over TCP, for chains whose zones allow it.
@@ -153,6 +238,9 @@ impl Router for ChainRouter {
             ))
         })?;
         let chain = resolve(&routing, conn.sni(), &host)?;
+        if let Some(cache) = &self.metrics {
+            req.extensions.insert(cache.get(&routing, &chain));
+        }
         let stages = routing.stages(&chain);
         let client = client_info(conn, &chain);
         let raw = stages::capture_raw(&stages, req);
@@ -173,7 +261,13 @@ impl Router for ChainRouter {
         let has_response_rules = stages
             .iter()
             .any(|(_, rules)| !rules.rules(Phase::HttpResponseHeadersTransform).is_empty());
-        let request = has_response_rules.then(|| (req.clone(), raw));
+        // Response rules read the head, never the extensions (which hold the chain's metrics).
+        let request = has_response_rules.then(|| {
+            let extensions = std::mem::take(&mut req.extensions);
+            let head = req.clone();
+            req.extensions = extensions;
+            (head, raw)
+        });
         drop(stages);
         Ok((
             route,

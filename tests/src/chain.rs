@@ -3,10 +3,12 @@
 //! origin behind it: what the O2O tests drive with real clients.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use edge_userspace::config::Config;
+use edge_userspace::metrics::Metrics;
 use edge_userspace::serve::{self, Source};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
@@ -80,6 +82,7 @@ pub struct RunningEdge {
     /// HTTP/3 over QUIC (UDP, same address as `https`), unless switched off.
     pub h3: Option<SocketAddr>,
     pub ca_pem: Vec<u8>,
+    pub metrics: Arc<Metrics>,
     /// The control socket.
     pub control: std::path::PathBuf,
     _dir: tempfile::TempDir,
@@ -127,6 +130,7 @@ impl RunningEdge {
             http: bound.http.context("plain listener bound")?,
             h3: bound.h3,
             ca_pem: std::fs::read(&bound.ca_pem)?,
+            metrics: bound.metrics,
             control: bound.control.clone(),
             _dir: dir,
             stop: Some(stop),

@@ -146,8 +146,10 @@ pub async fn serve<H: Handler>(
         let watcher = graceful.watcher();
         let (tls, handler, http) = (tls.clone(), handler.clone(), http.clone());
         let handshake_timeout = limits.tls_handshake_timeout;
+        let accepted = handler.accepted();
         connections.spawn(async move {
             let _permit = permit;
+            let _accepted = accepted;
             let _ = tcp.set_nodelay(true);
             let Ok(local) = tcp.local_addr() else { return };
             match tls {

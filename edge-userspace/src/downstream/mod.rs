@@ -57,4 +57,8 @@ pub trait Handler: Clone + Send + Sync + 'static {
         conn: Arc<ConnInfo>,
         req: Request<Incoming>,
     ) -> impl Future<Output = Response<Self::Body>> + Send;
+
+    /// Called for every accepted connection; what it returns lives as long as the connection
+    /// (e.g. a guard counting open connections).
+    fn accepted(&self) -> impl Send + 'static {}
 }

@@ -21,6 +21,7 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
 
 use crate::downstream::{self, BoxError, ConnInfo};
+use crate::metrics::{ChainMetrics, InFlight, Metrics};
 use crate::upstream::{self, IdleTimeout, Origin, UpstreamError};
 pub use edge_headers::{LoopGuard, RequestIds};
 pub use error_page::{ErrorPage, error_response};
@@ -81,6 +82,9 @@ pub struct PipelineConfig {
     pub node: String,
     /// Longest silence inside a client's request body.
     pub request_body_idle_timeout: std::time::Duration,
+    /// Where requests and connections are counted; per chain when the router puts its chain's
+    /// [`ChainMetrics`] into the request's extensions.
+    pub metrics: Option<Arc<Metrics>>,
 }
 
 impl Default for PipelineConfig {
@@ -89,6 +93,7 @@ impl Default for PipelineConfig {
             loop_guard: LoopGuard::default(),
             node: "EDGE".into(),
             request_body_idle_timeout: std::time::Duration::from_secs(60),
+            metrics: None,
         }
     }
 }
@@ -119,10 +124,12 @@ impl<R: Router> Proxy<R> {
         B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<BoxError>,
     {
+        let started = std::time::Instant::now();
         let ray = self.ids.next();
         // Kept for the error page: the request itself moves into the pipeline.
         let request_headers = error_page_headers(req.headers());
-        let mut response = match self.proxy(conn, req, &ray).await {
+        let mut in_flight = None;
+        let mut response = match self.proxy(conn, req, &ray, &mut in_flight).await {
             Ok(response) => response,
             Err(Reply::Response(response)) => *response,
             Err(Reply::Error(page)) => page.render(
@@ -131,6 +138,10 @@ impl<R: Router> Proxy<R> {
             ),
         };
         response.headers_mut().insert(edge_headers::CF_RAY, ray);
+        let unrouted = || Some(self.config.metrics.as_ref()?.unrouted().start());
+        if let Some(in_flight) = in_flight.or_else(unrouted) {
+            in_flight.answered(response.status(), started.elapsed());
+        }
         response
     }
 
@@ -139,6 +150,7 @@ impl<R: Router> Proxy<R> {
         conn: &ConnInfo,
         mut req: Request<B>,
         ray: &HeaderValue,
+        in_flight: &mut Option<InFlight>,
     ) -> Result<Response<Body>, Reply>
     where
         B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
@@ -160,7 +172,11 @@ impl<R: Router> Proxy<R> {
         edge_headers::on_request(&mut parts.headers, conn, ray, &self.config.loop_guard)?;
 
         // Phase 2, route: chain resolution and the zones' request stages.
-        let (route, state) = self.router.route(conn, &mut parts)?;
+        let routed = self.router.route(conn, &mut parts);
+        if let Some(chain) = parts.extensions.remove::<Arc<ChainMetrics>>() {
+            *in_flight = Some(chain.start());
+        }
+        let (route, state) = routed?;
 
         // Phase 3, upstream.
         let body = IdleTimeout::new(body, self.config.request_body_idle_timeout);
@@ -183,6 +199,9 @@ impl<R: Router> Proxy<R> {
                 if error.caused_by::<LengthLimitError>() {
                     body_too_large()
                 } else {
+                    if let Some(in_flight) = in_flight {
+                        in_flight.upstream_error();
+                    }
                     upstream_error(&route.origin, &error)
                 }
             })?;
@@ -239,6 +258,10 @@ impl<R: Router> downstream::Handler for Arc<Proxy<R>> {
 
     async fn handle(&self, conn: Arc<ConnInfo>, req: Request<Incoming>) -> Response<Body> {
         self.respond(&conn, req).await
+    }
+
+    fn accepted(&self) -> impl Send + 'static {
+        self.config.metrics.as_ref().map(|m| m.connection())
     }
 }
 

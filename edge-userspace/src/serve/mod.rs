@@ -16,8 +16,9 @@ use tokio::sync::watch;
 use crate::config::Config;
 use crate::control::{self, Control};
 use crate::downstream::{self, Limits, LocalCa, h3};
+use crate::metrics::Metrics;
 use crate::pipeline::{PipelineConfig, Proxy};
-use crate::routing::ChainRouter;
+use crate::routing::{ChainRouter, OwnRecords};
 use crate::upstream::{self, ClientConfig};
 
 /// Where the config comes from; a file is read again on SIGHUP.
@@ -44,6 +45,8 @@ pub struct Bound {
     /// HTTP/3 (UDP, same address as `https`), unless switched off.
     pub h3: Option<SocketAddr>,
     pub ca_pem: PathBuf,
+    /// The edge's metrics, for the control socket's `/metrics`.
+    pub metrics: Arc<Metrics>,
     /// The control socket (`edge ctl --socket`).
     pub control: PathBuf,
 }
@@ -96,7 +99,8 @@ pub async fn run(
         None => None,
     };
     let (routing, acceptor) = (control.routing(), control.acceptor());
-    let router = ChainRouter::new(routing.clone(), listeners.clone());
+    let metrics = Metrics::new();
+    let router = ChainRouter::new(routing.clone(), listeners.clone()).with_metrics(metrics.clone());
     let h3_addr = quic.as_ref().map(h3::Listener::local_addr).transpose()?;
     let router = match h3_addr {
         Some(addr) => router.with_alt_svc(addr.port()),
@@ -104,8 +108,12 @@ pub async fn run(
     };
     let proxy = Proxy::new(
         router,
-        upstream::Client::new(ClientConfig::default())?,
-        PipelineConfig::default(),
+        upstream::Client::new(ClientConfig::default())?
+            .with_local_names(Arc::new(OwnRecords(routing.clone()))),
+        PipelineConfig {
+            metrics: Some(metrics.clone()),
+            ..PipelineConfig::default()
+        },
     );
 
     let bound = Bound {
@@ -114,6 +122,7 @@ pub async fn run(
         echo,
         h3: h3_addr,
         ca_pem,
+        metrics,
         control: control_socket.path().to_owned(),
     };
     let (stop_control, control_stopped) = tokio::sync::oneshot::channel::<()>();

@@ -1,70 +1,102 @@
-//! Opens origin connections: TCP, then TLS with the configured SNI and verification.
+//! Opens origin connections: the origin's name resolved (this edge's own records first, then
+//! the system resolver), TCP to the first address that answers, then TLS with the configured
+//! SNI and verification.
 //!
 //! The ALPN result tells the pool whether the connection is HTTP/2 (multiplexed, shared by all
 //! requests to the origin) or HTTP/1.1 (one request at a time).
 
-use std::future::Future;
 use std::io;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::Uri;
 use hyper::rt::{Read, ReadBufCursor, Write};
-use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
-use tower_service::Service;
 
-use crate::downstream::BoxError;
+use super::LocalNames;
 
 /// TLS parameters of the connections one pool opens.
 #[derive(Clone)]
 pub(super) struct TlsParams {
     pub connector: TlsConnector,
     pub sni: ServerName<'static>,
-    pub handshake_timeout: Duration,
 }
 
-/// Connector for one origin: always dials `address`, whatever authority the request URI
-/// carries (that is the virtual host the origin should see, not where it lives); plain when
-/// `tls` is `None`.
-#[derive(Clone)]
-pub(super) struct OriginConnector {
-    pub tcp: HttpConnector,
-    pub address: Uri,
+/// Opens connections to one origin.
+pub(super) struct Dialer {
+    pub host: String,
+    pub port: u16,
     pub tls: Option<TlsParams>,
+    /// Bounds resolving, each TCP connect and the TLS handshake.
+    pub connect_timeout: Duration,
+    pub names: Option<Arc<dyn LocalNames>>,
 }
 
-impl Service<Uri> for OriginConnector {
-    type Response = OriginIo;
-    type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<OriginIo, BoxError>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.tcp.poll_ready(cx).map_err(Into::into)
+impl Dialer {
+    pub async fn dial(&self) -> io::Result<OriginIo> {
+        let tcp = self.tcp().await?;
+        let Some(tls) = &self.tls else {
+            return Ok(OriginIo::Plain(TokioIo::new(tcp)));
+        };
+        let handshake = tls.connector.connect(tls.sni.clone(), tcp);
+        let stream = tokio::time::timeout(self.connect_timeout, handshake)
+            .await
+            .map_err(|_| {
+                io::Error::new(io::ErrorKind::TimedOut, "origin TLS handshake timed out")
+            })??;
+        Ok(OriginIo::Tls(Box::new(TokioIo::new(stream))))
     }
 
-    fn call(&mut self, _virtual_host: Uri) -> Self::Future {
-        let tcp = self.tcp.call(self.address.clone());
-        let tls = self.tls.clone();
-        Box::pin(async move {
-            let tcp = tcp.await?.into_inner();
-            let Some(tls) = tls else {
-                return Ok(OriginIo::Plain(TokioIo::new(tcp)));
-            };
-            let handshake = tls.connector.connect(tls.sni, tcp);
-            let stream = tokio::time::timeout(tls.handshake_timeout, handshake)
-                .await
-                .map_err(|_| {
-                    io::Error::new(io::ErrorKind::TimedOut, "origin TLS handshake timed out")
-                })??;
-            Ok(OriginIo::Tls(Box::new(TokioIo::new(stream))))
-        })
+    /// Tries the origin's addresses in order; the last error is the one reported.
+    async fn tcp(&self) -> io::Result<TcpStream> {
+        let mut last = io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("{} has no address", self.host),
+        );
+        for addr in self.addresses().await? {
+            match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
+                Ok(Ok(tcp)) => {
+                    tcp.set_nodelay(true)?;
+                    return Ok(tcp);
+                }
+                Ok(Err(error)) => last = error,
+                Err(_) => {
+                    last = io::Error::new(io::ErrorKind::TimedOut, format!("connecting to {addr}"))
+                }
+            }
+        }
+        Err(last)
+    }
+
+    /// An IP address as is; a name from this edge's own records when it has them (an origin
+    /// on this edge must not depend on public DNS agreeing), else from the system resolver.
+    async fn addresses(&self) -> io::Result<Vec<SocketAddr>> {
+        let host = self.host.trim_start_matches('[').trim_end_matches(']');
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            return Ok(vec![SocketAddr::new(ip, self.port)]);
+        }
+        if let Some(ips) = self.names.as_ref().and_then(|names| names.lookup(host))
+            && !ips.is_empty()
+        {
+            return Ok(ips
+                .into_iter()
+                .map(|ip| SocketAddr::new(ip, self.port))
+                .collect());
+        }
+        let lookup = tokio::net::lookup_host((host, self.port));
+        match tokio::time::timeout(self.connect_timeout, lookup).await {
+            Ok(addrs) => Ok(addrs?.collect()),
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("resolving {host}"),
+            )),
+        }
     }
 }
 
@@ -74,18 +106,12 @@ pub(super) enum OriginIo {
     Tls(Box<TokioIo<TlsStream<TcpStream>>>),
 }
 
-impl Connection for OriginIo {
-    fn connected(&self) -> Connected {
+impl OriginIo {
+    /// `true` when ALPN chose HTTP/2; plain connections speak HTTP/1.1.
+    pub fn is_h2(&self) -> bool {
         match self {
-            OriginIo::Plain(_) => Connected::new(),
-            OriginIo::Tls(stream) => {
-                let connected = Connected::new();
-                if stream.inner().get_ref().1.alpn_protocol() == Some(b"h2") {
-                    connected.negotiated_h2()
-                } else {
-                    connected
-                }
-            }
+            OriginIo::Plain(_) => false,
+            OriginIo::Tls(stream) => stream.inner().get_ref().1.alpn_protocol() == Some(b"h2"),
         }
     }
 }

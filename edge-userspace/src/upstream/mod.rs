@@ -1,19 +1,23 @@
 //! Origin side: pooled HTTP/1.1 and HTTP/2 connections, TLS to origins, timeouts and the
 //! mapping of origin failures onto 502 / 504.
 //!
-//! One hyper-util pool exists per [`Origin`] (host, port, TLS, SNI, verification), and inside it
-//! one per virtual host: the request URI carries the `Host` the origin should see (so HTTP/2
-//! origins get it as `:authority`) while the connector dials the origin's own address. The pool
-//! retries a request only when hyper hands it back unsent because a reused idle connection
-//! turned out closed, i.e. the origin never saw it.
+//! One pool exists per [`Origin`] (host, port, TLS, SNI, verification): the request carries
+//! the `Host` the origin should see (so HTTP/2 origins get it as `:authority`) while the
+//! connection goes to the origin's own address. A request is sent again only when it is
+//! idempotent and provably never reached the origin: hyper handed it back unsent (a pooled
+//! connection that turned out closed) or the connection was refused or reset before any byte
+//! of it was written.
 
 mod connector;
 mod idle;
-mod permit;
+mod lease;
+mod pool;
 mod progress;
 
 use std::collections::HashMap;
 use std::fmt;
+use std::io;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,25 +25,32 @@ use bytes::Bytes;
 use http::header::HOST;
 use http::{Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client as PoolClient;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls::RootCertStore;
 use rustls::pki_types::ServerName;
-use tokio::sync::Semaphore;
 
 use crate::downstream::BoxError;
-use connector::{AnyOriginCert, OriginConnector, TlsParams};
+use connector::{AnyOriginCert, Dialer, TlsParams};
 use http_body_util::BodyExt;
 pub use idle::{BodyIdleTimeout, IdleTimeout};
-pub use permit::Permitted;
+pub use lease::Leased;
+use pool::{Conn, OriginPool};
 use progress::{Progress, Tracked};
 
 /// Body type sent to origins.
 pub type RequestBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
 /// Body type received from origins: the raw stream, failing after the idle-body timeout and
-/// holding the origin's in-flight slot.
-pub type ResponseBody = Permitted<IdleTimeout<Incoming>>;
+/// holding the origin's in-flight slot (and its HTTP/1.1 connection, until the body ends).
+pub type ResponseBody = Leased<IdleTimeout<Incoming>>;
+
+/// Sends after the first, for requests that never reached the origin.
+const MAX_RETRIES: usize = 2;
+
+/// Addresses this edge knows itself (its zones' A/AAAA records), asked before the system
+/// resolver for origin names.
+pub trait LocalNames: Send + Sync + 'static {
+    /// `None` (or nothing) when the name is not one of this edge's records.
+    fn lookup(&self, name: &str) -> Option<Vec<IpAddr>>;
+}
 
 /// Where a request goes.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -158,22 +169,14 @@ impl fmt::Display for UpstreamError {
 
 impl std::error::Error for UpstreamError {}
 
-type Pool = PoolClient<OriginConnector, RequestBody>;
-
 /// Origin client: one pool per [`Origin`], created on first use; clones share the pools.
 #[derive(Clone)]
 pub struct Client {
     config: Arc<ClientConfig>,
     strict: tokio_rustls::TlsConnector,
     full: tokio_rustls::TlsConnector,
-    pools: Arc<Mutex<HashMap<Origin, OriginPool>>>,
-}
-
-/// The connections of one origin and its in-flight slots.
-#[derive(Clone)]
-struct OriginPool {
-    pool: Pool,
-    slots: Arc<Semaphore>,
+    names: Option<Arc<dyn LocalNames>>,
+    pools: Arc<Mutex<HashMap<Origin, Arc<OriginPool>, foldhash::fast::RandomState>>>,
 }
 
 impl Client {
@@ -214,48 +217,58 @@ impl Client {
             strict: tls(None),
             full: tls(Some(Arc::new(AnyOriginCert(provider.clone())))),
             config: Arc::new(config),
+            names: None,
             pools: Arc::default(),
         })
     }
 
-    /// Sends `req` (whose URI carries only path and query, and whose `Host` header names the
-    /// virtual host) to `origin`.
+    /// Resolves origin names through `names` first; set before the first request.
+    pub fn with_local_names(mut self, names: Arc<dyn LocalNames>) -> Self {
+        self.names = Some(names);
+        self
+    }
+
+    /// Sends `req` (whose `Host` header names the virtual host) to `origin`.
     ///
     /// Returns when the response head has arrived; the body then streams with the idle-body
     /// timeout. Failures of one origin only fail the requests sent to it.
     pub async fn send(
         &self,
         origin: &Origin,
-        mut req: Request<RequestBody>,
+        req: Request<RequestBody>,
     ) -> Result<Response<ResponseBody>, UpstreamError> {
-        let host = req.headers().get(HOST).and_then(|h| h.to_str().ok());
-        *req.uri_mut() = origin_uri(origin, host, req.uri())?;
-        let OriginPool { pool, slots } = self.pool(origin)?;
+        let pool = self.pool(origin)?;
         let timeout = self.config.header_timeout;
         // Waiting for a slot counts against the header timeout: the client waits either way.
         let progress = Progress::new();
-        let permit = tokio::time::timeout_at(progress.deadline(timeout), slots.acquire_owned())
-            .await
-            .map_err(|_| UpstreamError::Timeout("too many requests in flight to the origin"))?
-            .expect("origin semaphores are never closed");
+        let permit = tokio::time::timeout_at(
+            progress.deadline(timeout),
+            pool.slots.clone().acquire_owned(),
+        )
+        .await
+        .map_err(|_| UpstreamError::Timeout("too many requests in flight to the origin"))?
+        .expect("origin semaphores are never closed");
         let req = req.map(|body| Tracked::new(body, progress.clone()).boxed_unsync());
-        let response = pool.request(req);
-        tokio::pin!(response);
-        let response = loop {
-            tokio::select! {
-                response = &mut response => break response.map_err(classify)?,
-                () = tokio::time::sleep_until(progress.deadline(timeout)) => {
-                    if progress.deadline(timeout) <= tokio::time::Instant::now() {
-                        return Err(UpstreamError::Timeout("no response head in time"));
+        let (response, connection) = {
+            let response = send_retrying(&pool, origin, req);
+            tokio::pin!(response);
+            loop {
+                tokio::select! {
+                    response = &mut response => break response?,
+                    () = tokio::time::sleep_until(progress.deadline(timeout)) => {
+                        if progress.deadline(timeout) <= tokio::time::Instant::now() {
+                            return Err(UpstreamError::Timeout("no response head in time"));
+                        }
                     }
                 }
             }
         };
         let idle = self.config.idle_body_timeout;
-        Ok(response.map(|body| Permitted::new(IdleTimeout::new(body, idle), permit)))
+        let connection = connection.map(|sender| (pool, sender));
+        Ok(response.map(|body| Leased::new(IdleTimeout::new(body, idle), permit, connection)))
     }
 
-    fn pool(&self, origin: &Origin) -> Result<OriginPool, UpstreamError> {
+    fn pool(&self, origin: &Origin) -> Result<Arc<OriginPool>, UpstreamError> {
         let mut pools = self.pools.lock().expect("pool map lock poisoned");
         if let Some(pool) = pools.get(origin) {
             return Ok(pool.clone());
@@ -270,32 +283,87 @@ impl Client {
                 },
                 sni: ServerName::try_from(tls.sni.clone())
                     .map_err(|_| UpstreamError::BadOrigin(format!("invalid SNI {:?}", tls.sni)))?,
-                handshake_timeout: self.config.connect_timeout,
             }),
         };
-        let mut tcp = HttpConnector::new();
-        tcp.enforce_http(false);
-        tcp.set_nodelay(true);
-        tcp.set_connect_timeout(Some(self.config.connect_timeout));
-        let pool = PoolClient::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(self.config.pool_idle_timeout)
-            .pool_max_idle_per_host(self.config.pool_max_idle_per_origin)
-            .retry_canceled_requests(true)
-            .set_host(false)
-            .build(OriginConnector {
-                tcp,
-                address: origin_uri(origin, None, &Uri::default())?,
-                tls,
-            });
-        let pool = OriginPool {
-            pool,
-            slots: Arc::new(Semaphore::new(self.config.max_in_flight_per_origin)),
+        let dialer = Dialer {
+            host: origin.host.clone(),
+            port: origin.port,
+            tls,
+            connect_timeout: self.config.connect_timeout,
+            names: self.names.clone(),
         };
+        let pool = OriginPool::new(
+            dialer,
+            self.config.max_in_flight_per_origin,
+            self.config.pool_max_idle_per_origin,
+            self.config.pool_idle_timeout,
+        );
         pools.insert(origin.clone(), pool.clone());
         Ok(pool)
     }
+}
+
+type Sent = (
+    Response<Incoming>,
+    Option<hyper::client::conn::http1::SendRequest<RequestBody>>,
+);
+
+/// Sends `req` on a pooled or new connection; sends it again, up to [`MAX_RETRIES`] times,
+/// only when it is idempotent and never reached the origin. An HTTP/1.1 connection comes back
+/// with the response, to be returned to the pool when the body ends.
+async fn send_retrying(
+    pool: &OriginPool,
+    origin: &Origin,
+    mut req: Request<RequestBody>,
+) -> Result<Sent, UpstreamError> {
+    let idempotent = req.method().is_idempotent();
+    let mut retries = 0;
+    loop {
+        let retry = idempotent && retries < MAX_RETRIES;
+        retries += 1;
+        let conn = match pool.checkout().await {
+            Ok(conn) => conn,
+            Err(error) if retry && never_connected(&error) => continue,
+            Err(error) => return Err(classify(Box::new(error))),
+        };
+        let unsent = match conn {
+            Conn::Http1(mut sender) => {
+                // Origin-form: the authority travels in `Host`.
+                let path = req.uri().path_and_query().cloned();
+                *req.uri_mut() = path.map_or_else(|| Uri::from_static("/"), Uri::from);
+                match sender.try_send_request(req).await {
+                    Ok(response) => return Ok((response, Some(sender))),
+                    Err(mut error) => match error.take_message() {
+                        Some(unsent) if retry => unsent,
+                        _ => return Err(classify(Box::new(error.into_error()))),
+                    },
+                }
+            }
+            Conn::Http2(mut sender) => {
+                let host = req.headers().get(HOST).and_then(|h| h.to_str().ok());
+                *req.uri_mut() = origin_uri(origin, host, req.uri())?;
+                match sender.try_send_request(req).await {
+                    Ok(response) => return Ok((response, None)),
+                    Err(mut error) => match error.take_message() {
+                        Some(unsent) if retry => unsent,
+                        _ => return Err(classify(Box::new(error.into_error()))),
+                    },
+                }
+            }
+        };
+        tracing::debug!(origin = %origin.host, port = origin.port, "request never reached the origin, sending it again");
+        req = unsent;
+    }
+}
+
+/// Refused or reset while connecting: the request was not written yet.
+fn never_connected(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+    )
 }
 
 /// `scheme://authority/path?query`, the authority being `host` (the virtual host) when given,
@@ -319,8 +387,8 @@ fn origin_uri(origin: &Origin, host: Option<&str>, uri: &Uri) -> Result<Uri, Ups
 
 /// Timeouts anywhere in the cause chain (TCP connect, origin TLS handshake) are 504s; every
 /// other failure is the origin misbehaving: 502.
-fn classify(error: hyper_util::client::legacy::Error) -> UpstreamError {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
+fn classify(error: BoxError) -> UpstreamError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error.as_ref());
     while let Some(cause) = source {
         if let Some(io) = cause.downcast_ref::<std::io::Error>()
             && io.kind() == std::io::ErrorKind::TimedOut
@@ -329,5 +397,5 @@ fn classify(error: hyper_util::client::legacy::Error) -> UpstreamError {
         }
         source = cause.source();
     }
-    UpstreamError::Failed(Box::new(error))
+    UpstreamError::Failed(error)
 }
