@@ -13,6 +13,7 @@ mod maps;
 mod program;
 mod routes;
 mod settings;
+mod sync;
 
 pub use counters::Counters;
 pub use flows::{FlowInfo, Flows, Verdict};
@@ -20,3 +21,4 @@ pub use maps::Maps;
 pub use program::{AttachMode, Classifier, DEFAULT_PIN_ROOT, LoadOptions};
 pub use routes::{HostnameError, RouteAction, RouteTarget, Routes, route_key};
 pub use settings::{Settings, UnknownSni};
+pub use sync::{Plan, RouteSync, plan, wanted};
