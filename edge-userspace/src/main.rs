@@ -30,6 +30,10 @@ enum Command {
     Serve {
         #[arg(long, short)]
         config: PathBuf,
+        /// Runtime worker threads, to size the edge to the cores it is given
+        /// [default: one per CPU].
+        #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
+        workers: Option<usize>,
     },
     /// Serve the embedded demo: an O2O chain, a non-O2O hostname, an echo origin.
     Demo {
@@ -59,9 +63,11 @@ fn main() -> Result<()> {
         .init();
     match Cli::parse().command {
         Command::Xdp(command) => edge_userspace::xdp::cli::run(command),
-        Command::Serve { config } => serve_until_signalled(Source::File(config), |bound| {
-            tracing::info!(https = %bound.https, http = ?bound.http, "serving");
-        }),
+        Command::Serve { config, workers } => {
+            serve_until_signalled(Source::File(config), workers, |bound| {
+                tracing::info!(https = %bound.https, http = ?bound.http, "serving");
+            })
+        }
         Command::Demo {
             https,
             http,
@@ -69,7 +75,7 @@ fn main() -> Result<()> {
             dir,
         } => {
             let config = serve::demo::config(https, http, echo, dir)?;
-            serve_until_signalled(Source::Inline(Box::new(config)), |bound| {
+            serve_until_signalled(Source::Inline(Box::new(config)), None, |bound| {
                 // A closed stdout (`edge demo | head`) must not take the edge down.
                 let _ = writeln!(std::io::stdout(), "{}", serve::demo::instructions(bound));
             })
@@ -77,8 +83,16 @@ fn main() -> Result<()> {
     }
 }
 
-fn serve_until_signalled(source: Source, ready: impl FnOnce(&serve::Bound)) -> Result<()> {
-    tokio::runtime::Runtime::new()?.block_on(async {
+fn serve_until_signalled(
+    source: Source,
+    workers: Option<usize>,
+    ready: impl FnOnce(&serve::Bound),
+) -> Result<()> {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(workers) = workers {
+        runtime.worker_threads(workers);
+    }
+    runtime.enable_all().build()?.block_on(async {
         // Installed before anything binds, so an early SIGTERM is not lost.
         let shutdown = shutdown_signal()?;
         serve::run(source, ready, shutdown).await

@@ -28,7 +28,14 @@ use crate::upstream;
 pub struct Routing {
     snapshot: Snapshot,
     /// By zone id.
-    rules: HashMap<Arc<str>, ZoneRules>,
+    zones: HashMap<Arc<str>, CompiledZone>,
+}
+
+/// What a stage needs of its zone on every request.
+struct CompiledZone {
+    rules: ZoneRules,
+    /// Bytes; from the zone's `max_upload`.
+    max_request_body: Option<u64>,
 }
 
 impl Routing {
@@ -37,17 +44,26 @@ impl Routing {
     /// map stores them).
     pub fn build(state: &State, previous: Option<&Routing>) -> Result<Routing> {
         state.validate()?;
-        let mut rules = HashMap::with_capacity(state.zones.len());
+        let mut zones = HashMap::with_capacity(state.zones.len());
         for zone in &state.zones {
-            let compiled = ZoneRules::compile(&zone.zone.rulesets)
+            let rules = ZoneRules::compile(&zone.zone.rulesets)
                 .with_context(|| format!("zone {} ({}): rulesets", zone.zone.name, zone.zone.id))?;
-            rules.insert(Arc::from(zone.zone.id.as_str()), compiled);
+            let max_request_body = zone
+                .zone
+                .settings
+                .max_upload
+                .map(|mb| u64::from(mb.get()) << 20);
+            let compiled = CompiledZone {
+                rules,
+                max_request_body,
+            };
+            zones.insert(Arc::from(zone.zone.id.as_str()), compiled);
         }
         let snapshot = match previous {
             Some(previous) => previous.snapshot.rebuild(state),
             None => Snapshot::build(state),
         };
-        Ok(Routing { snapshot, rules })
+        Ok(Routing { snapshot, zones })
     }
 
     pub fn snapshot(&self) -> &Snapshot {
@@ -59,14 +75,23 @@ impl Routing {
         chain
             .stages
             .iter()
-            .map(|stage| {
-                let rules = self
-                    .rules
-                    .get(&stage.zone_id)
-                    .expect("every chain stage is a zone of the same state");
-                (&*stage.zone_name, rules)
-            })
+            .map(|stage| (&*stage.zone_name, &self.zone(&stage.zone_id).rules))
             .collect()
+    }
+
+    /// The strictest body limit of the chain's zones.
+    fn max_request_body(&self, chain: &Chain) -> Option<u64> {
+        chain
+            .stages
+            .iter()
+            .filter_map(|stage| self.zone(&stage.zone_id).max_request_body)
+            .min()
+    }
+
+    fn zone(&self, id: &str) -> &CompiledZone {
+        self.zones
+            .get(id)
+            .expect("every chain stage is a zone of the same state")
     }
 }
 
@@ -105,15 +130,7 @@ impl Router for ChainRouter {
         })?;
         let chain = resolve(&routing, conn.sni(), &host)?;
         let stages = routing.stages(&chain);
-        let metadata = chain
-            .custom_hostname
-            .as_ref()
-            .and_then(|h| h.metadata.as_deref());
-        let client = ClientInfo {
-            ip: conn.peer.ip(),
-            tls: conn.tls.is_some(),
-            metadata,
-        };
+        let client = client_info(conn, &chain);
         let raw = stages::capture_raw(&stages, req);
         let overrides = match stages::run_request(&stages, chain.o2o, req, &client, &raw, None) {
             RequestOutcome::Continue(overrides) => overrides,
@@ -123,7 +140,12 @@ impl Router for ChainRouter {
                 ))));
             }
         };
-        let route = self.origin(&chain, &host, req, overrides)?;
+        let (origin, host_header) = self.origin(&chain, &host, req, overrides)?;
+        let route = Route {
+            origin,
+            host_header,
+            max_request_body: routing.max_request_body(&chain),
+        };
         let has_response_rules = stages
             .iter()
             .any(|(_, rules)| !rules.rules(Phase::HttpResponseHeadersTransform).is_empty());
@@ -144,29 +166,20 @@ impl Router for ChainRouter {
             return;
         };
         let stages = pending.routing.stages(&pending.chain);
-        let metadata = pending
-            .chain
-            .custom_hostname
-            .as_ref()
-            .and_then(|h| h.metadata.as_deref());
-        let client = ClientInfo {
-            ip: conn.peer.ip(),
-            tls: conn.tls.is_some(),
-            metadata,
-        };
+        let client = client_info(conn, &pending.chain);
         stages::run_response(&stages, req, &client, raw, resp, None);
     }
 }
 
 impl ChainRouter {
-    /// The chain's origin with the origin rules' overrides applied.
+    /// The chain's origin and the `Host` it receives, origin rules applied.
     fn origin(
         &self,
         chain: &Chain,
         visitor_host: &str,
         req: &request::Parts,
         overrides: RouteOverride,
-    ) -> Result<Route, Reply> {
+    ) -> Result<(upstream::Origin, HeaderValue), Reply> {
         let origin = &chain.origin;
         let host = overrides
             .origin_host
@@ -200,16 +213,24 @@ impl ChainRouter {
                 HeaderValue::from_str(name).expect("host names are valid header values")
             }
         };
-        Ok(Route {
-            origin: upstream::Origin { host, port, tls },
-            host_header,
-            max_request_body: None,
-        })
+        Ok((upstream::Origin { host, port, tls }, host_header))
     }
 
     fn is_own_listener(&self, host: &str, port: u16) -> bool {
         host.parse()
             .is_ok_and(|ip| self.listeners.contains(&SocketAddr::new(ip, port)))
+    }
+}
+
+/// What rules may read about the client and the hostname beyond the request head.
+fn client_info<'a>(conn: &ConnInfo, chain: &'a Chain) -> ClientInfo<'a> {
+    ClientInfo {
+        ip: conn.peer.ip(),
+        tls: conn.tls.is_some(),
+        metadata: chain
+            .custom_hostname
+            .as_ref()
+            .and_then(|h| h.metadata.as_deref()),
     }
 }
 

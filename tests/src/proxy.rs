@@ -227,6 +227,14 @@ impl Drop for Edge {
     }
 }
 
+/// The values of request header `name` as the echo origin received them.
+pub fn echoed_header<'a>(echo: &'a serde_json::Value, name: &str) -> Vec<&'a str> {
+    echo["headers"][name]
+        .as_array()
+        .map(|values| values.iter().map(|v| v.as_str().unwrap()).collect())
+        .unwrap_or_default()
+}
+
 /// A plain origin on loopback (the echo origin).
 pub fn plain_origin(addr: SocketAddr) -> Origin {
     Origin {

@@ -2,7 +2,7 @@
 //! in-process `edge serve`, the echo origin reporting what arrived.
 
 use edge_tests::chain::{RunningEdge, add_rules, o2o_state};
-use edge_tests::proxy::spawn_echo;
+use edge_tests::proxy::{echoed_header, spawn_echo};
 use serde_json::{Value, json};
 
 const O2O: &str = "mystore.example.com";
@@ -14,13 +14,6 @@ const PROVIDER: usize = 1;
 async fn origin_saw(response: reqwest::Response) -> Value {
     assert_eq!(response.status(), 200, "the request reached the origin");
     response.json().await.unwrap()
-}
-
-fn header<'a>(echo: &'a Value, name: &str) -> Vec<&'a str> {
-    echo["headers"][name]
-        .as_array()
-        .map(|values| values.iter().map(|v| v.as_str().unwrap()).collect())
-        .unwrap_or_default()
 }
 
 #[tokio::test]
@@ -38,12 +31,12 @@ async fn o2o_header_reaches_the_origin_exactly_for_o2o_chains_and_cannot_be_forg
                 .unwrap();
             let seen = origin_saw(forged).await;
             assert_eq!(
-                header(&seen, "cf-connecting-o2o"),
+                echoed_header(&seen, "cf-connecting-o2o"),
                 expected,
                 "{host} http2={http2}"
             );
-            assert_eq!(header(&seen, "host"), vec![host]);
-            assert_eq!(header(&seen, "cf-connecting-ip"), vec!["127.0.0.1"]);
+            assert_eq!(echoed_header(&seen, "host"), vec![host]);
+            assert_eq!(echoed_header(&seen, "cf-connecting-ip"), vec!["127.0.0.1"]);
         }
     }
     edge.stop().await.unwrap();
@@ -137,8 +130,8 @@ async fn customer_rules_run_first_and_a_customer_block_never_reaches_the_provide
     );
     assert_eq!(response.headers()["x-response-last"], "customer");
     let seen = origin_saw(response).await;
-    assert_eq!(header(&seen, "x-stages"), ["customer", "provider"]);
-    assert_eq!(header(&seen, "x-last-stage"), ["provider"]);
+    assert_eq!(echoed_header(&seen, "x-stages"), ["customer", "provider"]);
+    assert_eq!(echoed_header(&seen, "x-last-stage"), ["provider"]);
 
     let single = origin_saw(
         client
@@ -149,7 +142,7 @@ async fn customer_rules_run_first_and_a_customer_block_never_reaches_the_provide
     )
     .await;
     assert_eq!(
-        header(&single, "x-stages"),
+        echoed_header(&single, "x-stages"),
         ["provider"],
         "no customer stage without O2O"
     );
@@ -212,7 +205,7 @@ async fn customer_redirects_and_rewrites_apply_before_the_provider() {
     )
     .await;
     assert_eq!(seen["path"], "/v2/items");
-    assert_eq!(header(&seen, "x-provider-saw-v2"), ["yes"]);
+    assert_eq!(echoed_header(&seen, "x-provider-saw-v2"), ["yes"]);
     edge.stop().await.unwrap();
 }
 
@@ -276,5 +269,37 @@ async fn sni_and_host_of_different_chains_get_421() {
             .unwrap();
         assert_eq!(fronted.status(), 421, "http2={http2}");
     }
+    edge.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_strictest_zone_body_limit_of_the_chain_applies() {
+    let echo = spawn_echo().await.unwrap();
+    let mut state = o2o_state(echo);
+    state["zones"][CUSTOMER]["zone"]["settings"] = json!({"max_upload": 1});
+    let edge = RunningEdge::start(state).await.unwrap();
+    let client = edge.client(&[O2O, NOT_O2O], true);
+    let port = edge.https.port();
+    let two_mb = vec![b'x'; 2 << 20];
+
+    let limited = client
+        .post(format!("https://{O2O}:{port}/upload"))
+        .body(two_mb.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(limited.status(), 413, "the customer zone allows 1 MB");
+    let unlimited = client
+        .post(format!("https://{NOT_O2O}:{port}/upload"))
+        .body(two_mb)
+        .send()
+        .await
+        .unwrap();
+    let seen = origin_saw(unlimited).await;
+    assert_eq!(
+        seen["body"]["length"],
+        2 << 20,
+        "the provider zone has no limit"
+    );
     edge.stop().await.unwrap();
 }

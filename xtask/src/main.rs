@@ -3,6 +3,7 @@
 //! Every command installs what it needs first (see `setup`), so each works on a
 //! fresh machine of the kind this project targets.
 
+mod bench_proxy;
 mod bench_xdp;
 mod ebpf;
 mod run;
@@ -34,6 +35,9 @@ enum Command {
     Test,
     /// ns per packet of the XDP classifier vs a trivial XDP program (needs root).
     BenchXdp,
+    /// h2load over TLS + HTTP/2: the edge's O2O chain vs nginx, haproxy, h2o, caddy
+    /// (runs ../shared/bench/peers.sh; its env knobs DURATION, ROUNDS, PEERS... pass through).
+    BenchProxy,
 }
 
 fn main() -> Result<()> {
@@ -56,6 +60,7 @@ fn main() -> Result<()> {
             run::status(cmd.args(args))
         }
         Command::BenchXdp => bench_xdp::run(),
+        Command::BenchProxy => bench_proxy::run(),
         Command::Test => {
             setup::all()?;
             ebpf::build()?;

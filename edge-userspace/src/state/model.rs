@@ -41,6 +41,10 @@ pub struct Zone {
 pub struct ZoneSettings {
     #[serde(default)]
     pub ssl: SslMode,
+    /// Largest request body in MB (Cloudflare's `max_upload`); none: unlimited.
+    /// In an O2O chain the smaller of the two zones' limits applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_upload: Option<std::num::NonZeroU32>,
 }
 
 /// Cloudflare's SSL/TLS encryption mode: how the edge talks to the origin.

@@ -142,6 +142,7 @@ fn valid_changes_apply() {
             zone: Zone {
                 settings: ZoneSettings {
                     ssl: SslMode::Strict,
+                    ..ZoneSettings::default()
                 },
                 ..next.zone("zp").unwrap().zone.clone()
             },

@@ -71,7 +71,10 @@ pub struct ClientConfig {
     pub idle_body_timeout: Duration,
     /// Idle pooled connections are closed after this.
     pub pool_idle_timeout: Duration,
-    /// Idle connections kept per origin.
+    /// Idle connections kept per origin. As many as may be in flight: with fewer, every
+    /// burst above the limit closes its extra connections and the next reopens them
+    /// (HTTP/1.1 origins under many multiplexed client streams churned a connection per
+    /// request or so).
     pub pool_max_idle_per_origin: usize,
     /// Requests in flight per origin (head or body still moving). Bounds the connections and
     /// descriptors a hanging origin can tie up; further requests wait within the header
@@ -88,7 +91,7 @@ impl Default for ClientConfig {
             header_timeout: Duration::from_secs(100),
             idle_body_timeout: Duration::from_secs(100),
             pool_idle_timeout: Duration::from_secs(90),
-            pool_max_idle_per_origin: 64,
+            pool_max_idle_per_origin: 1024,
             max_in_flight_per_origin: 1024,
             roots: Arc::new(RootCertStore::from_iter(
                 webpki_roots::TLS_SERVER_ROOTS.iter().cloned(),
