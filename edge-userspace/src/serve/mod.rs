@@ -19,6 +19,7 @@ use crate::pipeline::{PipelineConfig, Proxy};
 use crate::routing::{ChainRouter, Routing};
 use crate::state::{HostnameStatus, MinTlsVersion, State};
 use crate::upstream::{self, ClientConfig};
+use crate::xdp::XdpRuntime;
 
 /// Where the config comes from; a file is read again on SIGHUP.
 pub enum Source {
@@ -42,6 +43,8 @@ pub struct Bound {
     pub http: Option<SocketAddr>,
     pub echo: Option<SocketAddr>,
     pub ca_pem: PathBuf,
+    /// The XDP classifier's runtime (attached or not), for the control API.
+    pub xdp: Arc<XdpRuntime>,
 }
 
 /// Serves until `shutdown` resolves (the binary passes SIGTERM/SIGINT), then
@@ -86,7 +89,11 @@ pub async fn run(
     listeners.extend(http.as_ref().map(|l| l.local_addr()).transpose()?);
 
     let routing = Arc::new(ArcSwap::from_pointee(Routing::build(&config.state, None)?));
-    let acceptor = TlsAcceptor::new(Arc::new(certificates(&config, &ca)?))?;
+    // QUIC shares the TLS listener's port number, over UDP.
+    let tls_port = listeners[0].port();
+    let xdp = XdpRuntime::start(config.xdp.as_ref(), routing.clone(), tls_port, tls_port)?;
+    let acceptor =
+        TlsAcceptor::new(Arc::new(certificates(&config, &ca)?))?.with_classifier(xdp.clone());
     let router = ChainRouter::new(routing.clone(), listeners.clone());
     let proxy = Proxy::new(
         router,
@@ -99,8 +106,15 @@ pub async fn run(
         http: listeners.get(1).copied(),
         echo,
         ca_pem: ca.cert_path().to_owned(),
+        xdp: xdp.clone(),
     };
-    tokio::spawn(reload_on_hangup(source, routing, acceptor.clone(), ca));
+    tokio::spawn(reload_on_hangup(
+        source,
+        routing,
+        acceptor.clone(),
+        ca,
+        xdp.clone(),
+    ));
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
@@ -135,7 +149,8 @@ pub async fn run(
         let _ = stop_tx.send(true);
     };
     let ((), tls_result, plain_result) = tokio::join!(signal, tls_server, plain_server);
-    tls_result.and(plain_result)
+    let detached = xdp.detach().map(drop);
+    tls_result.and(plain_result).and(detached)
 }
 
 /// SIGHUP: read the config again and switch zones, rules and certificates
@@ -145,12 +160,14 @@ async fn reload_on_hangup(
     routing: Arc<ArcSwap<Routing>>,
     acceptor: TlsAcceptor,
     ca: LocalCa,
+    xdp: Arc<XdpRuntime>,
 ) {
     use tokio::signal::unix::{SignalKind, signal};
     let mut hangups = signal(SignalKind::hangup()).expect("installing the SIGHUP handler");
     while hangups.recv().await.is_some() {
         let reloaded = source.load().and_then(|config| {
             let next = Routing::build(&config.state, Some(&routing.load()))?;
+            xdp.sync(next.snapshot())?;
             acceptor.reload(Arc::new(certificates(&config, &ca)?))?;
             routing.store(Arc::new(next));
             Ok(())

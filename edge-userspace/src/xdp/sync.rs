@@ -3,28 +3,40 @@
 //! Updates go in before removals so that a hostname that stays live never
 //! has a moment without a route.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use crate::chain::Snapshot;
 
-use super::{RouteAction, RouteTarget, Routes};
+use super::{RouteAction, RouteTarget, Routes, route_key};
 
-/// The routes a snapshot asks the kernel for, by lower-case hostname.
+/// The chain id of routes that send a flow to userspace: no chain has it
+/// (ids start at 1), so the proxy resolves the name itself.
+pub const USERSPACE_CHAIN: u32 = 0;
+
+/// The routes a snapshot asks the kernel for, by lower-case hostname: every
+/// chain's names, blocked names (drop), and names whose edge error would
+/// otherwise be hidden by their wildcard's chain (passed to userspace).
 pub fn wanted(snapshot: &Snapshot) -> BTreeMap<String, RouteTarget> {
-    snapshot
-        .routes()
-        .map(|route| {
-            let action = if route.blocked {
-                RouteAction::Drop
-            } else {
-                RouteAction::Pass
-            };
+    let routes = snapshot.routes().map(|route| {
+        let action = if route.blocked {
+            RouteAction::Drop
+        } else {
+            RouteAction::Pass
+        };
+        (route.hostname, route.chain_id, action)
+    });
+    let shadowed = snapshot
+        .shadowed()
+        .map(|hostname| (hostname, USERSPACE_CHAIN, RouteAction::Pass));
+    routes
+        .chain(shadowed)
+        .map(|(hostname, chain_id, action)| {
             let target = RouteTarget {
-                chain_id: route.chain_id,
+                chain_id,
                 queue: 0,
                 action,
             };
-            (route.hostname.to_owned(), target)
+            (hostname.to_owned(), target)
         })
         .collect()
 }
@@ -76,6 +88,20 @@ impl RouteSync {
         }
         Ok(changed)
     }
+
+    /// How many routes this process has in the kernel map.
+    pub fn installed(&self) -> usize {
+        self.installed.len()
+    }
+
+    /// The name behind each installed key, for showing the kernel's map
+    /// (which holds SNI hashes only).
+    pub fn names(&self) -> HashMap<u64, &str> {
+        self.installed
+            .keys()
+            .filter_map(|host| Some((route_key(host).ok()?, host.as_str())))
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -111,6 +137,43 @@ mod tests {
             ]
         );
         assert_eq!(plan.removals, vec!["c.example".to_owned()]);
+    }
+
+    /// A pending name below an active wildcard answers 1016 in userspace; the
+    /// kernel must not give it the wildcard's chain, so it gets a route of
+    /// its own to userspace. Pending names without a wildcard stay unknown.
+    #[test]
+    fn names_shadowed_by_a_wildcard_go_to_userspace() {
+        let state: crate::state::State = serde_json::from_value(serde_json::json!({
+            "accounts": [{"id": "acct-provider", "name": "Provider"}],
+            "zones": [{
+                "zone": {"id": "zp", "name": "saasprovider.com", "account": {"id": "acct-provider"}},
+                "dns_records": [
+                    {"id": "r1", "type": "CNAME", "name": "customers.saasprovider.com", "content": "origin.saasprovider.com", "proxied": true},
+                    {"id": "r2", "type": "A", "name": "origin.saasprovider.com", "content": "192.0.2.1", "proxied": true}
+                ],
+                "custom_hostname_settings": {"cname_target": "customers.saasprovider.com"},
+                "fallback_origin": {"origin": "origin.saasprovider.com", "status": "active"},
+                "custom_hostnames": [
+                    {"id": "c1", "hostname": "*.shops.com", "status": "active"},
+                    {"id": "c2", "hostname": "pending.shops.com", "status": "pending"},
+                    {"id": "c3", "hostname": "blocked.shops.com", "status": "blocked"},
+                    {"id": "c4", "hostname": "pending.elsewhere.com", "status": "pending"}
+                ]
+            }]
+        }))
+        .unwrap();
+        let snapshot = Snapshot::build(&state);
+        let wanted = wanted(&snapshot);
+        let wildcard = snapshot.resolve("any.shops.com").unwrap().id;
+        assert_eq!(wanted["*.shops.com"], target(wildcard, RouteAction::Pass));
+        assert_eq!(
+            wanted["pending.shops.com"],
+            target(USERSPACE_CHAIN, RouteAction::Pass)
+        );
+        assert_eq!(wanted["blocked.shops.com"], target(0, RouteAction::Drop));
+        assert!(!wanted.contains_key("pending.elsewhere.com"));
+        assert!(snapshot.resolve("pending.shops.com").is_err());
     }
 
     #[test]
