@@ -36,6 +36,9 @@ pub struct XdpRuntime {
     routing: Arc<ArcSwap<Routing>>,
     accept: AcceptPath,
     control: Mutex<Control>,
+    /// The runtime that forwards the program's debug log to tracing, so that
+    /// control calls may come from any thread.
+    logs: Option<tokio::runtime::Handle>,
 }
 
 struct Control {
@@ -66,7 +69,8 @@ impl XdpRuntime {
     /// The runtime for an edge whose TLS listener is on `tls_port` and QUIC
     /// on `quic_port` (both watched besides 443), reading `routing`.
     /// Attached at once when `config` is given; detached otherwise, until
-    /// [`XdpRuntime::attach`].
+    /// [`XdpRuntime::attach`]. Started inside a tokio runtime, it forwards the
+    /// program's debug log (target `edge_ebpf`) to tracing.
     pub fn start(
         config: Option<&XdpConfig>,
         routing: Arc<ArcSwap<Routing>>,
@@ -83,6 +87,7 @@ impl XdpRuntime {
                 unknown_sni: config.map(|c| c.unknown_sni).unwrap_or_default(),
                 attached: None,
             }),
+            logs: tokio::runtime::Handle::try_current().ok(),
         });
         if let Some(config) = config {
             runtime
@@ -124,7 +129,6 @@ impl XdpRuntime {
 
     /// Loads the program, fills its maps from the live routing and attaches
     /// it to `interface`: in `mode`, or native with a fallback to generic.
-    /// Needs a tokio runtime (the program's debug log is forwarded to tracing).
     pub fn attach(
         &self,
         interface: &str,
@@ -150,7 +154,10 @@ impl XdpRuntime {
             .apply(&mut classifier.maps.routes, self.routing.load().snapshot())
             .context("filling the XDP routes map")?;
         let flows = classifier.maps.flows.try_clone()?;
-        classifier.forward_logs()?;
+        if let Some(logs) = &self.logs {
+            let _entered = logs.enter();
+            classifier.forward_logs()?;
+        }
         let mode = classifier
             .attach_with(interface, mode)
             .map_err(attach_error)?;
