@@ -20,6 +20,7 @@ use edge_userspace::serve::{self, Bound, Source};
 use edge_userspace::xdp::status::{AcceptCounts, XdpStatus};
 use edge_userspace::xdp::{AttachMode, RouteAction, UnknownSni, XdpError, XdpRuntime};
 use http_body_util::{BodyExt, Empty};
+use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use rustls::ClientConfig;
 use rustls::crypto::aws_lc_rs;
@@ -34,6 +35,10 @@ const NOT_O2O: &str = "shop.othercustomer.net";
 const BLOCKED: &str = "blocked.othercustomer.net";
 const UNKNOWN: &str = "unknown.example.org";
 const ADDED: &str = "added.othercustomer.net";
+const WILDCARD: &str = "*.wild.net";
+const UNDER_WILDCARD: &str = "shop.wild.net";
+/// Pending below an active wildcard: userspace answers 1016.
+const PENDING: &str = "pending.wild.net";
 const PROVIDER: usize = 1;
 /// Long enough for a handshake over a veth, short enough to keep the test quick.
 const TIMEOUT: Duration = Duration::from_secs(2);
@@ -55,8 +60,11 @@ fn serve_takes_chains_from_the_flow_map_and_keeps_the_kernel_routes_in_sync() {
     let dir = tempfile::tempdir().unwrap();
     let config_path = dir.path().join("edge.json");
     let mut state = o2o_state(echo);
-    hostnames(&mut state)
-        .push(json!({"id": "ch-blocked", "hostname": BLOCKED, "status": "blocked"}));
+    hostnames(&mut state).extend([
+        json!({"id": "ch-blocked", "hostname": BLOCKED, "status": "blocked"}),
+        json!({"id": "ch-wild", "hostname": WILDCARD, "status": "active"}),
+        json!({"id": "ch-pending", "hostname": PENDING, "status": "pending"}),
+    ]);
     let mut config = json!({
         "listen": {"https": SocketAddr::from((pair.host_addr, 0))},
         "state_dir": dir.path().join("state"),
@@ -85,6 +93,8 @@ fn serve_takes_chains_from_the_flow_map_and_keeps_the_kernel_routes_in_sync() {
     let classic = client(&ca, false);
     let post_quantum = client(&ca, true);
     let counts = |xdp: &XdpRuntime| xdp.status().unwrap().connections;
+    // What the runtime should have counted so far, step by step.
+    let mut expect = AcceptCounts::default();
 
     // Attached at start, with the TLS port and every route of the state.
     let status = xdp.status().unwrap();
@@ -99,6 +109,7 @@ fn serve_takes_chains_from_the_flow_map_and_keeps_the_kernel_routes_in_sync() {
     assert_eq!(status.unknown_sni, UnknownSni::Pass);
     let routes = xdp.routes().unwrap();
     assert_eq!(attached.maps.routes.entries, Some(routes.len()));
+    assert!(routes.iter().all(|r| r.hostname.is_some()), "{routes:?}");
     let route = |name: &str| {
         xdp.routes()
             .unwrap()
@@ -110,14 +121,19 @@ fn serve_takes_chains_from_the_flow_map_and_keeps_the_kernel_routes_in_sync() {
     assert_eq!(o2o_route.action, RouteAction::Pass);
     let not_o2o_route = route(NOT_O2O).unwrap();
     assert_ne!(o2o_route.chain_id, not_o2o_route.chain_id);
-    let blocked_route = route(BLOCKED).unwrap();
     assert_eq!(
-        (blocked_route.chain_id, blocked_route.action),
-        (0, RouteAction::Drop)
+        route(BLOCKED).map(|r| (r.chain_id, r.action)),
+        Some((0, RouteAction::Drop))
+    );
+    assert!(route(WILDCARD).is_some_and(|r| r.chain_id > 0));
+    // The pending name would otherwise match its wildcard in the kernel.
+    assert_eq!(
+        route(PENDING).map(|r| (r.chain_id, r.action)),
+        Some((0, RouteAction::Pass))
     );
     assert!(route(UNKNOWN).is_none());
     assert!(route(ADDED).is_none());
-    assert_eq!(counts(&xdp), AcceptCounts::default());
+    assert_eq!(counts(&xdp), expect);
 
     // Routed hostnames: the flow map names the chain, the request passes the
     // O2O chain (two requests on one connection share its chain).
@@ -128,18 +144,30 @@ fn serve_takes_chains_from_the_flow_map_and_keeps_the_kernel_routes_in_sync() {
     }
     let seen = in_peer(&pair, fetch(classic.clone(), server, NOT_O2O, 1)).unwrap();
     assert!(echoed_header(&seen[0], "cf-connecting-o2o").is_empty());
-    assert_eq!(counts(&xdp), paths(2, 0, 0, 0));
+    let seen = in_peer(&pair, fetch(classic.clone(), server, UNDER_WILDCARD, 1)).unwrap();
+    assert_eq!(echoed_header(&seen[0], "host"), vec![UNDER_WILDCARD]);
+    expect.kernel += 3;
+    assert_eq!(counts(&xdp), expect);
+
+    // A name the kernel leaves to userspace: its own error, not the
+    // wildcard's chain (the wildcard's certificate covers it).
+    let answer = in_peer(&pair, request(classic.clone(), server, PENDING)).unwrap();
+    assert_eq!(answer.0, 530);
+    assert!(answer.1.contains("1016"), "{}", answer.1);
+    expect.userspace += 1;
+    assert_eq!(counts(&xdp), expect);
 
     // Unknown SNI, default policy: XDP passes it, userspace classifies it
     // (no chain, no certificate: the edge answers with an alert).
     let end = in_peer(&pair, handshake(classic.clone(), server, UNKNOWN));
     assert!(matches!(end, Handshake::Failed(_)), "{end:?}");
-    assert_eq!(counts(&xdp), paths(2, 1, 0, 0));
+    expect.userspace += 1;
+    assert_eq!(counts(&xdp), expect);
 
     // Blocked, one-segment hello: XDP drops it, the edge never sees it.
     let end = in_peer(&pair, handshake(classic.clone(), server, BLOCKED));
     assert_eq!(end, Handshake::TimedOut);
-    assert_eq!(counts(&xdp), paths(2, 1, 0, 0));
+    assert_eq!(counts(&xdp), expect);
     // Blocked, post-quantum hello over two segments. With the name in the
     // first segment XDP drops it as above; with the name after the cut XDP
     // passes it (the first segment already reached TCP), and the edge
@@ -154,7 +182,7 @@ fn serve_takes_chains_from_the_flow_map_and_keeps_the_kernel_routes_in_sync() {
             "no post-quantum hello put its SNI after the cut"
         );
         match in_peer(&pair, handshake(post_quantum.clone(), server, BLOCKED)) {
-            Handshake::TimedOut => assert_eq!(counts(&xdp), paths(2, 1, 0, 0)),
+            Handshake::TimedOut => assert_eq!(counts(&xdp), expect),
             Handshake::Failed(error) => break error,
             Handshake::Completed => panic!("a blocked hostname's handshake completed"),
         }
@@ -162,9 +190,10 @@ fn serve_takes_chains_from_the_flow_map_and_keeps_the_kernel_routes_in_sync() {
     let after = counts(&xdp);
     assert_eq!(
         (after.kernel + after.userspace, after.unseen, after.blocked),
-        (4, 0, 1),
+        (expect.kernel + expect.userspace + 1, 0, 1),
         "{after:?}, {refused}"
     );
+    expect = after;
 
     // The same address from our own namespace goes over loopback, where no
     // XDP runs: classified in userspace, served through the same chain.
@@ -172,9 +201,9 @@ fn serve_takes_chains_from_the_flow_map_and_keeps_the_kernel_routes_in_sync() {
         .block_on(fetch(classic.clone(), server, O2O, 1))
         .unwrap();
     assert_eq!(echoed_header(&seen[0], "cf-connecting-o2o"), vec!["1"]);
-    let before_reload = counts(&xdp);
-    assert_eq!(before_reload.unseen, 1);
-    assert_eq!(before_reload.kernel + before_reload.userspace, 5);
+    expect.userspace += 1;
+    expect.unseen += 1;
+    assert_eq!(counts(&xdp), expect);
 
     // What XDP counted so far.
     let status = xdp.status().unwrap();
@@ -208,23 +237,22 @@ fn serve_takes_chains_from_the_flow_map_and_keeps_the_kernel_routes_in_sync() {
     hostnames(&mut config["state"])
         .push(json!({"id": "ch-added", "hostname": ADDED, "status": "active"}));
     write_config(&config_path, &config);
-    let added = reload_until(&config_path, || route(ADDED));
+    let added = reload_until(|| route(ADDED));
     assert_eq!(added.hostname.as_deref(), Some(ADDED));
     assert_eq!(added.action, RouteAction::Pass);
     assert!(added.chain_id > 0 && added.chain_id != not_o2o_route.chain_id);
     assert_eq!(route(O2O), Some(o2o_route.clone()), "unchanged routes stay");
     let seen = in_peer(&pair, fetch(classic.clone(), server, ADDED, 1)).unwrap();
     assert_eq!(echoed_header(&seen[0], "host"), vec![ADDED]);
-    let after = counts(&xdp);
-    assert_eq!(after.kernel, before_reload.kernel + 1, "{after:?}");
-    assert_eq!(after.userspace, before_reload.userspace);
+    expect.kernel += 1;
+    assert_eq!(counts(&xdp), expect);
 
     // Strict mode: unknown SNIs are dropped in XDP and never reach the edge.
     xdp.set_unknown_sni(UnknownSni::Drop).unwrap();
     assert_eq!(xdp.status().unwrap().unknown_sni, UnknownSni::Drop);
     let end = in_peer(&pair, handshake(classic.clone(), server, UNKNOWN));
     assert_eq!(end, Handshake::TimedOut);
-    assert_eq!(counts(&xdp), after);
+    assert_eq!(counts(&xdp), expect);
     let status = xdp.status().unwrap();
     assert!(status.attached.unwrap().counters.policy_drops >= 1);
     xdp.set_unknown_sni(UnknownSni::Pass).unwrap();
@@ -240,9 +268,8 @@ fn serve_takes_chains_from_the_flow_map_and_keeps_the_kernel_routes_in_sync() {
     assert!(xdp.routes().unwrap().is_empty());
     let seen = in_peer(&pair, fetch(classic.clone(), server, O2O, 1)).unwrap();
     assert_eq!(echoed_header(&seen[0], "cf-connecting-o2o"), vec!["1"]);
-    let detached = counts(&xdp);
-    assert_eq!(detached.userspace, after.userspace + 1);
-    assert_eq!(detached.unseen, after.unseen, "detached is not unseen");
+    expect.userspace += 1;
+    assert_eq!(counts(&xdp), expect, "detached is not unseen");
     let unknown = xdp.attach("edge-nope0", None);
     assert!(matches!(unknown, Err(XdpError::Refused(_))), "{unknown:?}");
     assert!(xdp.status().unwrap().attached.is_none());
@@ -254,7 +281,8 @@ fn serve_takes_chains_from_the_flow_map_and_keeps_the_kernel_routes_in_sync() {
     assert_eq!(status.attached.unwrap().mode, AttachMode::Generic);
     assert_eq!(route(ADDED).map(|r| r.chain_id), Some(added.chain_id));
     in_peer(&pair, fetch(classic.clone(), server, ADDED, 1)).unwrap();
-    assert_eq!(counts(&xdp).kernel, detached.kernel + 1);
+    expect.kernel += 1;
+    assert_eq!(counts(&xdp), expect);
 
     // Shutdown detaches: the interface carries no XDP program afterwards.
     stop.send(()).unwrap();
@@ -264,15 +292,6 @@ fn serve_takes_chains_from_the_flow_map_and_keeps_the_kernel_routes_in_sync() {
         .expect("edge task")
         .expect("edge exits cleanly");
     assert_detached(&xdp.status().unwrap(), &pair.host);
-}
-
-fn paths(kernel: u64, userspace: u64, unseen: u64, blocked: u64) -> AcceptCounts {
-    AcceptCounts {
-        kernel,
-        userspace,
-        unseen,
-        blocked,
-    }
 }
 
 fn assert_detached(status: &XdpStatus, interface: &str) {
@@ -313,8 +332,7 @@ fn write_config(path: &Path, config: &Value) {
 
 /// Sends SIGHUP until `done` says the reload arrived (the edge's handler
 /// may not be registered yet the first time), for at most ten seconds.
-fn reload_until<T>(path: &Path, mut done: impl FnMut() -> Option<T>) -> T {
-    assert!(path.exists());
+fn reload_until<T>(mut done: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + Duration::from_secs(10);
     for _ in 0..20 {
         let killed = std::process::Command::new("kill")
@@ -370,23 +388,52 @@ async fn fetch(
     host: &str,
     requests: usize,
 ) -> anyhow::Result<Vec<Value>> {
+    let mut sender = connect(config, server, host).await?;
+    let mut seen = Vec::new();
+    for i in 0..requests {
+        let (status, body) = get(&mut sender, host, &format!("/request/{i}")).await?;
+        anyhow::ensure!(status == 200, "{host}: {status} {body}");
+        seen.push(serde_json::from_str(&body)?);
+    }
+    Ok(seen)
+}
+
+/// One GET for `host` on a connection of its own: status and body.
+async fn request(
+    config: Arc<ClientConfig>,
+    server: SocketAddr,
+    host: &str,
+) -> anyhow::Result<(u16, String)> {
+    let mut sender = connect(config, server, host).await?;
+    get(&mut sender, host, "/").await
+}
+
+async fn connect(
+    config: Arc<ClientConfig>,
+    server: SocketAddr,
+    host: &str,
+) -> anyhow::Result<SendRequest<Empty<Bytes>>> {
     let tcp = tokio::time::timeout(TIMEOUT, TcpStream::connect(server)).await??;
     let name = ServerName::try_from(host.to_owned())?;
     let tls =
         tokio::time::timeout(TIMEOUT, TlsConnector::from(config).connect(name, tcp)).await??;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
     tokio::spawn(connection);
-    let mut seen = Vec::new();
-    for i in 0..requests {
-        let request = http::Request::get(format!("/request/{i}"))
-            .header(http::header::HOST, host)
-            .body(Empty::<Bytes>::new())?;
-        let response = tokio::time::timeout(TIMEOUT * 5, sender.send_request(request)).await??;
-        anyhow::ensure!(response.status() == 200, "{host}: {}", response.status());
-        let body = response.into_body().collect().await?.to_bytes();
-        seen.push(serde_json::from_slice(&body)?);
-    }
-    Ok(seen)
+    Ok(sender)
+}
+
+async fn get(
+    sender: &mut SendRequest<Empty<Bytes>>,
+    host: &str,
+    path: &str,
+) -> anyhow::Result<(u16, String)> {
+    let request = http::Request::get(path)
+        .header(http::header::HOST, host)
+        .body(Empty::<Bytes>::new())?;
+    let response = tokio::time::timeout(TIMEOUT * 5, sender.send_request(request)).await??;
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await?.to_bytes();
+    Ok((status, String::from_utf8(body.to_vec())?))
 }
 
 #[derive(Debug, PartialEq, Eq)]
