@@ -167,8 +167,9 @@ async fn reload_on_hangup(
     while hangups.recv().await.is_some() {
         let reloaded = source.load().and_then(|config| {
             let next = Routing::build(&config.state, Some(&routing.load()))?;
+            let certs = Arc::new(certificates(&config, &ca)?);
             xdp.sync(next.snapshot())?;
-            acceptor.reload(Arc::new(certificates(&config, &ca)?))?;
+            acceptor.reload(certs)?;
             routing.store(Arc::new(next));
             Ok(())
         });
