@@ -17,8 +17,8 @@ use edge_tests::chain::o2o_state;
 use edge_tests::netns::VethPair;
 use edge_tests::proxy::{echoed_header, spawn_echo};
 use edge_userspace::serve::{self, Bound, Source};
-use edge_userspace::xdp::status::{AcceptCounts, XdpStatus};
-use edge_userspace::xdp::{AttachMode, RouteAction, UnknownSni, XdpError, XdpRuntime};
+use edge_userspace::xdp::status::{AcceptCounts, HelloCounters, XdpStatus};
+use edge_userspace::xdp::{AttachMode, Maps, RouteAction, UnknownSni, XdpError, XdpRuntime};
 use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
@@ -58,6 +58,8 @@ fn serve_takes_chains_from_the_flow_map_and_keeps_the_kernel_routes_in_sync() {
     };
     let echo = runtime.block_on(spawn_echo()).unwrap();
     let dir = tempfile::tempdir().unwrap();
+    let bpffs = BpfFs::mount();
+    let pin_dir = bpffs.dir.path().join("edge");
     let config_path = dir.path().join("edge.json");
     let mut state = o2o_state(echo);
     hostnames(&mut state).extend([
@@ -68,7 +70,7 @@ fn serve_takes_chains_from_the_flow_map_and_keeps_the_kernel_routes_in_sync() {
     let mut config = json!({
         "listen": {"https": SocketAddr::from((pair.host_addr, 0))},
         "state_dir": dir.path().join("state"),
-        "xdp": {"interface": pair.host},
+        "xdp": {"interface": pair.host, "pin_dir": pin_dir},
         "state": state,
     });
     write_config(&config_path, &config);
@@ -82,9 +84,10 @@ fn serve_takes_chains_from_the_flow_map_and_keeps_the_kernel_routes_in_sync() {
             let _ = stopped.await;
         },
     ));
-    let bound = bound_rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("the edge starts with XDP attached to the veth");
+    let Ok(bound) = bound_rx.recv_timeout(Duration::from_secs(30)) else {
+        let ended = runtime.block_on(async { tokio::time::timeout(TIMEOUT, edge).await });
+        panic!("the edge did not start with XDP attached to the veth: {ended:?}");
+    };
     let xdp = bound.xdp.clone();
     let server = bound.https;
     let ca = CertificateDer::from_pem_file(&bound.ca_pem).unwrap();
@@ -102,6 +105,7 @@ fn serve_takes_chains_from_the_flow_map_and_keeps_the_kernel_routes_in_sync() {
     assert_eq!(attached.interface, pair.host);
     assert!(xdp_on_link(&pair.host));
     assert!(attached.program_id > 0);
+    assert_eq!(attached.pin_dir.as_deref(), Some(pin_dir.as_path()));
     assert_eq!(
         (status.tls_port, status.quic_port),
         (server.port(), server.port())
@@ -231,6 +235,13 @@ fn serve_takes_chains_from_the_flow_map_and_keeps_the_kernel_routes_in_sync() {
         (attached.counters.malformed, attached.counters.non_tls),
         (0, 0)
     );
+    // `edge xdp stats` reads the same counters from the pins.
+    let pinned = Maps::open_pinned(&pin_dir).expect("the maps are pinned while attached");
+    assert_eq!(
+        HelloCounters::from(pinned.counters.global().unwrap()),
+        attached.counters
+    );
+    drop(pinned);
 
     // A reload adds a hostname: its hash reaches the kernel, then it is
     // served, with its chain from the flow map.
@@ -265,6 +276,7 @@ fn serve_takes_chains_from_the_flow_map_and_keeps_the_kernel_routes_in_sync() {
     assert!(xdp.detach().unwrap());
     assert!(!xdp.detach().unwrap());
     assert_detached(&xdp.status().unwrap(), &pair.host);
+    assert!(!pin_dir.exists(), "detach removes the pins");
     assert!(xdp.routes().unwrap().is_empty());
     let seen = in_peer(&pair, fetch(classic.clone(), server, O2O, 1)).unwrap();
     assert_eq!(echoed_header(&seen[0], "cf-connecting-o2o"), vec!["1"]);
@@ -292,6 +304,7 @@ fn serve_takes_chains_from_the_flow_map_and_keeps_the_kernel_routes_in_sync() {
         .expect("edge task")
         .expect("edge exits cleanly");
     assert_detached(&xdp.status().unwrap(), &pair.host);
+    assert!(!pin_dir.exists(), "shutdown removes the pins");
 }
 
 fn assert_detached(status: &XdpStatus, interface: &str) {
@@ -315,6 +328,37 @@ fn xdp_on_link(interface: &str) -> bool {
     first
         .split_whitespace()
         .any(|token| token.starts_with("xdp"))
+}
+
+/// A bpffs of the test's own on a temporary directory (pins need one),
+/// unmounted on drop.
+struct BpfFs {
+    dir: tempfile::TempDir,
+}
+
+impl BpfFs {
+    fn mount() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "bpf", "bpf"])
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(
+            mounted.success(),
+            "mount -t bpf on {}",
+            dir.path().display()
+        );
+        Self { dir }
+    }
+}
+
+impl Drop for BpfFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.dir.path())
+            .status();
+    }
 }
 
 fn hostnames(state: &mut Value) -> &mut Vec<Value> {

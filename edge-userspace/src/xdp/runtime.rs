@@ -18,7 +18,7 @@ use edge_common::maps::{CHAINS_MAX, FLOWS_MAX, ROUTES_MAX};
 
 use super::accept::AcceptPath;
 use super::status::{
-    Attached as AttachedStatus, ChainTraffic, KernelRoute, MapSize, MapSizes, XdpStatus,
+    Attached as AttachedStatus, KernelRoute, MapSize, MapSizes, ProgramStats, XdpStatus,
 };
 use super::{AttachMode, Classifier, LoadOptions, RouteSync, UnknownSni, XdpConfig};
 use crate::chain::Snapshot;
@@ -249,8 +249,7 @@ impl XdpRuntime {
 
 impl Attached {
     fn status(&self) -> Result<AttachedStatus> {
-        let counters = &self.classifier.maps.counters;
-        let chains = counters.chains()?;
+        let stats = ProgramStats::read(&self.classifier.maps)?;
         Ok(AttachedStatus {
             interface: self.interface.clone(),
             mode: self.mode,
@@ -266,15 +265,12 @@ impl Attached {
                     max_entries: FLOWS_MAX,
                 },
                 chain_counters: MapSize {
-                    entries: Some(chains.len()),
+                    entries: Some(stats.chains.len()),
                     max_entries: CHAINS_MAX,
                 },
             },
-            counters: counters.global()?.into(),
-            chains: chains
-                .into_iter()
-                .map(|(id, traffic)| ChainTraffic::new(id, traffic))
-                .collect(),
+            counters: stats.counters,
+            chains: stats.chains,
         })
     }
 }

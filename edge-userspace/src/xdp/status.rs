@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use edge_common::maps::{ChainCounters, GlobalCounters};
 use serde::{Serialize, Serializer};
 
-use super::{AttachMode, RouteAction, UnknownSni};
+use super::{AttachMode, Maps, RouteAction, UnknownSni};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct XdpStatus {
@@ -129,6 +129,30 @@ pub struct AcceptCounts {
     pub unseen: u64,
     /// Handshakes refused because the hostname is blocked.
     pub blocked: u64,
+}
+
+/// What the program's maps say: `edge xdp stats --json` reads it from the
+/// pins of a running edge (or of `edge xdp attach`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProgramStats {
+    pub unknown_sni: UnknownSni,
+    pub counters: HelloCounters,
+    pub chains: Vec<ChainTraffic>,
+}
+
+impl ProgramStats {
+    pub(super) fn read(maps: &Maps) -> anyhow::Result<Self> {
+        Ok(Self {
+            unknown_sni: maps.settings.unknown_sni()?,
+            counters: maps.counters.global()?.into(),
+            chains: maps
+                .counters
+                .chains()?
+                .into_iter()
+                .map(|(id, traffic)| ChainTraffic::new(id, traffic))
+                .collect(),
+        })
+    }
 }
 
 /// One entry of the kernel's routes map.
