@@ -42,7 +42,7 @@ pub struct TlsAcceptor {
 /// finishes (implemented by [`crate::xdp::XdpRuntime`]: the XDP flow map when the program is
 /// attached, the SNI in userspace otherwise).
 pub trait ClassifyConnection: std::fmt::Debug + Send + Sync + 'static {
-    /// Called once per connection, on the accept path: one map lookup at most, no allocation.
+    /// Called once per connection, on the accept path: at most one map lookup, never per request.
     fn classify(&self, peer: SocketAddr, local: SocketAddr, sni: Option<&str>) -> Classified;
 }
 

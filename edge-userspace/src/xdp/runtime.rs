@@ -28,6 +28,13 @@ use crate::routing::Routing;
 /// Longest interface name the kernel takes (`IFNAMSIZ` without the NUL).
 const MAX_INTERFACE: usize = 15;
 
+/// Owned by `edge serve` (handed out as `serve::Bound::xdp`). A state change
+/// calls [`XdpRuntime::sync`] with the new snapshot before storing it; the
+/// control API's `/xdp` and `/xdp/routes` call [`XdpRuntime::status`],
+/// [`XdpRuntime::routes`], [`XdpRuntime::attach`], [`XdpRuntime::detach`]
+/// and [`XdpRuntime::set_unknown_sni`]. Serialise state changes and attaches
+/// (one writer at a time), so that an attach never syncs from a snapshot a
+/// concurrent change is about to replace.
 pub struct XdpRuntime {
     tls_port: u16,
     quic_port: u16,
