@@ -25,7 +25,13 @@ pub struct Config {
     /// Attach the XDP SNI classifier at start (see [`crate::xdp::XdpConfig`]).
     #[serde(default)]
     pub xdp: Option<crate::xdp::XdpConfig>,
+    /// Validates custom hostnames through DNS and HTTP (see [`crate::verify`]).
+    #[serde(default)]
+    pub verify: Option<crate::verify::VerifyConfig>,
     pub state: State,
+    /// The control socket (`edge ctl`); the store in `state_dir` keeps what it changes.
+    #[serde(default)]
+    pub control: crate::control::ControlConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]

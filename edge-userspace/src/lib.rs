@@ -6,6 +6,7 @@
 
 pub mod chain;
 pub mod config;
+pub mod control;
 pub mod downstream;
 pub mod echo;
 pub mod pipeline;
@@ -15,4 +16,5 @@ pub mod serve;
 pub mod stages;
 pub mod state;
 pub mod upstream;
+pub mod verify;
 pub mod xdp;

@@ -53,6 +53,8 @@ enum Command {
     /// The XDP SNI classifier: attach it by hand, read its counters.
     #[command(subcommand)]
     Xdp(edge_userspace::xdp::cli::XdpCommand),
+    /// Change zones, records, hostnames and rules on a running edge (control socket).
+    Ctl(edge_userspace::control::cli::Ctl),
 }
 
 fn main() -> Result<()> {
@@ -63,6 +65,7 @@ fn main() -> Result<()> {
         .init();
     match Cli::parse().command {
         Command::Xdp(command) => edge_userspace::xdp::cli::run(command),
+        Command::Ctl(ctl) => edge_userspace::control::cli::run(ctl),
         Command::Serve { config, workers } => {
             serve_until_signalled(Source::File(config), workers, |bound| {
                 tracing::info!(https = %bound.https, http = ?bound.http, "serving");

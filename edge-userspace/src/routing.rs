@@ -71,7 +71,7 @@ impl Routing {
     }
 
     /// The chain's stages with their compiled rules, customer first.
-    fn stages<'a>(&'a self, chain: &'a Chain) -> Vec<Stage<'a>> {
+    pub fn stages<'a>(&'a self, chain: &'a Chain) -> Vec<Stage<'a>> {
         chain
             .stages
             .iter()

@@ -1,5 +1,6 @@
 //! The `edge` binary as users run it: `edge demo` and the very curl commands it
-//! prints, `edge serve` with SIGHUP reload under load and SIGTERM drain.
+//! prints, `edge serve` with SIGHUP reload and `edge ctl` writes under load,
+//! and SIGTERM drain.
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
@@ -150,7 +151,7 @@ fn demo_prints_curl_commands_that_show_o2o() {
 }
 
 #[test]
-fn sighup_reloads_the_config_without_dropping_requests() {
+fn sighup_and_control_writes_apply_without_dropping_requests() {
     let dir = Scratch::new("reload");
     let (https, http, echo) = (free_port(), free_port(), free_port());
     let demo = include_str!("../src/serve/demo.json")
@@ -204,11 +205,21 @@ fn sighup_reloads_the_config_without_dropping_requests() {
         Some("saasprovider"),
         "a bad config changed nothing"
     );
-    let reloaded = demo.replace("\"value\": \"saasprovider\"", "\"value\": \"reloaded\"");
-    assert_ne!(reloaded, demo);
-    std::fs::write(&config, reloaded).unwrap();
+    // Once seeded, the store is the truth: a config whose state differs is
+    // reloaded for its certificates, not its zones.
+    let from_config = demo.replace("\"value\": \"saasprovider\"", "\"value\": \"from-config\"");
+    assert_ne!(from_config, demo);
+    std::fs::write(&config, from_config).unwrap();
+    let rules = dir.0.join("rules.json");
+    std::fs::write(
+        &rules,
+        r#"{"rules": [{"expression": "true", "action": "rewrite",
+            "action_parameters": {"headers": {"x-served-by": {"operation": "set", "value": "reloaded"}}}}]}"#,
+    )
+    .unwrap();
 
-    // Requests in a loop (bounded) while the edge reloads: none may fail.
+    // Requests in a loop (bounded) while the edge reloads and a control
+    // write goes live: none may fail.
     let load = std::thread::spawn({
         let url = url.clone();
         move || {
@@ -234,15 +245,39 @@ fn sighup_reloads_the_config_without_dropping_requests() {
         }
     });
     edge.signal("HUP");
+    let put = Command::new(env!("CARGO_BIN_EXE_edge"))
+        .args(["ctl", "--socket"])
+        .arg(dir.0.join("state/control.sock"))
+        .args([
+            "rulesets",
+            "put",
+            "saasprovider.com",
+            "http_response_headers_transform",
+        ])
+        .arg(&rules)
+        .output()
+        .unwrap();
+    assert!(
+        put.status.success(),
+        "{}",
+        String::from_utf8_lossy(&put.stderr)
+    );
     let reloaded_by = Instant::now() + Duration::from_secs(10);
     while served_by().as_deref() != Some("reloaded") {
         assert!(
             Instant::now() < reloaded_by,
-            "SIGHUP did not apply the new config"
+            "the control socket's ruleset did not go live"
         );
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(load.join().unwrap(), 0, "requests failed during the reload");
+    edge.signal("HUP");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        served_by().as_deref(),
+        Some("reloaded"),
+        "SIGHUP kept the stored state"
+    );
 
     edge.signal("TERM");
     assert!(edge.exited_cleanly(Duration::from_secs(20)));

@@ -78,6 +78,8 @@ pub struct RunningEdge {
     pub https: SocketAddr,
     pub http: SocketAddr,
     pub ca_pem: Vec<u8>,
+    /// The control socket.
+    pub control: std::path::PathBuf,
     _dir: tempfile::TempDir,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<()>>>,
@@ -116,6 +118,7 @@ impl RunningEdge {
             https: bound.https,
             http: bound.http.context("plain listener bound")?,
             ca_pem: std::fs::read(&bound.ca_pem)?,
+            control: bound.control.clone(),
             _dir: dir,
             stop: Some(stop),
             task: Some(task),

@@ -1,6 +1,8 @@
 //! Shared fixtures for the integration tests.
 
 pub mod chain;
+pub mod control;
+pub mod dns;
 pub mod frames;
 pub mod hello;
 pub mod netns;

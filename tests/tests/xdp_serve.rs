@@ -1,24 +1,25 @@
 //! `edge serve` with the XDP classifier attached to a veth, clients in the
 //! peer namespace: the kernel's flow map gives each connection its chain,
-//! blocked hostnames never finish a handshake, a reload reaches the kernel's
-//! routes map, and the runtime's counters say which path each connection took.
+//! blocked hostnames never finish a handshake, a control-socket write
+//! reaches the kernel's routes map, and the runtime's counters say which
+//! path each connection took.
 //!
-//! One test, run in steps, because SIGHUP (the reload) reaches the whole
-//! test process.
+//! One test, run in steps: each step's counts build on the last.
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use edge_common::sni;
 use edge_tests::chain::o2o_state;
+use edge_tests::control::Control;
 use edge_tests::netns::VethPair;
 use edge_tests::proxy::{echoed_header, spawn_echo};
 use edge_userspace::serve::{self, Bound, Source};
 use edge_userspace::xdp::status::{AcceptCounts, HelloCounters, XdpStatus};
 use edge_userspace::xdp::{AttachMode, Maps, RouteAction, UnknownSni, XdpError, XdpRuntime};
+use http::Method;
 use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
@@ -34,7 +35,7 @@ const O2O: &str = "mystore.example.com";
 const NOT_O2O: &str = "shop.othercustomer.net";
 const BLOCKED: &str = "blocked.othercustomer.net";
 const UNKNOWN: &str = "unknown.example.org";
-const ADDED: &str = "added.othercustomer.net";
+const ADDED: &str = "added.example.com";
 const WILDCARD: &str = "*.wild.net";
 const UNDER_WILDCARD: &str = "shop.wild.net";
 /// Pending below an active wildcard: userspace answers 1016.
@@ -51,11 +52,6 @@ fn serve_takes_chains_from_the_flow_map_and_keeps_the_kernel_routes_in_sync() {
         .enable_all()
         .build()
         .unwrap();
-    // Installed before the edge's own handler, so SIGHUP never ends the test.
-    let _hangups = {
-        let _entered = runtime.enter();
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).unwrap()
-    };
     let echo = runtime.block_on(spawn_echo()).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let bpffs = BpfFs::mount();
@@ -67,13 +63,13 @@ fn serve_takes_chains_from_the_flow_map_and_keeps_the_kernel_routes_in_sync() {
         json!({"id": "ch-wild", "hostname": WILDCARD, "status": "active"}),
         json!({"id": "ch-pending", "hostname": PENDING, "status": "pending"}),
     ]);
-    let mut config = json!({
+    let config = json!({
         "listen": {"https": SocketAddr::from((pair.host_addr, 0))},
         "state_dir": dir.path().join("state"),
         "xdp": {"interface": pair.host, "pin_dir": pin_dir},
         "state": state,
     });
-    write_config(&config_path, &config);
+    std::fs::write(&config_path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
 
     let (bound_tx, bound_rx) = std::sync::mpsc::channel::<Bound>();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -243,18 +239,34 @@ fn serve_takes_chains_from_the_flow_map_and_keeps_the_kernel_routes_in_sync() {
     );
     drop(pinned);
 
-    // A reload adds a hostname: its hash reaches the kernel, then it is
-    // served, with its chain from the flow map.
-    hostnames(&mut config["state"])
-        .push(json!({"id": "ch-added", "hostname": ADDED, "status": "active"}));
-    write_config(&config_path, &config);
-    let added = reload_until(|| route(ADDED));
+    // A control-socket write adds a hostname (a customer's proxied CNAME to
+    // the provider, then the custom hostname, active at once: O2O): the
+    // write answers once its hash is in the kernel, and it is served with
+    // its chain from the flow map.
+    let control = Control::new(&bound.control);
+    runtime.block_on(control.ok(
+        Method::POST,
+        "/zones/example.com/dns_records",
+        Some(json!({"type": "CNAME", "name": ADDED, "content": "customers.saasprovider.com", "proxied": true})),
+    ));
+    assert!(
+        route(ADDED).is_none(),
+        "a CNAME without its custom hostname is 1014"
+    );
+    let hostname = runtime.block_on(control.ok(
+        Method::POST,
+        "/zones/saasprovider.com/custom_hostnames",
+        Some(json!({"hostname": ADDED})),
+    ));
+    assert_eq!(hostname["status"], "active", "{hostname}");
+    let added = route(ADDED).expect("the write reached the kernel's routes map");
     assert_eq!(added.hostname.as_deref(), Some(ADDED));
     assert_eq!(added.action, RouteAction::Pass);
     assert!(added.chain_id > 0 && added.chain_id != not_o2o_route.chain_id);
     assert_eq!(route(O2O), Some(o2o_route.clone()), "unchanged routes stay");
     let seen = in_peer(&pair, fetch(classic.clone(), server, ADDED, 1)).unwrap();
     assert_eq!(echoed_header(&seen[0], "host"), vec![ADDED]);
+    assert_eq!(echoed_header(&seen[0], "cf-connecting-o2o"), vec!["1"]);
     expect.kernel += 1;
     assert_eq!(counts(&xdp), expect);
 
@@ -270,7 +282,7 @@ fn serve_takes_chains_from_the_flow_map_and_keeps_the_kernel_routes_in_sync() {
 
     // Control calls: a second attach is refused, detach falls back to
     // userspace for every connection, attach (generic mode) syncs from the
-    // live state, reload included.
+    // live state, the written hostname included.
     let refused = xdp.attach(&pair.host, None);
     assert!(matches!(refused, Err(XdpError::Refused(_))), "{refused:?}");
     assert!(xdp.detach().unwrap());
@@ -365,32 +377,6 @@ fn hostnames(state: &mut Value) -> &mut Vec<Value> {
     state["zones"][PROVIDER]["custom_hostnames"]
         .as_array_mut()
         .expect("the provider zone has custom hostnames")
-}
-
-/// Written whole and renamed into place, so a reload never reads half a file.
-fn write_config(path: &Path, config: &Value) {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(config).unwrap()).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
-}
-
-/// Sends SIGHUP until `done` says the reload arrived (the edge's handler
-/// may not be registered yet the first time), for at most ten seconds.
-fn reload_until<T>(mut done: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    for _ in 0..20 {
-        let killed = std::process::Command::new("kill")
-            .args(["-HUP", &std::process::id().to_string()])
-            .status()
-            .unwrap();
-        assert!(killed.success());
-        std::thread::sleep(Duration::from_millis(500));
-        if let Some(value) = done() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "the reload never arrived");
-    }
-    panic!("the reload never arrived");
 }
 
 /// A rustls client trusting the edge's CA; `post_quantum` keeps the

@@ -118,7 +118,8 @@ fn lookup<'a, V>(map: &'a HashMap<String, V>, name: &str) -> Option<&'a V> {
     })
 }
 
-fn load_pem(cert_path: &Path, key_path: &Path) -> Result<Arc<CertifiedKey>> {
+/// Reads a certificate chain and its key, checking that they match.
+pub fn load_pem(cert_path: &Path, key_path: &Path) -> Result<Arc<CertifiedKey>> {
     let chain = CertificateDer::pem_file_iter(cert_path)
         .with_context(|| format!("reading {}", cert_path.display()))?
         .collect::<Result<Vec<_>, _>>()

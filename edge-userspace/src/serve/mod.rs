@@ -1,6 +1,7 @@
 //! `edge serve`: builds every part from the config and runs the listeners
 //! until SIGTERM/SIGINT (drain) while SIGHUP reloads the config in place.
 
+pub mod apply;
 pub mod demo;
 
 use std::future::Future;
@@ -9,15 +10,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::config::{CertificateTier, Config};
-use crate::downstream::{self, CertStore, Limits, LocalCa, MinTls, Tier, TlsAcceptor};
+use crate::config::Config;
+use crate::control::{self, Control};
+use crate::downstream::{self, Limits, LocalCa};
 use crate::pipeline::{PipelineConfig, Proxy};
-use crate::routing::{ChainRouter, Routing};
-use crate::state::{HostnameStatus, MinTlsVersion, State};
+use crate::routing::ChainRouter;
 use crate::upstream::{self, ClientConfig};
 use crate::xdp::XdpRuntime;
 
@@ -43,6 +43,8 @@ pub struct Bound {
     pub http: Option<SocketAddr>,
     pub echo: Option<SocketAddr>,
     pub ca_pem: PathBuf,
+    /// The control socket (`edge ctl --socket`).
+    pub control: PathBuf,
     /// The XDP classifier's runtime (attached or not), for the control API.
     pub xdp: Arc<XdpRuntime>,
 }
@@ -88,12 +90,15 @@ pub async fn run(
     let mut listeners = vec![https.local_addr()?];
     listeners.extend(http.as_ref().map(|l| l.local_addr()).transpose()?);
 
-    let routing = Arc::new(ArcSwap::from_pointee(Routing::build(&config.state, None)?));
+    let ca_pem = ca.cert_path().to_owned();
+    let control = Control::start(&config, ca)?;
+    let control_socket = control::socket::bind(&config.control, &config.state_dir)?;
+    let routing = control.routing();
     // QUIC shares the TLS listener's port number, over UDP.
     let tls_port = listeners[0].port();
     let xdp = XdpRuntime::start(config.xdp.as_ref(), routing.clone(), tls_port, tls_port)?;
-    let acceptor =
-        TlsAcceptor::new(Arc::new(certificates(&config, &ca)?))?.with_classifier(xdp.clone());
+    control.use_xdp(xdp.clone());
+    let acceptor = control.acceptor().with_classifier(xdp.clone());
     let router = ChainRouter::new(routing.clone(), listeners.clone());
     let proxy = Proxy::new(
         router,
@@ -105,16 +110,12 @@ pub async fn run(
         https: listeners[0],
         http: listeners.get(1).copied(),
         echo,
-        ca_pem: ca.cert_path().to_owned(),
+        ca_pem,
+        control: control_socket.path().to_owned(),
         xdp: xdp.clone(),
     };
-    tokio::spawn(reload_on_hangup(
-        source,
-        routing,
-        acceptor.clone(),
-        ca,
-        xdp.clone(),
-    ));
+    let control_task = tokio::spawn(control::serve(control_socket, control.clone()));
+    tokio::spawn(reload_on_hangup(source, control));
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
@@ -149,65 +150,25 @@ pub async fn run(
         let _ = stop_tx.send(true);
     };
     let ((), tls_result, plain_result) = tokio::join!(signal, tls_server, plain_server);
+    control_task.abort();
     let detached = xdp.detach().map(drop);
     tls_result.and(plain_result).and(detached)
 }
 
-/// SIGHUP: read the config again and switch zones, rules and certificates
-/// together; a config that does not load or validate changes nothing.
-async fn reload_on_hangup(
-    source: Source,
-    routing: Arc<ArcSwap<Routing>>,
-    acceptor: TlsAcceptor,
-    ca: LocalCa,
-    xdp: Arc<XdpRuntime>,
-) {
+/// SIGHUP: read the config again for its certificate files and apply them
+/// with the stored state (the config's `state` only seeds an empty store); a
+/// config that does not load or validate changes nothing.
+async fn reload_on_hangup(source: Source, control: Control) {
     use tokio::signal::unix::{SignalKind, signal};
     let mut hangups = signal(SignalKind::hangup()).expect("installing the SIGHUP handler");
     while hangups.recv().await.is_some() {
+        let control = control.clone();
         let reloaded = source.load().and_then(|config| {
-            let next = Routing::build(&config.state, Some(&routing.load()))?;
-            let certs = Arc::new(certificates(&config, &ca)?);
-            xdp.sync(next.snapshot())?;
-            acceptor.reload(certs)?;
-            routing.store(Arc::new(next));
-            Ok(())
+            tokio::task::block_in_place(|| control.reload(&config)).map_err(anyhow::Error::from)
         });
         match reloaded {
             Ok(()) => tracing::info!("config reloaded"),
             Err(error) => tracing::error!("config reload refused, nothing changed: {error:#}"),
         }
     }
-}
-
-/// Certificates from the config's PEM files, then one minted by the local CA
-/// for every zone (apex and wildcard) and custom hostname that has none.
-fn certificates(config: &Config, ca: &LocalCa) -> Result<CertStore> {
-    let mut store = CertStore::default();
-    for files in &config.certificates {
-        let tier = match files.tier {
-            CertificateTier::Zone => Tier::Zone,
-            CertificateTier::CustomHostname => Tier::CustomHostname,
-        };
-        store.insert_pem(tier, &files.hostnames, &files.certificate, &files.key)?;
-    }
-    mint_missing(&mut store, &config.state, ca)?;
-    Ok(store)
-}
-
-fn mint_missing(store: &mut CertStore, state: &State, ca: &LocalCa) -> Result<()> {
-    for zone in &state.zones {
-        store.ensure(Tier::Zone, &zone.zone.name, ca)?;
-        store.ensure(Tier::Zone, &format!("*.{}", zone.zone.name), ca)?;
-        for hostname in &zone.custom_hostnames {
-            if hostname.status != HostnameStatus::Active {
-                continue;
-            }
-            store.ensure(Tier::CustomHostname, &hostname.hostname, ca)?;
-            if hostname.ssl.settings.min_tls_version == Some(MinTlsVersion::Tls13) {
-                store.set_min_tls(&hostname.hostname, MinTls::Tls13);
-            }
-        }
-    }
-    Ok(())
 }

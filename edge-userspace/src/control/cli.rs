@@ -1,0 +1,744 @@
+//! `edge ctl`: every control-socket endpoint as a subcommand, printing
+//! readable tables (or the API's `result` with `--json`).
+
+use std::io::Read;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+use http::Method;
+use serde_json::{Map, Value, json};
+
+use super::client::Client;
+
+#[derive(Args)]
+pub struct Ctl {
+    /// The running edge's control socket.
+    #[arg(long, global = true, default_value = "./edge-demo/control.sock")]
+    socket: PathBuf,
+    /// Print the API's `result` as JSON instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: CtlCommand,
+}
+
+#[derive(Subcommand)]
+enum CtlCommand {
+    /// Zones (`/zones`); ZONE is an id or a name everywhere.
+    #[command(subcommand)]
+    Zones(ZonesCommand),
+    /// DNS records of a zone.
+    #[command(subcommand)]
+    Dns(DnsCommand),
+    /// Custom hostnames of a SaaS provider zone.
+    #[command(subcommand)]
+    Hostnames(HostnamesCommand),
+    /// The fallback origin of a SaaS provider zone.
+    #[command(subcommand)]
+    Fallback(FallbackCommand),
+    /// A zone's entrypoint ruleset per phase.
+    #[command(subcommand)]
+    Rulesets(RulesetsCommand),
+    /// What the edge would do with a request: chain, every phase and rule.
+    Trace {
+        account: String,
+        url: String,
+        #[arg(long, short = 'X', default_value = "GET")]
+        method: String,
+        /// `name: value`, repeatable.
+        #[arg(long = "header", short = 'H')]
+        headers: Vec<String>,
+    },
+    /// The whole state as one JSON document (stdout, or --output).
+    Export {
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+    /// Replaces the whole state with a document from `export` (`-`: stdin);
+    /// validated whole, nothing changes if any part is refused.
+    Import { file: PathBuf },
+}
+
+#[derive(Subcommand)]
+enum ZonesCommand {
+    List {
+        #[arg(long)]
+        name: Option<String>,
+    },
+    Get {
+        zone: String,
+    },
+    /// An unknown account is created with the zone.
+    Create {
+        name: String,
+        #[arg(long)]
+        account: String,
+    },
+    /// Deletes the zone with its records, hostnames and rulesets.
+    Delete {
+        zone: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum DnsCommand {
+    List {
+        zone: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long = "type")]
+        record_type: Option<String>,
+    },
+    Get {
+        zone: String,
+        id: String,
+    },
+    Create {
+        zone: String,
+        /// A, AAAA or CNAME.
+        #[arg(long = "type")]
+        record_type: String,
+        /// Full name, relative name, or `@` for the apex.
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        content: String,
+        /// Orange cloud: the zone's settings and rules apply.
+        #[arg(long)]
+        proxied: bool,
+        #[arg(long)]
+        ttl: Option<u32>,
+    },
+    Patch {
+        zone: String,
+        id: String,
+        #[arg(long = "type")]
+        record_type: Option<String>,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        content: Option<String>,
+        #[arg(long)]
+        proxied: Option<bool>,
+        #[arg(long)]
+        ttl: Option<u32>,
+    },
+    Delete {
+        zone: String,
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum HostnamesCommand {
+    List {
+        zone: String,
+        #[arg(long)]
+        hostname: Option<String>,
+    },
+    Get {
+        zone: String,
+        id: String,
+    },
+    Create {
+        zone: String,
+        hostname: String,
+        #[command(flatten)]
+        fields: HostnameFields,
+    },
+    Patch {
+        zone: String,
+        id: String,
+        #[command(flatten)]
+        fields: HostnameFields,
+    },
+    Delete {
+        zone: String,
+        id: String,
+    },
+}
+
+#[derive(Args)]
+struct HostnameFields {
+    /// A proxied record of the provider zone.
+    #[arg(long)]
+    origin_server: Option<String>,
+    /// SNI towards the origin server (`:request_host_header:` for the request's host).
+    #[arg(long)]
+    origin_sni: Option<String>,
+    /// A JSON object (at most 4 KB), read by rules as `cf.hostname.metadata`.
+    #[arg(long)]
+    metadata: Option<String>,
+    /// 1.0, 1.1, 1.2 or 1.3.
+    #[arg(long)]
+    min_tls: Option<String>,
+}
+
+impl HostnameFields {
+    fn into_json(self, mut body: Map<String, Value>) -> Result<Value> {
+        if let Some(server) = self.origin_server {
+            body.insert("custom_origin_server".into(), json!(server));
+        }
+        if let Some(sni) = self.origin_sni {
+            body.insert("custom_origin_sni".into(), json!(sni));
+        }
+        if let Some(metadata) = self.metadata {
+            let metadata: Value =
+                serde_json::from_str(&metadata).context("--metadata is not JSON")?;
+            body.insert("custom_metadata".into(), metadata);
+        }
+        if let Some(version) = self.min_tls {
+            body.insert(
+                "ssl".into(),
+                json!({"settings": {"min_tls_version": version}}),
+            );
+        }
+        Ok(Value::Object(body))
+    }
+}
+
+#[derive(Subcommand)]
+enum FallbackCommand {
+    Get {
+        zone: String,
+    },
+    /// ORIGIN is a proxied record of the zone.
+    Set {
+        zone: String,
+        origin: String,
+    },
+    Delete {
+        zone: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum RulesetsCommand {
+    Get {
+        zone: String,
+        phase: String,
+    },
+    /// Replaces the phase's ruleset with FILE (`{"rules": [...]}`; `-`: stdin).
+    Put {
+        zone: String,
+        phase: String,
+        file: PathBuf,
+    },
+}
+
+pub fn run(ctl: Ctl) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(run_async(ctl))
+}
+
+async fn run_async(ctl: Ctl) -> Result<()> {
+    let client = Client::new(&ctl.socket);
+    let (method, path, body, show): (Method, String, Option<Value>, Show) = match ctl.command {
+        CtlCommand::Zones(command) => match command {
+            ZonesCommand::List { name } => (
+                Method::GET,
+                with_query("/zones", &[("name", name)]),
+                None,
+                Show::Zones,
+            ),
+            ZonesCommand::Get { zone } => {
+                (Method::GET, format!("/zones/{zone}"), None, Show::Zones)
+            }
+            ZonesCommand::Create { name, account } => (
+                Method::POST,
+                "/zones".into(),
+                Some(json!({"name": name, "account": {"id": account}})),
+                Show::Zones,
+            ),
+            ZonesCommand::Delete { zone } => (
+                Method::DELETE,
+                format!("/zones/{zone}"),
+                None,
+                Show::Deleted,
+            ),
+        },
+        CtlCommand::Dns(command) => match command {
+            DnsCommand::List {
+                zone,
+                name,
+                record_type,
+            } => (
+                Method::GET,
+                with_query(
+                    &format!("/zones/{zone}/dns_records"),
+                    &[("name", name), ("type", record_type)],
+                ),
+                None,
+                Show::Records,
+            ),
+            DnsCommand::Get { zone, id } => (
+                Method::GET,
+                format!("/zones/{zone}/dns_records/{id}"),
+                None,
+                Show::Records,
+            ),
+            DnsCommand::Create {
+                zone,
+                record_type,
+                name,
+                content,
+                proxied,
+                ttl,
+            } => {
+                let mut body = json!({"type": record_type, "name": name, "content": content, "proxied": proxied});
+                if let Some(ttl) = ttl {
+                    body["ttl"] = json!(ttl);
+                }
+                (
+                    Method::POST,
+                    format!("/zones/{zone}/dns_records"),
+                    Some(body),
+                    Show::Records,
+                )
+            }
+            DnsCommand::Patch {
+                zone,
+                id,
+                record_type,
+                name,
+                content,
+                proxied,
+                ttl,
+            } => {
+                let mut body = Map::new();
+                let fields = [
+                    ("type", record_type.map(Value::from)),
+                    ("name", name.map(Value::from)),
+                    ("content", content.map(Value::from)),
+                    ("proxied", proxied.map(Value::from)),
+                    ("ttl", ttl.map(Value::from)),
+                ];
+                for (field, value) in fields {
+                    if let Some(value) = value {
+                        body.insert(field.into(), value);
+                    }
+                }
+                (
+                    Method::PATCH,
+                    format!("/zones/{zone}/dns_records/{id}"),
+                    Some(Value::Object(body)),
+                    Show::Records,
+                )
+            }
+            DnsCommand::Delete { zone, id } => (
+                Method::DELETE,
+                format!("/zones/{zone}/dns_records/{id}"),
+                None,
+                Show::Deleted,
+            ),
+        },
+        CtlCommand::Hostnames(command) => match command {
+            HostnamesCommand::List { zone, hostname } => (
+                Method::GET,
+                with_query(
+                    &format!("/zones/{zone}/custom_hostnames"),
+                    &[("hostname", hostname)],
+                ),
+                None,
+                Show::Hostnames,
+            ),
+            HostnamesCommand::Get { zone, id } => (
+                Method::GET,
+                format!("/zones/{zone}/custom_hostnames/{id}"),
+                None,
+                Show::Hostname,
+            ),
+            HostnamesCommand::Create {
+                zone,
+                hostname,
+                fields,
+            } => {
+                let mut body = Map::new();
+                body.insert("hostname".into(), json!(hostname));
+                (
+                    Method::POST,
+                    format!("/zones/{zone}/custom_hostnames"),
+                    Some(fields.into_json(body)?),
+                    Show::Hostname,
+                )
+            }
+            HostnamesCommand::Patch { zone, id, fields } => (
+                Method::PATCH,
+                format!("/zones/{zone}/custom_hostnames/{id}"),
+                Some(fields.into_json(Map::new())?),
+                Show::Hostname,
+            ),
+            HostnamesCommand::Delete { zone, id } => (
+                Method::DELETE,
+                format!("/zones/{zone}/custom_hostnames/{id}"),
+                None,
+                Show::Deleted,
+            ),
+        },
+        CtlCommand::Fallback(command) => {
+            let (method, zone, body) = match command {
+                FallbackCommand::Get { zone } => (Method::GET, zone, None),
+                FallbackCommand::Set { zone, origin } => {
+                    (Method::PUT, zone, Some(json!({"origin": origin})))
+                }
+                FallbackCommand::Delete { zone } => (Method::DELETE, zone, None),
+            };
+            (
+                method,
+                format!("/zones/{zone}/custom_hostnames/fallback_origin"),
+                body,
+                Show::Fallback,
+            )
+        }
+        CtlCommand::Rulesets(command) => match command {
+            RulesetsCommand::Get { zone, phase } => (
+                Method::GET,
+                format!("/zones/{zone}/rulesets/phases/{phase}/entrypoint"),
+                None,
+                Show::Ruleset,
+            ),
+            RulesetsCommand::Put { zone, phase, file } => (
+                Method::PUT,
+                format!("/zones/{zone}/rulesets/phases/{phase}/entrypoint"),
+                Some(read_json(&file)?),
+                Show::Ruleset,
+            ),
+        },
+        CtlCommand::Trace {
+            account,
+            url,
+            method,
+            headers,
+        } => {
+            let mut map = Map::new();
+            for header in headers {
+                let (name, value) = header
+                    .split_once(':')
+                    .with_context(|| format!("-H `{header}`: expected `name: value`"))?;
+                map.insert(name.trim().to_owned(), json!(value.trim()));
+            }
+            (
+                Method::POST,
+                format!("/accounts/{account}/request-tracer/trace"),
+                Some(json!({"url": url, "method": method, "headers": map})),
+                Show::Trace,
+            )
+        }
+        CtlCommand::Export { output } => {
+            let state = client.result(Method::GET, "/state", None).await?;
+            let text = serde_json::to_string_pretty(&state)? + "\n";
+            return match output {
+                Some(path) => std::fs::write(&path, text)
+                    .with_context(|| format!("writing {}", path.display())),
+                None => {
+                    print!("{text}");
+                    Ok(())
+                }
+            };
+        }
+        CtlCommand::Import { file } => (
+            Method::PUT,
+            "/state".into(),
+            Some(read_json(&file)?),
+            Show::Imported,
+        ),
+    };
+    let result = client.result(method, &path, body.as_ref()).await?;
+    if ctl.json {
+        println!("{}", serde_json::to_string_pretty(&result)?);
+    } else {
+        print!("{}", show.render(&result));
+    }
+    Ok(())
+}
+
+fn with_query(path: &str, pairs: &[(&str, Option<String>)]) -> String {
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    for (name, value) in pairs {
+        if let Some(value) = value {
+            query.append_pair(name, value);
+        }
+    }
+    let query = query.finish();
+    if query.is_empty() {
+        path.to_owned()
+    } else {
+        format!("{path}?{query}")
+    }
+}
+
+fn read_json(file: &PathBuf) -> Result<Value> {
+    let mut text = String::new();
+    if file.as_os_str() == "-" {
+        std::io::stdin().read_to_string(&mut text)?;
+    } else {
+        text =
+            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    }
+    serde_json::from_str(&text).with_context(|| format!("{} is not JSON", file.display()))
+}
+
+/// How a result is printed without `--json`.
+enum Show {
+    Zones,
+    Records,
+    Hostnames,
+    Hostname,
+    Fallback,
+    Ruleset,
+    Trace,
+    Deleted,
+    Imported,
+}
+
+impl Show {
+    fn render(&self, result: &Value) -> String {
+        let items = |result: &Value| match result {
+            Value::Array(items) => items.clone(),
+            other => vec![other.clone()],
+        };
+        match self {
+            Show::Zones => table(
+                &["ID", "NAME", "ACCOUNT"],
+                items(result)
+                    .iter()
+                    .map(|z| vec![text(&z["id"]), text(&z["name"]), text(&z["account"]["id"])])
+                    .collect(),
+            ),
+            Show::Records => table(
+                &["ID", "TYPE", "NAME", "CONTENT", "PROXIED", "TTL"],
+                items(result)
+                    .iter()
+                    .map(|r| {
+                        vec![
+                            text(&r["id"]),
+                            text(&r["type"]),
+                            text(&r["name"]),
+                            text(&r["content"]),
+                            text(&r["proxied"]),
+                            match r["ttl"].as_u64() {
+                                Some(1) => "auto".into(),
+                                _ => text(&r["ttl"]),
+                            },
+                        ]
+                    })
+                    .collect(),
+            ),
+            Show::Hostnames => hostname_table(&items(result)),
+            Show::Hostname => {
+                let mut out = hostname_table(std::slice::from_ref(result));
+                if let Some(txt) = result.get("ownership_verification") {
+                    out += &format!(
+                        "\npre-validation: TXT {} = {}\n            or: {} answering {}\n",
+                        text(&txt["name"]),
+                        text(&txt["value"]),
+                        text(&result["ownership_verification_http"]["http_url"]),
+                        text(&result["ownership_verification_http"]["http_body"]),
+                    );
+                }
+                out
+            }
+            Show::Fallback => table(
+                &["ORIGIN", "STATUS"],
+                vec![vec![text(&result["origin"]), text(&result["status"])]],
+            ),
+            Show::Ruleset => {
+                let mut out = format!(
+                    "{} ruleset {} of zone {}\n",
+                    text(&result["phase"]),
+                    text(&result["id"]),
+                    text(&result["zone_id"])
+                );
+                let rules = result["rules"].as_array().cloned().unwrap_or_default();
+                out += &table(
+                    &["#", "ID", "ACTION", "ENABLED", "EXPRESSION", "DESCRIPTION"],
+                    rules
+                        .iter()
+                        .enumerate()
+                        .map(|(i, r)| {
+                            vec![
+                                i.to_string(),
+                                text(&r["id"]),
+                                text(&r["action"]),
+                                text(&r["enabled"]),
+                                text(&r["expression"]),
+                                text(&r["description"]),
+                            ]
+                        })
+                        .collect(),
+                );
+                out
+            }
+            Show::Trace => trace(result),
+            Show::Deleted => format!("deleted {}\n", text(&result["id"])),
+            Show::Imported => format!(
+                "imported {} accounts, {} zones, {} DNS records, {} custom hostnames\n",
+                result["accounts"],
+                result["zones"],
+                result["dns_records"],
+                result["custom_hostnames"]
+            ),
+        }
+    }
+}
+
+fn hostname_table(items: &[Value]) -> String {
+    table(
+        &["ID", "HOSTNAME", "STATUS", "ORIGIN", "VERIFICATION ERRORS"],
+        items
+            .iter()
+            .map(|h| {
+                let errors: Vec<String> = h["verification_errors"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(text)
+                    .collect();
+                vec![
+                    text(&h["id"]),
+                    text(&h["hostname"]),
+                    text(&h["status"]),
+                    match &h["custom_origin_server"] {
+                        Value::Null => "(fallback)".into(),
+                        server => text(server),
+                    },
+                    errors.join("; "),
+                ]
+            })
+            .collect(),
+    )
+}
+
+fn trace(result: &Value) -> String {
+    let mut out = String::new();
+    if !result["error"].is_null() {
+        let e = &result["error"];
+        return format!(
+            "{}: error {} ({}, HTTP {}): {}\n",
+            text(&result["host"]),
+            e["code"],
+            text(&e["title"]),
+            e["status"],
+            text(&e["detail"])
+        );
+    }
+    let chain = &result["chain"];
+    let zones: Vec<String> = chain["zones"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(text)
+        .collect();
+    out += &format!(
+        "{}: chain {} [{}]{}\n",
+        text(&result["host"]),
+        chain["id"],
+        zones.join(" -> "),
+        if chain["o2o"] == json!(true) {
+            " (O2O)"
+        } else {
+            ""
+        }
+    );
+    let mut rows = Vec::new();
+    for stage in result["trace"].as_array().into_iter().flatten() {
+        for phase in stage["phases"].as_array().into_iter().flatten() {
+            let prefix = vec![
+                text(&stage["zone"]),
+                text(&stage["direction"]),
+                text(&phase["phase"]),
+            ];
+            if let Some(skipped) = phase["skipped"].as_str() {
+                rows.push(
+                    [
+                        prefix.clone(),
+                        vec!["-".into(), skipped.into(), String::new(), String::new()],
+                    ]
+                    .concat(),
+                );
+            }
+            for rule in phase["rules"].as_array().into_iter().flatten() {
+                let result = match &rule["reason"] {
+                    Value::Null => text(&rule["result"]),
+                    reason => format!("{} ({})", text(&rule["result"]), text(reason)),
+                };
+                rows.push(
+                    [
+                        prefix.clone(),
+                        vec![
+                            text(&rule["index"]),
+                            result,
+                            text(&rule["action"]),
+                            text(&rule["expression"]),
+                        ],
+                    ]
+                    .concat(),
+                );
+            }
+        }
+    }
+    out += &table(
+        &[
+            "ZONE",
+            "DIRECTION",
+            "PHASE",
+            "#",
+            "RESULT",
+            "ACTION",
+            "EXPRESSION",
+        ],
+        rows,
+    );
+    let outcome = &result["outcome"];
+    out += &match outcome["action"].as_str() {
+        Some("respond") => format!(
+            "=> answered {} by zone {}\n",
+            outcome["status"],
+            text(&outcome["zone"])
+        ),
+        _ => format!(
+            "=> origin {}:{}\n",
+            text(&outcome["origin"]["host"]),
+            outcome["origin"]["port"]
+        ),
+    };
+    out
+}
+
+/// A value as a table cell: strings bare, null empty.
+fn text(value: &Value) -> String {
+    match value {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Left-aligned columns, two spaces apart.
+fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let mut line = String::new();
+        for (i, (cell, width)) in cells.iter().zip(&widths).enumerate() {
+            if i + 1 == cells.len() {
+                line += cell;
+            } else {
+                line += &format!("{cell:<width$}  ");
+            }
+        }
+        line.trim_end().to_owned() + "\n"
+    };
+    let mut out = line(headers.iter().map(|h| h.to_string()).collect());
+    for row in rows {
+        out += &line(row);
+    }
+    out
+}

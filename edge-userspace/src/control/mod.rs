@@ -1,0 +1,167 @@
+//! The control socket: Cloudflare API v4 shaped JSON over HTTP/1.1 on a Unix
+//! domain socket, the durable store behind it, and `edge ctl` in front of it.
+//!
+//! Every write runs the same way, one at a time: the handler turns the request
+//! into [`Change`]s against the current state, the result is validated whole
+//! and compiled, committed durably to the [`Store`], and only then made live
+//! through [`Applier::apply`]. A rejected write changes nothing anywhere.
+
+mod activation;
+mod api;
+pub mod cli;
+pub mod client;
+mod envelope;
+mod ids;
+mod router;
+pub mod socket;
+pub mod store;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use anyhow::Result;
+use arc_swap::ArcSwap;
+use serde::Deserialize;
+
+use crate::config::Config;
+use crate::downstream::LocalCa;
+use crate::routing::Routing;
+use crate::serve::apply::{Applier, ApplyError};
+use crate::state::{Change, State};
+pub use envelope::ApiError;
+pub use socket::serve;
+use store::Store;
+
+/// File name of the socket in the state directory, unless the config names one.
+pub const SOCKET_FILE: &str = "control.sock";
+
+/// The config's `control` section.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlConfig {
+    /// Socket path [default: `<state_dir>/control.sock`].
+    #[serde(default)]
+    pub socket: Option<PathBuf>,
+    /// A group whose members may use the socket too (mode 0660 instead of 0600).
+    #[serde(default)]
+    pub group: Option<String>,
+}
+
+impl ControlConfig {
+    pub fn socket_path(&self, state_dir: &Path) -> PathBuf {
+        self.socket
+            .clone()
+            .unwrap_or_else(|| state_dir.join(SOCKET_FILE))
+    }
+}
+
+/// The edge's state and the one writer that may change it; clones share both.
+#[derive(Clone)]
+pub struct Control {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// The committed (durable and live) state, for readers that must not
+    /// wait for a write in progress.
+    state: ArcSwap<State>,
+    routing: Arc<ArcSwap<Routing>>,
+    writer: Mutex<Writer>,
+}
+
+struct Writer {
+    store: Store,
+    applier: Applier,
+}
+
+impl Control {
+    /// Opens the store in the state directory (seeding it from the config's
+    /// state on first start) and builds the live routing and certificates.
+    pub fn start(config: &Config, ca: LocalCa) -> Result<Control> {
+        let store = Store::open(&config.state_dir)?;
+        let state = store.load_or_seed(&config.state)?;
+        let applier = Applier::new(config, ca, &state)?;
+        Ok(Control {
+            inner: Arc::new(Inner {
+                state: ArcSwap::from_pointee(state),
+                routing: applier.routing(),
+                writer: Mutex::new(Writer { store, applier }),
+            }),
+        })
+    }
+
+    pub fn routing(&self) -> Arc<ArcSwap<Routing>> {
+        self.inner.routing.clone()
+    }
+
+    pub fn acceptor(&self) -> crate::downstream::TlsAcceptor {
+        self.writer().applier.acceptor()
+    }
+
+    /// Every later write and reload keeps the XDP routes map in step.
+    pub fn use_xdp(&self, xdp: Arc<crate::xdp::XdpRuntime>) {
+        self.writer().applier.use_xdp(xdp);
+    }
+
+    /// The committed state.
+    pub fn state(&self) -> Arc<State> {
+        self.inner.state.load_full()
+    }
+
+    /// SIGHUP: the config's certificate files again, with the stored state
+    /// (the config's `state` only seeds an empty store).
+    pub fn reload(&self, config: &Config) -> Result<(), ApplyError> {
+        let mut writer = self.writer();
+        writer.applier.reload(config, &self.inner.state.load())
+    }
+
+    /// One write: `plan` turns the request into changes against the current
+    /// state (and what to answer); they are validated, completed with the
+    /// real-time checks this edge can answer itself, committed durably and
+    /// made live, or refused with nothing changed.
+    pub(crate) fn write<R>(
+        &self,
+        plan: impl FnOnce(&State) -> Result<(Vec<Change>, R), ApiError>,
+    ) -> Result<R, ApiError> {
+        let mut writer = self.writer();
+        let current = self.inner.state.load_full();
+        let (mut changes, answer) = plan(&current)?;
+        let mut next = current.apply_all(changes.iter().cloned())?;
+        let observed = activation::local_checks(&current, &next, &changes);
+        if !observed.is_empty() {
+            next = next.apply_all(observed.iter().cloned())?;
+            changes.extend(observed);
+        }
+        self.commit(&mut writer, next, |store, next| {
+            store.commit(&changes, next)
+        })?;
+        Ok(answer)
+    }
+
+    /// Replaces the whole state (import): validated and compiled like any write.
+    pub(crate) fn replace(&self, next: State) -> Result<(), ApiError> {
+        next.validate()?;
+        let mut writer = self.writer();
+        self.commit(&mut writer, next, |store, next| store.replace(next))
+    }
+
+    fn commit(
+        &self,
+        writer: &mut Writer,
+        next: State,
+        durable: impl FnOnce(&Store, &State) -> Result<()>,
+    ) -> Result<(), ApiError> {
+        let Writer { store, applier } = writer;
+        applier.apply(&next, || durable(store, &next))?;
+        self.inner.state.store(Arc::new(next));
+        Ok(())
+    }
+
+    fn writer(&self) -> std::sync::MutexGuard<'_, Writer> {
+        // A panicking writer changed nothing (the swap is its last step).
+        self.inner
+            .writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}

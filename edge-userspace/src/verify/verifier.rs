@@ -1,0 +1,361 @@
+//! The verifier task: knows which hostnames await validation (from the
+//! control plane's state), runs their checks when the back-off schedule says
+//! so, and reports what changed to a [`StatusSink`].
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::Instant;
+
+use super::{Checker, Retry, VerifyConfig, VerifyError};
+use crate::state::activation::transition;
+use crate::state::{Change, CnameCheck, CustomHostname, HostnameStatus, Observation, State};
+
+/// One hostname's status change, found by a check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusChange {
+    pub zone_id: String,
+    pub custom_hostname_id: String,
+    pub hostname: String,
+    pub from: HostnameStatus,
+    /// The status and errors the activation state machine gives the
+    /// hostname as the verifier saw it.
+    pub to: HostnameStatus,
+    pub verification_errors: Vec<String>,
+    /// The evidence.
+    pub observation: Observation,
+}
+
+impl StatusChange {
+    /// The write to apply: the state machine runs again on the newest state,
+    /// so an operator's change made while the check ran (a block, a new
+    /// hostname name) is never overwritten by a stale verdict.
+    pub fn to_change(&self) -> Change {
+        Change::Observe {
+            zone_id: self.zone_id.clone(),
+            custom_hostname_id: self.custom_hostname_id.clone(),
+            observation: self.observation.clone(),
+        }
+    }
+}
+
+/// Where the verifier's findings go: the control plane's atomic apply.
+pub trait StatusSink: Send + Sync + 'static {
+    /// Applies all `changes` (their [`StatusChange::to_change`]) in one
+    /// atomic write, makes it durable, and publishes the new state on the
+    /// verifier's watch channel before returning, so an activated hostname
+    /// carries traffic at once and the verifier sees its own result. On
+    /// `Err` the verifier checks those hostnames again after
+    /// [`VerifyConfig::error_retry`].
+    fn apply(&self, changes: Vec<StatusChange>) -> impl Future<Output = anyhow::Result<()>> + Send;
+}
+
+/// The running verifier; dropping it stops the task.
+pub struct Verifier {
+    commands: mpsc::Sender<Command>,
+    task: JoinHandle<()>,
+}
+
+enum Command {
+    Refresh {
+        zone_id: String,
+        id: String,
+        reply: oneshot::Sender<Result<(), VerifyError>>,
+    },
+}
+
+impl Verifier {
+    /// Starts the verifier on the current tokio runtime. `states` carries
+    /// the control plane's current state; every hostname that is `pending`,
+    /// `active` or `moved` in it is watched, a new one checked at once.
+    pub fn spawn<S: StatusSink>(
+        config: &VerifyConfig,
+        states: watch::Receiver<Arc<State>>,
+        sink: Arc<S>,
+    ) -> Result<Verifier, VerifyError> {
+        let checker = Arc::new(Checker::new(config)?);
+        let (commands, receiver) = mpsc::channel(64);
+        let task = Task {
+            checker,
+            config: config.clone(),
+            states,
+            sink,
+            tracks: HashMap::new(),
+        };
+        Ok(Verifier {
+            commands,
+            task: tokio::spawn(task.run(receiver)),
+        })
+    }
+
+    /// Checks the hostname now instead of when the back-off says, and starts
+    /// its schedule again (the customer says they fixed their DNS). Returns
+    /// once the check is under way; its result reaches the sink.
+    pub async fn refresh(
+        &self,
+        zone_id: &str,
+        custom_hostname_id: &str,
+    ) -> Result<(), VerifyError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Refresh {
+                zone_id: zone_id.to_string(),
+                id: custom_hostname_id.to_string(),
+                reply,
+            })
+            .await
+            .map_err(|_| VerifyError::Stopped)?;
+        answer.await.map_err(|_| VerifyError::Stopped)?
+    }
+}
+
+impl Drop for Verifier {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+type Key = (String, String);
+
+/// What the verifier remembers of one watched hostname.
+struct Track {
+    hostname: String,
+    /// The status the hostname has, or is about to have once the sink applies
+    /// the verifier's own change.
+    status: HostnameStatus,
+    retry: Retry,
+    due: Option<Instant>,
+    /// Whether a CNAME check has seen it point here since this process
+    /// started. Only then is an active hostname `moved` when it points
+    /// elsewhere: one activated by TXT or HTTP pre-validation before its
+    /// DNS was switched has not moved, it has not arrived yet.
+    pointed_here: bool,
+}
+
+impl Track {
+    fn new(ch: &CustomHostname, now: Instant) -> Track {
+        Track {
+            hostname: ch.hostname.clone(),
+            status: ch.status,
+            retry: Retry::start(now.into_std()),
+            due: Some(now),
+            pointed_here: false,
+        }
+    }
+
+    fn restart(&mut self, now: Instant) {
+        self.retry = Retry::start(now.into_std());
+        self.due = Some(now);
+    }
+
+    /// Plans the next check after one made at `now`.
+    fn checked(&mut self, now: Instant, config: &VerifyConfig) {
+        self.due = match self.status {
+            HostnameStatus::Active => Some(now + config.active_recheck()),
+            _ => {
+                self.retry.tried(now.into_std());
+                self.retry.next_due().map(Instant::from_std)
+            }
+        };
+    }
+}
+
+struct Task<S> {
+    checker: Arc<Checker>,
+    config: VerifyConfig,
+    states: watch::Receiver<Arc<State>>,
+    sink: Arc<S>,
+    tracks: HashMap<Key, Track>,
+}
+
+impl<S: StatusSink> Task<S> {
+    async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+        self.reconcile(Instant::now());
+        loop {
+            let now = Instant::now();
+            let due: Vec<Key> = self
+                .tracks
+                .iter()
+                .filter(|(_, t)| t.due.is_some_and(|d| d <= now))
+                .map(|(k, _)| k.clone())
+                .collect();
+            if !due.is_empty() {
+                self.check(due).await;
+                continue;
+            }
+            let next = self.tracks.values().filter_map(|t| t.due).min();
+            tokio::select! {
+                changed = self.states.changed() => match changed {
+                    Ok(()) => self.reconcile(Instant::now()),
+                    Err(_) => return,
+                },
+                command = commands.recv() => match command {
+                    Some(Command::Refresh { zone_id, id, reply }) => {
+                        let _ = reply.send(self.refresh(zone_id, id));
+                    }
+                    None => return,
+                },
+                _ = sleep_until(next) => {}
+            }
+        }
+    }
+
+    /// Follows the control plane's state: watches hostnames awaiting or
+    /// holding validation, forgets deleted or blocked ones, and starts over
+    /// for one whose name or status an operator changed.
+    fn reconcile(&mut self, now: Instant) {
+        let state = self.states.borrow_and_update().clone();
+        let mut seen = HashSet::new();
+        for zone in &state.zones {
+            for ch in &zone.custom_hostnames {
+                if !matches!(
+                    ch.status,
+                    HostnameStatus::Pending | HostnameStatus::Active | HostnameStatus::Moved
+                ) {
+                    continue;
+                }
+                let key = (zone.zone.id.clone(), ch.id.clone());
+                match self.tracks.get(&key) {
+                    Some(t) if t.hostname == ch.hostname && t.status == ch.status => {}
+                    _ => {
+                        self.tracks.insert(key.clone(), Track::new(ch, now));
+                    }
+                }
+                seen.insert(key);
+            }
+        }
+        self.tracks.retain(|key, _| seen.contains(key));
+    }
+
+    fn refresh(&mut self, zone_id: String, id: String) -> Result<(), VerifyError> {
+        // The control plane may have published the hostname an instant ago.
+        self.reconcile(Instant::now());
+        let key = (zone_id, id);
+        match self.tracks.get_mut(&key) {
+            Some(track) => {
+                track.restart(Instant::now());
+                Ok(())
+            }
+            None => Err(VerifyError::UnknownHostname {
+                zone_id: key.0,
+                id: key.1,
+            }),
+        }
+    }
+
+    /// Runs the due checks, at most `concurrency` at a time, and reports
+    /// the changes they found in one batch.
+    async fn check(&mut self, due: Vec<Key>) {
+        let state = self.states.borrow().clone();
+        let mut changes = Vec::new();
+        for batch in due.chunks(self.config.concurrency) {
+            let mut checks = JoinSet::new();
+            for key in batch {
+                let Some(ch) = find(&state, key) else {
+                    self.tracks.remove(key);
+                    continue;
+                };
+                // Replaced when the check concludes; bounds the repeats of
+                // one that never does (its task panicked).
+                if let Some(track) = self.tracks.get_mut(key) {
+                    track.due = Some(Instant::now() + self.config.error_retry());
+                }
+                let (checker, state, key) = (self.checker.clone(), state.clone(), key.clone());
+                checks.spawn(async move {
+                    let result = checker.observe(&state, &key.0, &ch).await;
+                    (key, ch, result)
+                });
+            }
+            while let Some(joined) = checks.join_next().await {
+                let Ok((key, ch, result)) = joined else {
+                    continue;
+                };
+                if let Some(change) = self.conclude(&key, &ch, result) {
+                    changes.push(change);
+                }
+            }
+        }
+        if changes.is_empty() {
+            return;
+        }
+        let keys: Vec<Key> = changes
+            .iter()
+            .map(|c| (c.zone_id.clone(), c.custom_hostname_id.clone()))
+            .collect();
+        if let Err(error) = self.sink.apply(changes).await {
+            tracing::warn!(%error, "the control plane refused hostname status changes; checking again later");
+            let retry_at = Instant::now() + self.config.error_retry();
+            for key in keys {
+                if let (Some(track), Some(ch)) = (self.tracks.get_mut(&key), find(&state, &key)) {
+                    track.status = ch.status;
+                    track.due = Some(retry_at);
+                }
+            }
+        }
+    }
+
+    /// Turns one check's result into the change to report, if any, and
+    /// plans the hostname's next check.
+    fn conclude(
+        &mut self,
+        key: &Key,
+        ch: &CustomHostname,
+        result: Result<Observation, VerifyError>,
+    ) -> Option<StatusChange> {
+        let now = Instant::now();
+        let track = self.tracks.get_mut(key)?;
+        let observation = match result {
+            Ok(observation) => observation,
+            Err(error) => {
+                tracing::warn!(hostname = %ch.hostname, %error, "hostname validation check failed");
+                track.checked(now, &self.config);
+                return None;
+            }
+        };
+        if let Observation::Cname { result } = &observation {
+            let here = *result == CnameCheck::Provider;
+            if ch.status == HostnameStatus::Active && !here && !track.pointed_here {
+                tracing::debug!(hostname = %ch.hostname, "active by pre-validation, DNS not pointing here yet");
+                track.checked(now, &self.config);
+                return None;
+            }
+            track.pointed_here |= here;
+        }
+        let next = transition(ch, &observation);
+        let changed =
+            next.status != ch.status || next.verification_errors != ch.verification_errors;
+        if next.status != track.status {
+            track.status = next.status;
+            track.retry = Retry::start(now.into_std());
+        }
+        track.checked(now, &self.config);
+        changed.then(|| StatusChange {
+            zone_id: key.0.clone(),
+            custom_hostname_id: key.1.clone(),
+            hostname: ch.hostname.clone(),
+            from: ch.status,
+            to: next.status,
+            verification_errors: next.verification_errors,
+            observation,
+        })
+    }
+}
+
+fn find(state: &State, (zone_id, id): &Key) -> Option<CustomHostname> {
+    state
+        .zone(zone_id)?
+        .custom_hostnames
+        .iter()
+        .find(|h| &h.id == id)
+        .cloned()
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
