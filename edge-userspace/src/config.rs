@@ -71,6 +71,9 @@ impl Config {
     pub fn parse(json: &str) -> Result<Config> {
         let config: Config = serde_json::from_str(json)?;
         config.state.validate()?;
+        if let Some(verify) = &config.verify {
+            verify.validate()?;
+        }
         Ok(config)
     }
 

@@ -157,6 +157,12 @@ enum HostnamesCommand {
         zone: String,
         id: String,
     },
+    /// Validate the hostname again now instead of when its back-off says
+    /// (an empty PATCH, as with Cloudflare).
+    Refresh {
+        zone: String,
+        id: String,
+    },
 }
 
 #[derive(Args)]
@@ -376,6 +382,12 @@ async fn run_async(ctl: Ctl) -> Result<()> {
                 format!("/zones/{zone}/custom_hostnames/{id}"),
                 None,
                 Show::Deleted,
+            ),
+            HostnamesCommand::Refresh { zone, id } => (
+                Method::PATCH,
+                format!("/zones/{zone}/custom_hostnames/{id}"),
+                None,
+                Show::Hostname,
             ),
         },
         CtlCommand::Fallback(command) => {

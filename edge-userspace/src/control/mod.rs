@@ -15,6 +15,7 @@ mod ids;
 mod router;
 pub mod socket;
 pub mod store;
+mod verification;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -22,6 +23,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use anyhow::Result;
 use arc_swap::ArcSwap;
 use serde::Deserialize;
+use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::downstream::LocalCa;
@@ -67,6 +69,9 @@ struct Inner {
     state: ArcSwap<State>,
     routing: Arc<ArcSwap<Routing>>,
     writer: Mutex<Writer>,
+    /// Every committed state, for the hostname verifier.
+    published: watch::Sender<Arc<State>>,
+    verifier: verification::VerifierSlot,
 }
 
 struct Writer {
@@ -81,11 +86,14 @@ impl Control {
         let store = Store::open(&config.state_dir)?;
         let state = store.load_or_seed(&config.state)?;
         let applier = Applier::new(config, ca, &state)?;
+        let state = Arc::new(state);
         Ok(Control {
             inner: Arc::new(Inner {
-                state: ArcSwap::from_pointee(state),
+                state: ArcSwap::new(state.clone()),
                 routing: applier.routing(),
                 writer: Mutex::new(Writer { store, applier }),
+                published: watch::Sender::new(state),
+                verifier: Default::default(),
             }),
         })
     }
@@ -153,7 +161,9 @@ impl Control {
     ) -> Result<(), ApiError> {
         let Writer { store, applier } = writer;
         applier.apply(&next, || durable(store, &next))?;
-        self.inner.state.store(Arc::new(next));
+        let next = Arc::new(next);
+        self.inner.state.store(next.clone());
+        self.inner.published.send_replace(next);
         Ok(())
     }
 

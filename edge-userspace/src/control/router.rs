@@ -79,9 +79,14 @@ impl Call {
             .map(|(_, v)| v.as_str())
     }
 
+    /// Whether the request carries a body (whitespace is none).
+    pub fn has_body(&self) -> bool {
+        !self.body.iter().all(u8::is_ascii_whitespace)
+    }
+
     /// The body as `T`; unknown fields, wrong types and bad JSON are 400.
     pub fn json<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
-        if self.body.iter().all(u8::is_ascii_whitespace) {
+        if !self.has_body() {
             return Err(ApiError::malformed("a JSON body is required"));
         }
         serde_json::from_slice(&self.body)

@@ -7,6 +7,7 @@
 //! way; two edges cannot race for it because the store's lock comes first.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -18,6 +19,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::net::UnixListener;
+use tokio::task::JoinSet;
 
 use super::envelope::{code, failure, success};
 use super::router::{self, Call, Found};
@@ -92,19 +94,27 @@ fn restrict(path: &Path, group: Option<&str>) -> Result<()> {
         .with_context(|| format!("setting the mode of {}", path.display()))
 }
 
-/// Answers on `socket` until the task is dropped.
-pub async fn serve(socket: Socket, control: Control) {
+/// Answers on `socket` until `stop` resolves, then ends the open
+/// connections and returns once none of them holds `control` any more, so
+/// that the store (and its lock on the state directory) can be released.
+pub async fn serve(socket: Socket, control: Control, stop: impl Future<Output = ()>) {
+    let mut connections = JoinSet::new();
+    let mut stop = std::pin::pin!(stop);
     loop {
-        let stream = match socket.listener.accept().await {
-            Ok((stream, _)) => stream,
-            Err(error) => {
-                tracing::warn!("control socket accept: {error}");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
+        let stream = tokio::select! {
+            () = &mut stop => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+            accepted = socket.listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    tracing::warn!("control socket accept: {error}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
         };
         let control = control.clone();
-        tokio::spawn(async move {
+        connections.spawn(async move {
             let service = hyper::service::service_fn(move |req| {
                 let control = control.clone();
                 async move { Ok::<_, Infallible>(handle(control, req).await) }
@@ -117,6 +127,7 @@ pub async fn serve(socket: Socket, control: Control) {
             }
         });
     }
+    connections.shutdown().await;
 }
 
 async fn handle(control: Control, req: Request<Incoming>) -> Response<Full<Bytes>> {

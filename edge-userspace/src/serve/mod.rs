@@ -98,6 +98,11 @@ pub async fn run(
     let tls_port = listeners[0].port();
     let xdp = XdpRuntime::start(config.xdp.as_ref(), routing.clone(), tls_port, tls_port)?;
     control.use_xdp(xdp.clone());
+    // Validation beyond this edge runs while the edge serves (stopped below).
+    let verifier = match &config.verify {
+        Some(verify) => Some(control.start_verifier(verify)?),
+        None => None,
+    };
     let acceptor = control.acceptor().with_classifier(xdp.clone());
     let router = ChainRouter::new(routing.clone(), listeners.clone());
     let proxy = Proxy::new(
@@ -114,8 +119,11 @@ pub async fn run(
         control: control_socket.path().to_owned(),
         xdp: xdp.clone(),
     };
-    let control_task = tokio::spawn(control::serve(control_socket, control.clone()));
-    tokio::spawn(reload_on_hangup(source, control));
+    let (stop_control, control_stopped) = tokio::sync::oneshot::channel::<()>();
+    let control_task = tokio::spawn(control::serve(control_socket, control.clone(), async {
+        let _ = control_stopped.await;
+    }));
+    let reload_task = tokio::spawn(reload_on_hangup(source, control));
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
@@ -150,7 +158,17 @@ pub async fn run(
         let _ = stop_tx.send(true);
     };
     let ((), tls_result, plain_result) = tokio::join!(signal, tls_server, plain_server);
-    control_task.abort();
+    // Every task holding the control plane ends before returning, so the
+    // store's lock is released (an embedding may start again on the same
+    // state directory).
+    let _ = stop_control.send(());
+    reload_task.abort();
+    let _ = tokio::join!(control_task, reload_task);
+    // (A refresh in flight may hold the verifier a moment longer; it stops
+    // when that lets go.)
+    if let Some(verifier) = verifier.and_then(Arc::into_inner) {
+        verifier.stop().await;
+    }
     let detached = xdp.detach().map(drop);
     tls_result.and(plain_result).and(detached)
 }

@@ -110,6 +110,13 @@ impl Verifier {
             .map_err(|_| VerifyError::Stopped)?;
         answer.await.map_err(|_| VerifyError::Stopped)?
     }
+
+    /// Stops the task and waits until it has let go of the sink, so that
+    /// whatever the sink holds (the control plane's store) is released.
+    pub async fn stop(mut self) {
+        self.task.abort();
+        let _ = (&mut self.task).await;
+    }
 }
 
 impl Drop for Verifier {

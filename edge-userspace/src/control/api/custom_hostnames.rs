@@ -125,8 +125,13 @@ pub(super) fn create(control: &Control, call: &Call) -> Result<Value, ApiError> 
     current(control, &zone_id, &id)
 }
 
+/// Like Cloudflare, a PATCH (even an empty one) also validates the hostname
+/// again now.
 pub(super) fn patch(control: &Control, call: &Call) -> Result<Value, ApiError> {
-    let patch: Map<String, Value> = call.json()?;
+    let patch: Map<String, Value> = match call.has_body() {
+        true => call.json()?,
+        false => Map::new(),
+    };
     let id = call.param("id");
     let zone_id = control.write(|state| {
         let zs = zone(state, call.param("zone"))?;
@@ -140,6 +145,7 @@ pub(super) fn patch(control: &Control, call: &Call) -> Result<Value, ApiError> {
             zone_id,
         ))
     })?;
+    control.refresh(&zone_id, id);
     current(control, &zone_id, id)
 }
 
