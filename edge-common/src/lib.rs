@@ -5,4 +5,5 @@
 #![no_std]
 
 pub mod maps;
+pub mod quic;
 pub mod sni;

@@ -36,6 +36,7 @@ pub fn packet(ctx: &XdpContext) -> u32 {
         }
         IPPROTO_UDP if listen & LISTEN_QUIC != 0 => {
             counters::global(|g| g.quic += 1);
+            crate::quic::datagram(&pkt, &t);
             PASS
         }
         _ => PASS,

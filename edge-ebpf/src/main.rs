@@ -9,6 +9,7 @@ mod counters;
 mod maps;
 mod packet;
 mod parse;
+mod quic;
 mod tls;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};

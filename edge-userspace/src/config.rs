@@ -28,6 +28,9 @@ pub struct Config {
     /// Validates custom hostnames through DNS and HTTP (see [`crate::verify`]).
     #[serde(default)]
     pub verify: Option<crate::verify::VerifyConfig>,
+    /// HTTP/3 on the UDP port of `listen.https` (on unless `"enabled": false`).
+    #[serde(default)]
+    pub http3: crate::downstream::h3::Settings,
     pub state: State,
     /// The control socket (`edge ctl`); the store in `state_dir` keeps what it changes.
     #[serde(default)]
@@ -74,6 +77,7 @@ impl Config {
         if let Some(verify) = &config.verify {
             verify.validate()?;
         }
+        config.http3.validate()?;
         Ok(config)
     }
 

@@ -12,12 +12,12 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http::header::{HOST, HeaderValue};
+use http::header::{ALT_SVC, HOST, HeaderValue};
 use http::{Response, request, response};
 use http_body_util::{BodyExt, Full};
 
 use crate::chain::{Chain, EdgeError, ErrorKind, HostHeader, OriginSni, OriginTls, Snapshot};
-use crate::downstream::ConnInfo;
+use crate::downstream::{ConnInfo, h3};
 use crate::pipeline::{ErrorPage, Reply, Route, Router};
 use crate::rules::{ClientInfo, Phase, RawRequest, ZoneRules};
 use crate::stages::{self, RequestOutcome, RouteOverride, Stage};
@@ -36,6 +36,8 @@ struct CompiledZone {
     rules: ZoneRules,
     /// Bytes; from the zone's `max_upload`.
     max_request_body: Option<u64>,
+    /// The zone's `http3` setting: advertise HTTP/3 on TCP responses.
+    http3: bool,
 }
 
 impl Routing {
@@ -56,6 +58,7 @@ impl Routing {
             let compiled = CompiledZone {
                 rules,
                 max_request_body,
+                http3: zone.zone.settings.http3.is_on(),
             };
             zones.insert(Arc::from(zone.zone.id.as_str()), compiled);
         }
@@ -88,6 +91,14 @@ impl Routing {
             .min()
     }
 
+    /// HTTP/3 is advertised only when every zone of the chain allows it.
+    fn http3(&self, chain: &Chain) -> bool {
+        chain
+            .stages
+            .iter()
+            .all(|stage| self.zone(&stage.zone_id).http3)
+    }
+
     fn zone(&self, id: &str) -> &CompiledZone {
         self.zones
             .get(id)
@@ -100,11 +111,24 @@ pub struct ChainRouter {
     routing: Arc<ArcSwap<Routing>>,
     /// The edge's own listeners: an origin there would loop (error 1000).
     listeners: Vec<SocketAddr>,
+    /// `Alt-Svc` value for TCP responses when HTTP/3 is served.
+    alt_svc: Option<HeaderValue>,
 }
 
 impl ChainRouter {
     pub fn new(routing: Arc<ArcSwap<Routing>>, listeners: Vec<SocketAddr>) -> Self {
-        ChainRouter { routing, listeners }
+        ChainRouter {
+            routing,
+            listeners,
+            alt_svc: None,
+        }
+    }
+
+    /// Advertises HTTP/3 on UDP `port` in responses over TCP, for chains whose zones allow it.
+    pub fn with_alt_svc(mut self, port: u16) -> Self {
+        let value = format!("h3=\":{port}\"; ma=86400");
+        self.alt_svc = Some(HeaderValue::from_str(&value).expect("an ASCII header value"));
+        self
     }
 }
 
@@ -162,6 +186,12 @@ impl Router for ChainRouter {
     }
 
     fn on_response(&self, pending: Pending, conn: &ConnInfo, resp: &mut response::Parts) {
+        if let Some(alt_svc) = &self.alt_svc
+            && !is_http3(conn)
+            && pending.routing.http3(&pending.chain)
+        {
+            resp.headers.insert(ALT_SVC, alt_svc.clone());
+        }
         let Some((req, raw)) = &pending.request else {
             return;
         };
@@ -220,6 +250,13 @@ impl ChainRouter {
         host.parse()
             .is_ok_and(|ip| self.listeners.contains(&SocketAddr::new(ip, port)))
     }
+}
+
+fn is_http3(conn: &ConnInfo) -> bool {
+    conn.tls
+        .as_ref()
+        .and_then(|tls| tls.alpn.as_deref())
+        .is_some_and(|alpn| alpn == h3::ALPN)
 }
 
 /// What rules may read about the client and the hostname beyond the request head.

@@ -77,6 +77,8 @@ pub fn add_rules(state: &mut Value, zone_index: usize, phase: &str, rules: Value
 pub struct RunningEdge {
     pub https: SocketAddr,
     pub http: SocketAddr,
+    /// HTTP/3 over QUIC (UDP, same address as `https`), unless switched off.
+    pub h3: Option<SocketAddr>,
     pub ca_pem: Vec<u8>,
     /// The control socket.
     pub control: std::path::PathBuf,
@@ -88,10 +90,16 @@ pub struct RunningEdge {
 impl RunningEdge {
     /// Starts `edge serve` on ephemeral loopback ports with `state`.
     pub async fn start(state: Value) -> Result<RunningEdge> {
+        Self::start_with(state, json!({})).await
+    }
+
+    /// Like [`RunningEdge::start`], with the config's `http3` section.
+    pub async fn start_with(state: Value, http3: Value) -> Result<RunningEdge> {
         let dir = tempfile::tempdir()?;
         let config = json!({
             "listen": {"https": "127.0.0.1:0", "http": "127.0.0.1:0"},
             "state_dir": dir.path(),
+            "http3": http3,
             "state": state,
         });
         let config = Config::parse(&config.to_string())?;
@@ -117,6 +125,7 @@ impl RunningEdge {
         Ok(RunningEdge {
             https: bound.https,
             http: bound.http.context("plain listener bound")?,
+            h3: bound.h3,
             ca_pem: std::fs::read(&bound.ca_pem)?,
             control: bound.control.clone(),
             _dir: dir,

@@ -4,6 +4,7 @@ pub mod chain;
 pub mod control;
 pub mod dns;
 pub mod frames;
+pub mod h3;
 pub mod hello;
 pub mod netns;
 pub mod proxy;

@@ -3,6 +3,7 @@
 //! Every command installs what it needs first (see `setup`), so each works on a
 //! fresh machine of the kind this project targets.
 
+mod bench_h3;
 mod bench_proxy;
 mod bench_xdp;
 mod ebpf;
@@ -38,6 +39,9 @@ enum Command {
     /// h2load over TLS + HTTP/2: the edge's O2O chain vs nginx, haproxy, h2o, caddy
     /// (runs ../shared/bench/peers.sh; its env knobs DURATION, ROUNDS, PEERS... pass through).
     BenchProxy,
+    /// requests/s and p99 over HTTP/3 vs HTTP/2 on the same O2O chain, in one run
+    /// (knobs REQUESTS, CONNECTIONS, STREAMS, ROUNDS, BODY in the environment).
+    BenchH3,
 }
 
 fn main() -> Result<()> {
@@ -61,6 +65,7 @@ fn main() -> Result<()> {
         }
         Command::BenchXdp => bench_xdp::run(),
         Command::BenchProxy => bench_proxy::run(),
+        Command::BenchH3 => bench_h3::run(),
         Command::Test => {
             setup::all()?;
             ebpf::build()?;

@@ -6,6 +6,7 @@
 
 pub mod ca;
 pub mod certs;
+pub mod h3;
 pub mod listener;
 pub mod tls;
 

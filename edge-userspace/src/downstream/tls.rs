@@ -107,6 +107,22 @@ impl TlsAcceptor {
         Ok(())
     }
 
+    /// The certificates in use now; a reload switches them for every listener, QUIC included.
+    pub fn certs(&self) -> Arc<CertStore> {
+        self.current.load().certs.clone()
+    }
+
+    /// The crypto provider and ticket keys, shared with the QUIC listener so that a session
+    /// resumes whichever transport the client picks.
+    pub(crate) fn crypto(
+        &self,
+    ) -> (
+        Arc<CryptoProvider>,
+        Arc<dyn rustls::server::ProducesTickets>,
+    ) {
+        (self.provider.clone(), self.ticketer.clone())
+    }
+
     /// Runs the handshake on `io`, the connection from `peer` to `local`, applying the
     /// hostname's minimum TLS version; a blocked hostname's handshake is refused.
     pub async fn accept<IO>(

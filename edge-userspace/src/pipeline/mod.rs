@@ -112,12 +112,38 @@ impl<R: Router> Proxy<R> {
         })
     }
 
-    async fn proxy(
+    /// Runs one request through every phase, whichever front door (HTTP/1.1, HTTP/2, HTTP/3)
+    /// it came in by: the only difference between them is the body type.
+    pub async fn respond<B>(&self, conn: &ConnInfo, req: Request<B>) -> Response<Body>
+    where
+        B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let ray = self.ids.next();
+        // Kept for the error page: the request itself moves into the pipeline.
+        let request_headers = error_page_headers(req.headers());
+        let mut response = match self.proxy(conn, req, &ray).await {
+            Ok(response) => response,
+            Err(Reply::Response(response)) => *response,
+            Err(Reply::Error(page)) => page.render(
+                &request_headers,
+                ray.to_str().expect("request ids are ASCII"),
+            ),
+        };
+        response.headers_mut().insert(edge_headers::CF_RAY, ray);
+        response
+    }
+
+    async fn proxy<B>(
         &self,
         conn: &ConnInfo,
-        mut req: Request<Incoming>,
+        mut req: Request<B>,
         ray: &HeaderValue,
-    ) -> Result<Response<Body>, Reply> {
+    ) -> Result<Response<Body>, Reply>
+    where
+        B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<BoxError>,
+    {
         if req.method() == Method::CONNECT {
             return Err(ErrorPage::new(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -212,19 +238,19 @@ impl<R: Router> downstream::Handler for Arc<Proxy<R>> {
     type Body = Body;
 
     async fn handle(&self, conn: Arc<ConnInfo>, req: Request<Incoming>) -> Response<Body> {
-        let ray = self.ids.next();
-        // Kept for the error page: the request itself moves into the pipeline.
-        let request_headers = error_page_headers(req.headers());
-        let mut response = match self.proxy(&conn, req, &ray).await {
-            Ok(response) => response,
-            Err(Reply::Response(response)) => *response,
-            Err(Reply::Error(page)) => page.render(
-                &request_headers,
-                ray.to_str().expect("request ids are ASCII"),
-            ),
-        };
-        response.headers_mut().insert(edge_headers::CF_RAY, ray);
-        response
+        self.respond(&conn, req).await
+    }
+}
+
+impl<R: Router> downstream::h3::H3Handler for Arc<Proxy<R>> {
+    type Body = Body;
+
+    async fn handle(
+        &self,
+        conn: Arc<ConnInfo>,
+        req: Request<downstream::h3::RequestBody>,
+    ) -> Response<Body> {
+        self.respond(&conn, req).await
     }
 }
 

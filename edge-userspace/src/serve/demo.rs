@@ -68,6 +68,13 @@ pub fn instructions(bound: &Bound) -> String {
     text += &format!("  {}\n", curl("shop.othercustomer.net", "/hello"));
     text += "The customer zone's firewall rule blocks /admin (403) before the provider sees it\n";
     text += &format!("  {}\n", curl("mystore.example.com", "/admin"));
+    if let Some(h3) = bound.h3 {
+        // No runnable line: Debian's curl is built without HTTP/3.
+        text += &format!(
+            "HTTP/3 listens on udp/{h3} and TCP responses advertise it (Alt-Svc); Debian's curl has no \
+             HTTP/3, a curl built with it can add --http3-only to the lines above\n"
+        );
+    }
     if let Some(http) = bound.http {
         text += "An unknown hostname gets error 1001 (as JSON when asked for)\n";
         text += &format!(

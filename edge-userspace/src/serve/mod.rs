@@ -15,7 +15,7 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::control::{self, Control};
-use crate::downstream::{self, Limits, LocalCa};
+use crate::downstream::{self, Limits, LocalCa, h3};
 use crate::pipeline::{PipelineConfig, Proxy};
 use crate::routing::ChainRouter;
 use crate::upstream::{self, ClientConfig};
@@ -42,6 +42,8 @@ pub struct Bound {
     pub https: SocketAddr,
     pub http: Option<SocketAddr>,
     pub echo: Option<SocketAddr>,
+    /// HTTP/3 (UDP, same address as `https`), unless switched off.
+    pub h3: Option<SocketAddr>,
     pub ca_pem: PathBuf,
     /// The control socket (`edge ctl --socket`).
     pub control: PathBuf,
@@ -65,9 +67,7 @@ pub async fn run(
     })?;
     let ca = LocalCa::load_or_create(&config.state_dir)?;
 
-    let https = TcpListener::bind(config.listen.https)
-        .await
-        .with_context(|| format!("binding {}", config.listen.https))?;
+    let (https, quic) = bind_https(&config).await?;
     let http = match config.listen.http {
         Some(addr) => Some(
             TcpListener::bind(addr)
@@ -94,7 +94,7 @@ pub async fn run(
     let control = Control::start(&config, ca)?;
     let control_socket = control::socket::bind(&config.control, &config.state_dir)?;
     let routing = control.routing();
-    // QUIC shares the TLS listener's port number, over UDP.
+    // QUIC (HTTP/3) shares the TLS listener's port number, over UDP (`bind_https`).
     let tls_port = listeners[0].port();
     let xdp = XdpRuntime::start(config.xdp.as_ref(), routing.clone(), tls_port, tls_port)?;
     control.use_xdp(xdp.clone());
@@ -105,6 +105,11 @@ pub async fn run(
     };
     let acceptor = control.acceptor().with_classifier(xdp.clone());
     let router = ChainRouter::new(routing.clone(), listeners.clone());
+    let h3_addr = quic.as_ref().map(h3::Listener::local_addr).transpose()?;
+    let router = match h3_addr {
+        Some(addr) => router.with_alt_svc(addr.port()),
+        None => router,
+    };
     let proxy = Proxy::new(
         router,
         upstream::Client::new(ClientConfig::default())?,
@@ -115,6 +120,7 @@ pub async fn run(
         https: listeners[0],
         http: listeners.get(1).copied(),
         echo,
+        h3: h3_addr,
         ca_pem,
         control: control_socket.path().to_owned(),
         xdp: xdp.clone(),
@@ -125,6 +131,7 @@ pub async fn run(
     }));
     let reload_task = tokio::spawn(reload_on_hangup(source, control));
 
+    let quic_tls = acceptor.clone();
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
@@ -151,13 +158,25 @@ pub async fn run(
             None => Ok(()),
         }
     };
+    let quic_server = async {
+        match quic {
+            Some(listener) => {
+                let stopped = stopped(stop_rx.clone());
+                listener
+                    .serve(proxy.clone(), &quic_tls, &Limits::default(), None, stopped)
+                    .await
+            }
+            None => Ok(()),
+        }
+    };
     ready(&bound);
     let signal = async {
         shutdown.await;
         tracing::info!("shutting down: no new connections, draining requests in flight");
         let _ = stop_tx.send(true);
     };
-    let ((), tls_result, plain_result) = tokio::join!(signal, tls_server, plain_server);
+    let ((), tls_result, plain_result, quic_result) =
+        tokio::join!(signal, tls_server, plain_server, quic_server);
     // Every task holding the control plane ends before returning, so the
     // store's lock is released (an embedding may start again on the same
     // state directory).
@@ -170,7 +189,27 @@ pub async fn run(
         verifier.stop().await;
     }
     let detached = xdp.detach().map(drop);
-    tls_result.and(plain_result).and(detached)
+    tls_result.and(plain_result).and(quic_result).and(detached)
+}
+
+/// The TLS listener and, unless HTTP/3 is off, the UDP socket on the same
+/// port. With port 0 the kernel picks the TCP port, which may be taken on UDP
+/// by someone else: then another TCP port is tried (a few times, not forever).
+async fn bind_https(config: &Config) -> Result<(TcpListener, Option<h3::Listener>)> {
+    let addr = config.listen.https;
+    let attempts = if addr.port() == 0 { 16 } else { 1 };
+    let mut tried = 0;
+    loop {
+        tried += 1;
+        let tcp = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding {addr}"))?;
+        match h3::Listener::bind(&config.http3, tcp.local_addr()?) {
+            Ok(quic) => return Ok((tcp, quic)),
+            Err(error) if tried >= attempts => return Err(error),
+            Err(error) => tracing::debug!("trying another port: {error:#}"),
+        }
+    }
 }
 
 /// SIGHUP: read the config again for its certificate files and apply them

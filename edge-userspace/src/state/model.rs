@@ -45,6 +45,25 @@ pub struct ZoneSettings {
     /// In an O2O chain the smaller of the two zones' limits applies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_upload: Option<std::num::NonZeroU32>,
+    /// Cloudflare's `http3` setting: whether the zone's hostnames advertise HTTP/3 with
+    /// `Alt-Svc`. In an O2O chain either zone turning it off turns it off.
+    #[serde(default, skip_serializing_if = "OnOff::is_on")]
+    pub http3: OnOff,
+}
+
+/// A Cloudflare zone setting that is `"on"` or `"off"`; on unless set.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnOff {
+    #[default]
+    On,
+    Off,
+}
+
+impl OnOff {
+    pub fn is_on(&self) -> bool {
+        *self == OnOff::On
+    }
 }
 
 /// Cloudflare's SSL/TLS encryption mode: how the edge talks to the origin.

@@ -15,6 +15,7 @@ mod counters;
 mod flows;
 mod maps;
 mod program;
+pub mod quic;
 mod routes;
 mod runtime;
 mod settings;

@@ -187,6 +187,11 @@ impl Classifier {
         Ok(())
     }
 
+    /// For the modules that take maps of their own (QUIC).
+    pub(super) fn ebpf_mut(&mut self) -> &mut Ebpf {
+        &mut self.ebpf
+    }
+
     pub fn pin_dir(&self) -> Option<&Path> {
         self.pin_dir.as_deref()
     }

@@ -1,0 +1,440 @@
+//! The QUIC endpoint: accept loop with stateless retry under load, one task per connection
+//! (h3 control, GOAWAY on shutdown) and one per request stream.
+
+use std::future::Future;
+use std::net::{SocketAddr, UdpSocket};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{self, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use edge_common::quic::CONFIG_ID;
+use h3::server::RequestResolver;
+use http::header::{CONTENT_LENGTH, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use quinn::{
+    Connecting, ConnectionId, Endpoint, EndpointConfig, IdleTimeout, Incoming, TokioRuntime,
+    TransportConfig, VarInt, ZeroRttAccepted,
+};
+use rustls::ProtocolVersion;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use super::body::{self, RequestBody};
+use super::cid::{self, QuicLbGenerator};
+use super::{ALPN, ConnectionIds, H3Handler, Settings, tls};
+use crate::downstream::{ConnInfo, Limits, TlsAcceptor, TlsInfo};
+
+/// Methods served from 0-RTT early data. RFC 9110 defines them as safe (no state change), so a
+/// replayed copy cannot do anything the original did not; everything else waits for the
+/// handshake or gets 425 (RFC 8470).
+pub const ZERO_RTT_SAFE_METHODS: &[Method] = &[Method::GET, Method::HEAD, Method::OPTIONS];
+
+/// RFC 8470: tells the origin the request came in early data, so it can answer 425 itself.
+const EARLY_DATA: HeaderName = HeaderName::from_static("early-data");
+/// Silence after which a finished connection is taken to have received everything.
+const LINGER_QUIET: Duration = Duration::from_secs(1);
+/// H3_NO_ERROR: how a drained connection is closed.
+const NO_ERROR: u32 = 0x100;
+
+/// The UDP socket of the HTTPS listener's address, bound but not yet served.
+pub struct Listener {
+    socket: UdpSocket,
+    settings: Settings,
+}
+
+impl Listener {
+    /// Binds UDP `addr` (the address and port the HTTPS listener got); `None` when HTTP/3 is
+    /// switched off. Invalid settings are refused here, before anything listens.
+    pub fn bind(settings: &Settings, addr: SocketAddr) -> Result<Option<Listener>> {
+        if !settings.enabled {
+            return Ok(None);
+        }
+        settings.validate()?;
+        let socket = UdpSocket::bind(addr).with_context(|| format!("binding UDP {addr}"))?;
+        Ok(Some(Listener {
+            socket,
+            settings: settings.clone(),
+        }))
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+
+    /// Serves until `shutdown` resolves, then refuses new connections, sends GOAWAY on every
+    /// connection and waits (at most `limits.drain_timeout`) for the requests in flight.
+    pub async fn serve<H: H3Handler>(
+        self,
+        handler: H,
+        tls: &TlsAcceptor,
+        limits: &Limits,
+        connection_ids: Option<Arc<dyn ConnectionIds>>,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<()> {
+        limits.validate()?;
+        let settings = self.settings;
+        let local = self.socket.local_addr()?;
+        let endpoint = endpoint(self.socket, &settings, tls)?;
+        let shared = Arc::new(Shared {
+            handler,
+            connection_ids,
+            local,
+            zero_rtt: settings.zero_rtt,
+            max_field_section_size: limits.max_header_bytes as u64,
+        });
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut rate = HandshakeRate::new(settings.retry_above_handshakes_per_second);
+        let mut connections = JoinSet::new();
+        tokio::pin!(shutdown);
+        loop {
+            let incoming = tokio::select! {
+                _ = &mut shutdown => break,
+                incoming = endpoint.accept() => match incoming {
+                    Some(incoming) => incoming,
+                    None => break,
+                },
+            };
+            while connections.try_join_next().is_some() {}
+            if connections.len() >= limits.max_connections {
+                incoming.refuse();
+                continue;
+            }
+            let Some(connecting) = admit(incoming, &mut rate) else {
+                continue;
+            };
+            connections.spawn(connection(shared.clone(), connecting, stop_rx.clone()));
+        }
+        endpoint.set_server_config(None);
+        let _ = stop_tx.send(true);
+        tracing::info!(connections = connections.len(), "draining HTTP/3");
+        let drained = tokio::time::timeout(limits.drain_timeout, async {
+            while connections.join_next().await.is_some() {}
+        });
+        if drained.await.is_err() {
+            tracing::warn!(
+                remaining = connections.len(),
+                "HTTP/3 drain deadline passed, closing connections"
+            );
+            connections.shutdown().await;
+        }
+        endpoint.close(VarInt::from_u32(NO_ERROR), b"shutting down");
+        let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
+        Ok(())
+    }
+}
+
+fn endpoint(socket: UdpSocket, settings: &Settings, tls: &TlsAcceptor) -> Result<Endpoint> {
+    let crypto = tls::config(tls, settings.zero_rtt)?;
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    let mut transport = TransportConfig::default();
+    transport
+        .max_concurrent_bidi_streams(VarInt::from_u32(settings.max_concurrent_streams))
+        .max_idle_timeout(Some(IdleTimeout::try_from(settings.idle_timeout())?));
+    server.transport_config(Arc::new(transport));
+    let mut config = EndpointConfig::default();
+    let server_id = settings.server_id;
+    config.cid_generator(move || Box::new(QuicLbGenerator::new(CONFIG_ID, server_id)));
+    Ok(Endpoint::new(
+        config,
+        Some(server),
+        socket,
+        Arc::new(TokioRuntime),
+    )?)
+}
+
+/// Starts the handshake, or answers with a Retry when handshakes arrive faster than the
+/// threshold and the client has not proven its address yet: a spoofed source then costs one
+/// stateless packet instead of a connection's state and a certificate signature.
+fn admit(incoming: Incoming, rate: &mut HandshakeRate) -> Option<(Connecting, Vec<ConnectionId>)> {
+    let busy = rate.arrival();
+    if busy && !incoming.remote_address_validated() && incoming.may_retry() {
+        if let Err(error) = incoming.retry() {
+            tracing::debug!(%error, "QUIC retry failed");
+        }
+        return None;
+    }
+    let (connecting, cids) = cid::capture(|| incoming.accept());
+    match connecting {
+        Ok(connecting) => Some((connecting, cids)),
+        Err(error) => {
+            tracing::debug!(%error, "QUIC connection refused");
+            None
+        }
+    }
+}
+
+/// Handshakes started in the current one-second window.
+struct HandshakeRate {
+    limit: u32,
+    window: Instant,
+    count: u32,
+}
+
+impl HandshakeRate {
+    fn new(limit: u32) -> Self {
+        Self {
+            limit,
+            window: Instant::now(),
+            count: 0,
+        }
+    }
+
+    /// Counts one arrival; `true` when the window is past the limit.
+    fn arrival(&mut self) -> bool {
+        let now = Instant::now();
+        if now.duration_since(self.window) >= Duration::from_secs(1) {
+            self.window = now;
+            self.count = 0;
+        }
+        self.count = self.count.saturating_add(1);
+        self.count > self.limit
+    }
+}
+
+/// Whether a connection's handshake has completed, i.e. whether its requests can still be
+/// replays of 0-RTT data.
+struct Handshake {
+    complete: AtomicBool,
+    /// Until completion (0-RTT on): quinn's signal that the handshake is over.
+    pending: Mutex<Option<ZeroRttAccepted>>,
+}
+
+impl Handshake {
+    fn complete() -> Self {
+        Self {
+            complete: AtomicBool::new(true),
+            pending: Mutex::new(None),
+        }
+    }
+
+    fn pending(accepted: ZeroRttAccepted) -> Self {
+        Self {
+            complete: AtomicBool::new(false),
+            pending: Mutex::new(Some(accepted)),
+        }
+    }
+
+    /// Checked when a request is read, not by a task of its own: quinn resolves the signal in
+    /// the same step that processes the client's Finished, before the requests behind it are
+    /// handed out, so a request after the handshake never races a flag still unset.
+    ///
+    /// On a server quinn resolves it (with `false`) both when the handshake completes and when
+    /// the connection dies first; only a connection still open has completed it.
+    fn is_complete(&self, conn: &quinn::Connection) -> bool {
+        if self.complete.load(Ordering::Acquire) {
+            return true;
+        }
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(accepted) = pending.as_mut() else {
+            return false;
+        };
+        let mut cx = task::Context::from_waker(Waker::noop());
+        match Pin::new(accepted).poll(&mut cx) {
+            Poll::Ready(_) => {
+                *pending = None;
+                let done = conn.close_reason().is_none();
+                self.complete.store(done, Ordering::Release);
+                done
+            }
+            Poll::Pending => false,
+        }
+    }
+}
+
+/// What every connection task of one endpoint shares.
+struct Shared<H> {
+    handler: H,
+    connection_ids: Option<Arc<dyn ConnectionIds>>,
+    local: SocketAddr,
+    zero_rtt: bool,
+    max_field_section_size: u64,
+}
+
+async fn connection<H: H3Handler>(
+    shared: Arc<Shared<H>>,
+    (mut connecting, cids): (Connecting, Vec<ConnectionId>),
+    mut stop: watch::Receiver<bool>,
+) {
+    let peer = connecting.remote_address();
+    // The SNI is known once the ClientHello is read, before the handshake completes.
+    let sni: Option<Arc<str>> = match connecting.handshake_data().await {
+        Ok(data) => cid::server_name(Some(data)).map(Arc::from),
+        Err(error) => {
+            tracing::debug!(%peer, %error, "QUIC handshake failed");
+            return;
+        }
+    };
+    // Replays of a 0-RTT flight never complete the handshake (they lack the client's keys),
+    // so their requests are all early and only safe methods are served on them.
+    let (conn, handshake) = if shared.zero_rtt {
+        match connecting.into_0rtt() {
+            Ok((conn, accepted)) => (conn, Handshake::pending(accepted)),
+            Err(connecting) => match connecting.await {
+                Ok(conn) => (conn, Handshake::complete()),
+                Err(error) => return tracing::debug!(%peer, %error, "QUIC handshake failed"),
+            },
+        }
+    } else {
+        match connecting.await {
+            Ok(conn) => (conn, Handshake::complete()),
+            Err(error) => return tracing::debug!(%peer, %error, "QUIC handshake failed"),
+        }
+    };
+    let handshake = Arc::new(handshake);
+    let named = match (&shared.connection_ids, &sni) {
+        (Some(ids), Some(sni)) => {
+            for cid in &cids {
+                ids.named(cid, sni);
+            }
+            true
+        }
+        _ => false,
+    };
+    serve_requests(&shared, &conn, sni, &handshake, &mut stop).await;
+    conn.close(VarInt::from_u32(NO_ERROR), b"");
+    if let (true, Some(ids)) = (named, &shared.connection_ids) {
+        for cid in &cids {
+            ids.closed(cid);
+        }
+    }
+}
+
+async fn serve_requests<H: H3Handler>(
+    shared: &Arc<Shared<H>>,
+    conn: &quinn::Connection,
+    sni: Option<Arc<str>>,
+    handshake: &Arc<Handshake>,
+    stop: &mut watch::Receiver<bool>,
+) {
+    let peer = conn.remote_address();
+    let built = h3::server::builder()
+        .max_field_section_size(shared.max_field_section_size)
+        .build::<_, Bytes>(h3_quinn::Connection::new(conn.clone()))
+        .await;
+    let mut h3 = match built {
+        Ok(h3) => h3,
+        Err(error) => return tracing::debug!(%peer, %error, "HTTP/3 connection setup failed"),
+    };
+    let mut requests = JoinSet::new();
+    let mut closing = false;
+    loop {
+        while requests.try_join_next().is_some() {}
+        if closing && requests.is_empty() {
+            break;
+        }
+        tokio::select! {
+            () = stopped(stop), if !closing => {
+                closing = true;
+                // GOAWAY past the last accepted request: those finish, later ones are refused.
+                if let Err(error) = h3.shutdown(1).await {
+                    tracing::debug!(%peer, %error, "GOAWAY failed");
+                    break;
+                }
+            }
+            Some(_) = requests.join_next(), if closing => {}
+            accepted = h3.accept() => match accepted {
+                Ok(Some(resolver)) => {
+                    let request = request(shared.clone(), conn.clone(), resolver, sni.clone(), handshake.clone());
+                    requests.spawn(request);
+                }
+                Ok(None) => break,
+                Err(error) => {
+                    tracing::debug!(%peer, %error, "HTTP/3 connection ended");
+                    break;
+                }
+            },
+        }
+    }
+    while requests.join_next().await.is_some() {}
+    // Dropping `h3` closes the connection.
+    linger(conn).await;
+}
+
+/// Waits before closing a connection whose requests are done, until the client closes it or
+/// the connection has been quiet for a while.
+///
+/// A response is done for h3 once it sits in QUIC's send buffer, and closing a QUIC connection
+/// discards what the client has not acknowledged yet (unlike TCP, which delivers its buffer
+/// before the FIN). While data flows the client acknowledges it; once everything is
+/// acknowledged the client goes quiet. The endpoint's drain deadline bounds the wait.
+async fn linger(conn: &quinn::Connection) {
+    let quiet = (conn.rtt() * 3).max(LINGER_QUIET);
+    let mut heard = conn.stats().udp_rx.datagrams;
+    loop {
+        tokio::select! {
+            _ = conn.closed() => return,
+            () = tokio::time::sleep(quiet) => {}
+        }
+        let now = conn.stats().udp_rx.datagrams;
+        if now == heard {
+            return;
+        }
+        heard = now;
+    }
+}
+
+/// Resolves once shutdown was signalled (the guard `wait_for` returns is not `Send`).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
+}
+
+async fn request<H: H3Handler>(
+    shared: Arc<Shared<H>>,
+    conn: quinn::Connection,
+    resolver: RequestResolver<h3_quinn::Connection, Bytes>,
+    sni: Option<Arc<str>>,
+    handshake: Arc<Handshake>,
+) {
+    let (req, stream) = match resolver.resolve_request().await {
+        Ok(resolved) => resolved,
+        Err(error) => return tracing::debug!(%error, "HTTP/3 request refused"),
+    };
+    let (mut send, recv) = stream.split();
+    let (mut parts, ()) = req.into_parts();
+    parts.headers.remove(EARLY_DATA);
+    if !handshake.is_complete(&conn) {
+        if !ZERO_RTT_SAFE_METHODS.contains(&parts.method) {
+            let too_early = Response::builder()
+                .status(StatusCode::TOO_EARLY)
+                .body(http_body_util::Empty::<Bytes>::new().map_err(|never| match never {}))
+                .expect("a static response");
+            if let Err(error) = body::send_response(&mut send, too_early).await {
+                tracing::debug!(%error, "425 not delivered");
+            }
+            return;
+        }
+        parts
+            .headers
+            .insert(EARLY_DATA, HeaderValue::from_static("1"));
+    }
+    let length = parts
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse().ok());
+    let req = Request::from_parts(parts, RequestBody::new(recv, length));
+    // Per request, not per connection: after a migration the client's new address is the
+    // visitor address rules and `cf-connecting-ip` see.
+    let info = ConnInfo {
+        peer: conn.remote_address(),
+        local: SocketAddr::new(
+            conn.local_ip().unwrap_or(shared.local.ip()),
+            shared.local.port(),
+        ),
+        tls: Some(TlsInfo {
+            sni: sni.as_deref().map(str::to_owned),
+            version: Some(ProtocolVersion::TLSv1_3),
+            alpn: Some(ALPN.to_vec()),
+            // Not classified at accept: each request resolves its own host.
+            chain: None,
+        }),
+    };
+    let response = shared.handler.handle(Arc::new(info), req).await;
+    if let Err(error) = body::send_response(&mut send, response).await {
+        tracing::debug!(%error, "HTTP/3 response cut off");
+    }
+}
