@@ -22,6 +22,9 @@ pub struct Config {
     /// Starts the built-in echo origin on this address (the demo's origin).
     #[serde(default)]
     pub echo_origin: Option<SocketAddr>,
+    /// Attach the XDP SNI classifier at start (see [`crate::xdp::XdpConfig`]).
+    #[serde(default)]
+    pub xdp: Option<crate::xdp::XdpConfig>,
     /// Validates custom hostnames through DNS and HTTP (see [`crate::verify`]).
     #[serde(default)]
     pub verify: Option<crate::verify::VerifyConfig>,

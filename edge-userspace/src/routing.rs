@@ -237,7 +237,7 @@ impl Router for ChainRouter {
                 "The request names no host, so no zone can be chosen for it.",
             ))
         })?;
-        let chain = resolve(&routing, conn.sni(), &host)?;
+        let chain = resolve(&routing, conn, &host)?;
         if let Some(cache) = &self.metrics {
             req.extensions.insert(cache.get(&routing, &chain));
         }
@@ -366,13 +366,28 @@ fn client_info<'a>(conn: &ConnInfo, chain: &'a Chain) -> ClientInfo<'a> {
 }
 
 /// The chain of the SNI (the connection's) and of the `Host` must agree:
-/// otherwise one tenant's TLS session could front for another's zone.
-fn resolve(routing: &Routing, sni: Option<&str>, host: &str) -> Result<Arc<Chain>, Reply> {
-    let by_host = routing.snapshot.resolve(host);
-    let Some(sni) = sni.filter(|sni| !sni.eq_ignore_ascii_case(host)) else {
-        return by_host.map_err(|e| edge_error(&e));
+/// otherwise one tenant's TLS session could front for another's zone. The
+/// chain the connection was classified into at accept stands for the SNI's
+/// while its snapshot is the live one (so most requests resolve nothing);
+/// after a reload the SNI is resolved again.
+fn resolve(routing: &Routing, conn: &ConnInfo, host: &str) -> Result<Arc<Chain>, Reply> {
+    let classified = conn.chain().filter(|chain| {
+        routing
+            .snapshot
+            .chain(chain.id)
+            .is_some_and(|live| Arc::ptr_eq(live, chain))
+    });
+    let Some(sni) = conn.sni().filter(|sni| !sni.eq_ignore_ascii_case(host)) else {
+        return match classified {
+            Some(chain) => Ok(chain.clone()),
+            None => routing.snapshot.resolve(host).map_err(|e| edge_error(&e)),
+        };
     };
-    match (routing.snapshot.resolve(sni), by_host) {
+    let by_sni = match classified {
+        Some(chain) => Ok(chain.clone()),
+        None => routing.snapshot.resolve(sni),
+    };
+    match (by_sni, routing.snapshot.resolve(host)) {
         (Ok(a), Ok(b)) if a.id == b.id => Ok(b),
         (Err(e), _) => Err(edge_error(&e)),
         _ => Err(edge_error(&EdgeError::fronting(sni, host))),

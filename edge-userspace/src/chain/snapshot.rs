@@ -146,6 +146,28 @@ impl Snapshot {
         )
     }
 
+    /// Exact hostnames that answer an edge error (pending, 1014, …) below a
+    /// wildcard that has a route. The XDP route map holds no errors, so
+    /// without an entry of their own the kernel would classify them into the
+    /// wildcard's chain, which [`Snapshot::resolve`] never does.
+    pub fn shadowed(&self) -> impl Iterator<Item = &str> + '_ {
+        let routed = |stored: &Stored| match stored {
+            Stored::Chain(_) => true,
+            Stored::Error(i) => self.errors[*i as usize].kind() == ErrorKind::HostnameBlocked,
+            Stored::Vacant => false,
+        };
+        self.exact.iter().filter_map(move |(hostname, stored)| {
+            if routed(stored) || matches!(stored, Stored::Vacant) {
+                return None;
+            }
+            let (_, parent) = hostname.split_once('.')?;
+            self.wildcard
+                .get(parent.as_bytes())
+                .is_some_and(routed)
+                .then_some(hostname)
+        })
+    }
+
     pub fn chain(&self, id: u32) -> Option<&Arc<Chain>> {
         self.chains.get(id.checked_sub(1)? as usize)?.as_ref()
     }

@@ -106,6 +106,11 @@ impl Control {
         self.writer().applier.acceptor()
     }
 
+    /// Every later write and reload keeps the XDP routes map in step.
+    pub fn use_xdp(&self, xdp: Arc<crate::xdp::XdpRuntime>) {
+        self.writer().applier.use_xdp(xdp);
+    }
+
     /// The committed state.
     pub fn state(&self) -> Arc<State> {
         self.inner.state.load_full()

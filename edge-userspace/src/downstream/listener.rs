@@ -161,18 +161,22 @@ pub async fn serve<H: Handler>(
                     };
                     serve_connection(tcp, conn, handler, &http, watcher).await;
                 }
-                Some(tls) => match tokio::time::timeout(handshake_timeout, tls.accept(tcp)).await {
-                    Ok(Ok((stream, info))) => {
-                        let conn = ConnInfo {
-                            peer,
-                            local,
-                            tls: Some(info),
-                        };
-                        serve_connection(stream, conn, handler, &http, watcher).await;
+                Some(tls) => {
+                    match tokio::time::timeout(handshake_timeout, tls.accept(tcp, peer, local))
+                        .await
+                    {
+                        Ok(Ok((stream, info))) => {
+                            let conn = ConnInfo {
+                                peer,
+                                local,
+                                tls: Some(info),
+                            };
+                            serve_connection(stream, conn, handler, &http, watcher).await;
+                        }
+                        Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     }
-                    Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
-                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                },
+                }
             }
         });
     }

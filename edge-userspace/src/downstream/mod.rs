@@ -21,7 +21,7 @@ use hyper::body::Incoming;
 pub use ca::LocalCa;
 pub use certs::{CertStore, MinTls, Tier};
 pub use listener::{Limits, serve, shutdown_signal};
-pub use tls::{TlsAcceptor, TlsInfo};
+pub use tls::{Classified, ClassifyConnection, TlsAcceptor, TlsInfo};
 
 /// Boxed error type carried by streaming bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -44,6 +44,11 @@ impl ConnInfo {
     /// The SNI the client sent, if any.
     pub fn sni(&self) -> Option<&str> {
         self.tls.as_ref()?.sni.as_deref()
+    }
+
+    /// The chain the connection was classified into at accept, if any.
+    pub fn chain(&self) -> Option<&Arc<crate::chain::Chain>> {
+        self.tls.as_ref()?.chain.as_ref()
     }
 }
 

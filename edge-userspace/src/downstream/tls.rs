@@ -3,12 +3,13 @@
 //! The ClientHello is read before a configuration is chosen (rustls' `Acceptor`): a hostname
 //! whose minimum is TLS 1.3 gets a configuration that only speaks 1.3, so a 1.2-only client is
 //! refused inside the handshake with a `protocol_version` alert instead of being accepted and
-//! then dropped. This is also the point where the SNI (or, later, the XDP flow map) gives a
-//! connection its hostname before the handshake finishes.
+//! then dropped. This is also the point where a [`ClassifyConnection`] (the XDP flow map, or
+//! the SNI in userspace) gives a connection its chain before the handshake finishes.
 //!
 //! Certificates and policies can be replaced at run time ([`TlsAcceptor::reload`], for SIGHUP):
 //! handshakes already running keep the configuration they started with, later ones get the new.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Result;
@@ -22,6 +23,7 @@ use tokio_rustls::LazyConfigAcceptor;
 use tokio_rustls::server::TlsStream;
 
 use super::certs::{CertStore, MinTls, SniResolver};
+use crate::chain::Chain;
 
 /// Number of TLS 1.2 sessions remembered for ID-based resumption (tickets need no storage).
 const SESSION_CACHE_SIZE: usize = 4096;
@@ -33,6 +35,26 @@ pub struct TlsAcceptor {
     provider: Arc<CryptoProvider>,
     ticketer: Arc<dyn rustls::server::ProducesTickets>,
     sessions: Arc<dyn StoresServerSessions>,
+    classifier: Option<Arc<dyn ClassifyConnection>>,
+}
+
+/// Gives a connection its chain once its ClientHello has been read, before the handshake
+/// finishes (implemented by [`crate::xdp::XdpRuntime`]: the XDP flow map when the program is
+/// attached, the SNI in userspace otherwise).
+pub trait ClassifyConnection: std::fmt::Debug + Send + Sync + 'static {
+    /// Called once per connection, on the accept path: at most one map lookup, never per request.
+    fn classify(&self, peer: SocketAddr, local: SocketAddr, sni: Option<&str>) -> Classified;
+}
+
+/// What a connection's ClientHello decided.
+#[derive(Debug)]
+pub enum Classified {
+    /// Requests on the connection start from this chain (of the snapshot live at accept).
+    Chain(Arc<Chain>),
+    /// No chain for the SNI: every request resolves its own host.
+    Unrouted,
+    /// The hostname is blocked: the handshake is refused.
+    Blocked,
 }
 
 /// One configuration per minimum version, sharing certificates, tickets and session cache.
@@ -49,6 +71,9 @@ pub struct TlsInfo {
     pub sni: Option<String>,
     pub version: Option<ProtocolVersion>,
     pub alpn: Option<Vec<u8>>,
+    /// The chain the connection was classified into, if a [`ClassifyConnection`] is set and
+    /// the SNI has one.
+    pub chain: Option<Arc<Chain>>,
 }
 
 impl TlsAcceptor {
@@ -64,7 +89,14 @@ impl TlsAcceptor {
             provider,
             ticketer,
             sessions,
+            classifier: None,
         })
+    }
+
+    /// Classifies every connection with `classifier` before its handshake finishes.
+    pub fn with_classifier(mut self, classifier: Arc<dyn ClassifyConnection>) -> Self {
+        self.classifier = Some(classifier);
+        self
     }
 
     /// Switches every listener using this acceptor to `certs`. Tickets issued before stay
@@ -91,23 +123,44 @@ impl TlsAcceptor {
         (self.provider.clone(), self.ticketer.clone())
     }
 
-    /// Runs the handshake on `io`, applying the hostname's minimum TLS version.
-    pub async fn accept<IO>(&self, io: IO) -> std::io::Result<(TlsStream<IO>, TlsInfo)>
+    /// Runs the handshake on `io`, the connection from `peer` to `local`, applying the
+    /// hostname's minimum TLS version; a blocked hostname's handshake is refused.
+    pub async fn accept<IO>(
+        &self,
+        io: IO,
+        peer: SocketAddr,
+        local: SocketAddr,
+    ) -> std::io::Result<(TlsStream<IO>, TlsInfo)>
     where
         IO: AsyncRead + AsyncWrite + Unpin,
     {
         let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io).await?;
-        let config = {
+        let (chain, config) = {
+            let hello = start.client_hello();
+            let sni = hello.server_name();
+            let chain = match self
+                .classifier
+                .as_ref()
+                .map(|c| c.classify(peer, local, sni))
+            {
+                Some(Classified::Chain(chain)) => Some(chain),
+                Some(Classified::Unrouted) | None => None,
+                Some(Classified::Blocked) => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::PermissionDenied,
+                        "the hostname is blocked",
+                    ));
+                }
+            };
             let configs = self.current.load();
-            let min = start
-                .client_hello()
-                .server_name()
+            let min = sni
                 .map(|sni| configs.certs.min_tls(sni))
                 .unwrap_or_default();
-            match min {
+            let config = match min {
                 MinTls::Tls12 => configs.any_version.clone(),
                 MinTls::Tls13 => configs.tls13_only.clone(),
-            }
+            };
+            (chain, config)
         };
         let stream = start.into_stream(config).await?;
         let conn = stream.get_ref().1;
@@ -115,6 +168,7 @@ impl TlsAcceptor {
             sni: conn.server_name().map(str::to_owned),
             version: conn.protocol_version(),
             alpn: conn.alpn_protocol().map(<[u8]>::to_vec),
+            chain,
         };
         Ok((stream, info))
     }

@@ -16,6 +16,7 @@ use crate::downstream::certs::load_pem;
 use crate::downstream::{CertStore, LocalCa, MinTls, Tier, TlsAcceptor};
 use crate::routing::Routing;
 use crate::state::{HostnameStatus, MinTlsVersion, State};
+use crate::xdp::XdpRuntime;
 
 /// Why an apply changed nothing.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +40,8 @@ pub struct Applier {
     /// minting is a key generation and a signature per name, far too slow to
     /// repeat for every hostname on every write.
     minted: Minted,
+    /// The XDP classifier, whose routes map every apply brings along.
+    xdp: Option<Arc<XdpRuntime>>,
 }
 
 struct CertificateFile {
@@ -75,7 +78,13 @@ impl Applier {
             ca,
             files,
             minted,
+            xdp: None,
         })
+    }
+
+    /// From now on every apply syncs the XDP routes map first.
+    pub fn use_xdp(&mut self, xdp: Arc<XdpRuntime>) {
+        self.xdp = Some(xdp);
     }
 
     /// The live routing, for the request path.
@@ -101,7 +110,19 @@ impl Applier {
         let mut minted = Minted::default();
         let certs = certificates(&self.files, &self.ca, &self.minted, &mut minted, state)
             .map_err(ApplyError::Invalid)?;
-        commit().map_err(ApplyError::Commit)?;
+        // The kernel's routes go first (new before removed, put back if
+        // anything fails), so a new hostname is routed by the time it is live.
+        if let Some(xdp) = &self.xdp {
+            xdp.sync(routing.snapshot()).map_err(ApplyError::Commit)?;
+        }
+        if let Err(error) = commit() {
+            if let Some(xdp) = &self.xdp
+                && let Err(revert) = xdp.sync(self.routing.load().snapshot())
+            {
+                tracing::error!("XDP routes not put back after a failed commit: {revert:#}");
+            }
+            return Err(ApplyError::Commit(error));
+        }
         // Building a rustls configuration around a store cannot fail once the
         // acceptor exists (same provider, same versions).
         if let Err(error) = self.acceptor.reload(Arc::new(certs)) {

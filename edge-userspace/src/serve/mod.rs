@@ -20,6 +20,7 @@ use crate::metrics::Metrics;
 use crate::pipeline::{PipelineConfig, Proxy};
 use crate::routing::{ChainRouter, OwnRecords};
 use crate::upstream::{self, ClientConfig};
+use crate::xdp::XdpRuntime;
 
 /// Where the config comes from; a file is read again on SIGHUP.
 pub enum Source {
@@ -49,6 +50,8 @@ pub struct Bound {
     pub metrics: Arc<Metrics>,
     /// The control socket (`edge ctl --socket`).
     pub control: PathBuf,
+    /// The XDP classifier's runtime (attached or not), for the control API.
+    pub xdp: Arc<XdpRuntime>,
 }
 
 /// Serves until `shutdown` resolves (the binary passes SIGTERM/SIGINT), then
@@ -93,12 +96,17 @@ pub async fn run(
     let ca_pem = ca.cert_path().to_owned();
     let control = Control::start(&config, ca)?;
     let control_socket = control::socket::bind(&config.control, &config.state_dir)?;
+    let routing = control.routing();
+    // QUIC (HTTP/3) shares the TLS listener's port number, over UDP (`bind_https`).
+    let tls_port = listeners[0].port();
+    let xdp = XdpRuntime::start(config.xdp.as_ref(), routing.clone(), tls_port, tls_port)?;
+    control.use_xdp(xdp.clone());
     // Validation beyond this edge runs while the edge serves (stopped below).
     let verifier = match &config.verify {
         Some(verify) => Some(control.start_verifier(verify)?),
         None => None,
     };
-    let (routing, acceptor) = (control.routing(), control.acceptor());
+    let acceptor = control.acceptor().with_classifier(xdp.clone());
     let metrics = Metrics::new();
     let router = ChainRouter::new(routing.clone(), listeners.clone()).with_metrics(metrics.clone());
     let h3_addr = quic.as_ref().map(h3::Listener::local_addr).transpose()?;
@@ -124,6 +132,7 @@ pub async fn run(
         ca_pem,
         metrics,
         control: control_socket.path().to_owned(),
+        xdp: xdp.clone(),
     };
     let (stop_control, control_stopped) = tokio::sync::oneshot::channel::<()>();
     let control_task = tokio::spawn(control::serve(control_socket, control.clone(), async {
@@ -188,7 +197,8 @@ pub async fn run(
     if let Some(verifier) = verifier.and_then(Arc::into_inner) {
         verifier.stop().await;
     }
-    tls_result.and(plain_result).and(quic_result)
+    let detached = xdp.detach().map(drop);
+    tls_result.and(plain_result).and(quic_result).and(detached)
 }
 
 /// The TLS listener and, unless HTTP/3 is off, the UDP socket on the same

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use edge_common::maps::GlobalCounters;
 
+use super::status::ProgramStats;
 use super::{
     Classifier, DEFAULT_PIN_ROOT, LoadOptions, Maps, RouteAction, RouteTarget, UnknownSni,
 };
@@ -20,6 +21,9 @@ pub enum XdpCommand {
         /// Where `attach` pinned the maps (one directory per interface below it).
         #[arg(long, default_value = DEFAULT_PIN_ROOT)]
         pin_root: PathBuf,
+        /// Print JSON (the counters in the shapes of the control API's `/xdp`).
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -47,9 +51,20 @@ pub struct AttachArgs {
 pub fn run(command: XdpCommand) -> Result<()> {
     match command {
         XdpCommand::Attach(args) => attach(args),
-        XdpCommand::Stats { iface, pin_root } => {
+        XdpCommand::Stats {
+            iface,
+            pin_root,
+            json,
+        } => {
             let maps = Maps::open_pinned(&pin_root.join(&iface))?;
-            print!("{}", render_stats(&maps)?);
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&ProgramStats::read(&maps)?)?
+                );
+            } else {
+                print!("{}", render_stats(&maps)?);
+            }
             Ok(())
         }
     }

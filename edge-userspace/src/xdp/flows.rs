@@ -4,8 +4,9 @@
 //! connection: by then the ClientHello has crossed XDP and the entry exists.
 
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsFd;
 
-use aya::maps::{HashMap, MapData, MapError};
+use aya::maps::{HashMap, IterableMap, Map, MapData, MapError};
 use edge_common::maps::{
     FLOW_LATER_SEGMENT, FLOW_WILDCARD, Flow, FlowKey, VERDICT_BLOCKED, VERDICT_NO_SNI,
     VERDICT_PENDING, VERDICT_ROUTED, VERDICT_UNKNOWN, VERDICT_UNKNOWN_DROPPED, VERDICT_UNPARSED,
@@ -76,6 +77,15 @@ pub struct Flows {
 impl Flows {
     pub(super) fn new(map: HashMap<MapData, FlowKey, Flow>) -> Self {
         Self { map }
+    }
+
+    /// A second handle on the same kernel map, so that the accept path can
+    /// read flows without waiting for whoever holds the classifier.
+    pub fn try_clone(&self) -> anyhow::Result<Self> {
+        let fd = self.map.map().fd().as_fd().try_clone_to_owned()?;
+        Ok(Self::new(
+            Map::from_map_data(MapData::from_fd(fd)?)?.try_into()?,
+        ))
     }
 
     /// The verdict for the TCP connection from `client` to `server` (as

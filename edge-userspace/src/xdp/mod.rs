@@ -5,19 +5,29 @@
 //! before the TCP stack sees them; this module owns everything that program
 //! needs from userspace: the routes (host name → chain), the listener ports,
 //! the unknown-SNI policy, and the reads of what it decided (flows, counters).
+//! [`XdpRuntime`] runs all of it inside `edge serve`: the flow map gives each
+//! accepted TLS connection its chain before the handshake finishes.
 
+mod accept;
 pub mod cli;
+mod config;
 mod counters;
 mod flows;
 mod maps;
 mod program;
 pub mod quic;
 mod routes;
+mod runtime;
 mod settings;
+pub mod status;
+mod sync;
 
+pub use config::XdpConfig;
 pub use counters::Counters;
 pub use flows::{FlowInfo, Flows, Verdict};
 pub use maps::Maps;
 pub use program::{AttachMode, Classifier, DEFAULT_PIN_ROOT, LoadOptions};
 pub use routes::{HostnameError, RouteAction, RouteTarget, Routes, route_key};
+pub use runtime::{XdpError, XdpRuntime};
 pub use settings::{Settings, UnknownSni};
+pub use sync::{Plan, RouteSync, USERSPACE_CHAIN, plan, wanted};

@@ -31,8 +31,9 @@ pub struct LoadOptions {
     pub unknown_sni: UnknownSni,
 }
 
-/// How the program ended up attached.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// How the program ended up attached (or, asked for, the only mode to try).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum AttachMode {
     /// In the driver, before any skb exists.
     Native,
@@ -119,22 +120,42 @@ impl Classifier {
     /// Attaches to `interface` (in the calling thread's network namespace):
     /// native mode if the driver supports it, generic mode otherwise.
     pub fn attach(&mut self, interface: &str) -> Result<AttachMode> {
+        self.attach_with(interface, None)
+    }
+
+    /// [`Classifier::attach`], or with `only` set, in that mode or not at all
+    /// (an operator who asked for native mode wants to know it is not there).
+    pub fn attach_with(&mut self, interface: &str, only: Option<AttachMode>) -> Result<AttachMode> {
         let name = std::ffi::CString::new(interface)
             .with_context(|| format!("bad interface name {interface:?}"))?;
         let program = self.program_mut();
-        let (link, mode) = match program.attach(name.as_c_str(), XdpMode::Driver) {
-            Ok(link) => (link, AttachMode::Native),
-            Err(native) => {
-                warn!(%interface, error = %native, "native XDP refused, trying generic mode");
-                let link = program
-                    .attach(name.as_c_str(), XdpMode::Skb)
-                    .with_context(|| format!("cannot attach XDP to {interface}"))?;
-                (link, AttachMode::Generic)
-            }
+        let attach = |program: &mut Xdp, mode: AttachMode| {
+            let flags = match mode {
+                AttachMode::Native => XdpMode::Driver,
+                AttachMode::Generic => XdpMode::Skb,
+            };
+            program
+                .attach(name.as_c_str(), flags)
+                .with_context(|| format!("cannot attach XDP to {interface} in {mode} mode"))
+        };
+        let (link, mode) = match only {
+            Some(mode) => (attach(program, mode)?, mode),
+            None => match attach(program, AttachMode::Native) {
+                Ok(link) => (link, AttachMode::Native),
+                Err(native) => {
+                    warn!(%interface, error = %native, "native XDP refused, trying generic mode");
+                    (attach(program, AttachMode::Generic)?, AttachMode::Generic)
+                }
+            },
         };
         info!(%interface, %mode, "XDP SNI classifier attached");
         self.link = Some(link);
         Ok(mode)
+    }
+
+    /// The kernel's id of the loaded program (`bpftool prog show id …`).
+    pub fn program_id(&self) -> Result<u32> {
+        Ok(self.program().info()?.id())
     }
 
     /// Detaches from the interface (also done on drop).

@@ -11,7 +11,8 @@ const NOEXIST: u64 = 1;
 const MAX_NAME: usize = 253;
 const MAX_LABEL: usize = 63;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum RouteAction {
     /// Classify the flow into the chain and let it through.
     Pass,
@@ -125,18 +126,20 @@ impl Routes {
     pub fn get(&self, host: &str) -> anyhow::Result<Option<RouteTarget>> {
         let key = route_key(host)?;
         match self.routes.get(&key, 0) {
-            Ok(route) => Ok(Some(RouteTarget {
-                chain_id: route.chain_id,
-                queue: route.queue,
-                action: if route.action == ACTION_DROP {
-                    RouteAction::Drop
-                } else {
-                    RouteAction::Pass
-                },
-            })),
+            Ok(route) => Ok(Some(target(&route))),
             Err(aya::maps::MapError::KeyNotFound) => Ok(None),
             Err(e) => Err(anyhow::anyhow!("cannot read the route for {host}: {e}")),
         }
+    }
+
+    /// Every route in the kernel map by key (the map holds SNI hashes, not
+    /// names), in the map's order: one syscall per entry.
+    pub fn entries(&self) -> impl Iterator<Item = anyhow::Result<(u64, RouteTarget)>> + '_ {
+        self.routes.iter().map(|entry| {
+            let (key, route) =
+                entry.map_err(|e| anyhow::anyhow!("cannot read the routes map: {e}"))?;
+            Ok((key, target(&route)))
+        })
     }
 
     fn ensure_chain(&mut self, chain_id: u32) -> anyhow::Result<()> {
@@ -157,6 +160,18 @@ impl Routes {
                 "cannot create counters of chain {chain_id}: {e}"
             )),
         }
+    }
+}
+
+fn target(route: &Route) -> RouteTarget {
+    RouteTarget {
+        chain_id: route.chain_id,
+        queue: route.queue,
+        action: if route.action == ACTION_DROP {
+            RouteAction::Drop
+        } else {
+            RouteAction::Pass
+        },
     }
 }
 

@@ -5,7 +5,18 @@ use aya::maps::{Array, MapData};
 use edge_common::maps::{Config, LISTEN_QUIC, LISTEN_TLS, UNKNOWN_SNI_DROP, UNKNOWN_SNI_PASS};
 
 /// What XDP does with a ClientHello whose SNI has no route.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum UnknownSni {
     /// Let it through; the proxy decides (the default: XDP fails open).
     #[default]

@@ -429,6 +429,8 @@ async fn request<H: H3Handler>(
             sni: sni.as_deref().map(str::to_owned),
             version: Some(ProtocolVersion::TLSv1_3),
             alpn: Some(ALPN.to_vec()),
+            // Not classified at accept: each request resolves its own host.
+            chain: None,
         }),
     };
     let response = shared.handler.handle(Arc::new(info), req).await;
