@@ -266,10 +266,24 @@ async fn an_operator_blocks_a_hostname_and_lifts_the_block() {
         blocked["verification_errors"],
         json!(["blocked by the operator"])
     );
-    // No traffic for it any more; the CNAME still pointing here does not unblock it.
-    let refused = client.get(&url).send().await.unwrap();
-    assert_eq!(refused.status(), 530, "a blocked hostname is not served");
-    assert!(refused.text().await.unwrap().contains("1016"));
+    // No traffic for it any more: the TLS handshake is refused (as XDP would
+    // drop it), and plain HTTP answers 1016. The CNAME still pointing here
+    // does not unblock it.
+    assert!(
+        client.get(&url).send().await.is_err(),
+        "a blocked hostname's handshake is refused"
+    );
+    let plain = reqwest::Client::builder()
+        .no_proxy()
+        .resolve(HOST, edge.http)
+        .build()
+        .unwrap()
+        .get(format!("http://{HOST}:{}/x", edge.http.port()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(plain.status(), 530, "a blocked hostname is not served");
+    assert!(plain.text().await.unwrap().contains("1016"));
     control
         .ok(
             Method::PATCH,

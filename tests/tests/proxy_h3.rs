@@ -286,20 +286,21 @@ async fn shutdown_drains_streams_in_flight_and_refuses_new_connections() {
     // The head has arrived: the edge is serving this stream when shutdown begins.
     let head = stream.recv_response().await.unwrap();
     assert_eq!(head.status(), 200);
-    // The client keeps reading while the edge drains.
+    // The client reads one chunk, then holds the rest back (QUIC flow control
+    // stalls the edge) until the drain has begun: the download is certainly
+    // in flight during the shutdown, however fast the machine is.
+    let (go, drain_began) = tokio::sync::oneshot::channel::<()>();
     let reader = tokio::spawn(async move {
         let mut length = 0u64;
         let mut hash = Sha256::new();
-        let mut chunks = 0u32;
+        let mut drain_began = Some(drain_began);
         while let Some(mut chunk) = stream.recv_data().await.unwrap() {
             use bytes::Buf;
             let chunk = chunk.copy_to_bytes(chunk.remaining());
             length += chunk.len() as u64;
             hash.update(&chunk);
-            // A slowish reader: the download is still running when the drain begins.
-            chunks += 1;
-            if chunks.is_multiple_of(32) {
-                tokio::time::sleep(Duration::from_millis(1)).await;
+            if let Some(began) = drain_began.take() {
+                began.await.expect("the test signals the drain");
             }
         }
         (length, hex(&hash.finalize()))
@@ -316,6 +317,7 @@ async fn shutdown_drains_streams_in_flight_and_refuses_new_connections() {
         !reader.is_finished(),
         "the download outlived the shutdown signal"
     );
+    go.send(()).unwrap();
     let (length, sha) = reader.await.unwrap();
     assert_eq!(length, SIZE, "the stream in flight finished");
     assert_eq!(sha, download_sha256(SIZE));
