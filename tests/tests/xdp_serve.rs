@@ -4,7 +4,9 @@
 //! reaches the kernel's routes map, and the runtime's counters say which
 //! path each connection took.
 //!
-//! One test, run in steps: each step's counts build on the last.
+//! The first test runs in steps, each step's counts building on the last;
+//! the second drives the same runtime through the control socket only
+//! (`/xdp`, `/xdp/routes`, `/metrics`), HTTP/3 included.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,8 +16,10 @@ use bytes::Bytes;
 use edge_common::sni;
 use edge_tests::chain::o2o_state;
 use edge_tests::control::Control;
+use edge_tests::h3::{H3Client, client_config as h3_client_config};
 use edge_tests::netns::VethPair;
 use edge_tests::proxy::{echoed_header, spawn_echo};
+use edge_userspace::control::client::Client;
 use edge_userspace::serve::{self, Bound, Source};
 use edge_userspace::xdp::status::{AcceptCounts, HelloCounters, XdpStatus};
 use edge_userspace::xdp::{AttachMode, Maps, RouteAction, UnknownSni, XdpError, XdpRuntime};
@@ -317,6 +321,287 @@ fn serve_takes_chains_from_the_flow_map_and_keeps_the_kernel_routes_in_sync() {
         .expect("edge exits cleanly");
     assert_detached(&xdp.status().unwrap(), &pair.host);
     assert!(!pin_dir.exists(), "shutdown removes the pins");
+}
+
+/// The control socket attaches, re-configures and detaches XDP on a running
+/// edge, reads its routes and counters, and scrapes them as metrics; an
+/// HTTP/3 connection's datagrams count to its chain by connection ID.
+#[test]
+fn the_control_socket_drives_xdp_and_scrapes_its_counters() {
+    let pair = VethPair::new("ctl", 43);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let echo = runtime.block_on(spawn_echo()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // No `xdp` section: detached until the API attaches it.
+    let config = json!({
+        "listen": {"https": SocketAddr::from((pair.host_addr, 0))},
+        "state_dir": dir.path().join("state"),
+        "state": o2o_state(echo),
+    });
+    let (bound_tx, bound_rx) = std::sync::mpsc::channel::<Bound>();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let edge = runtime.spawn(serve::run(
+        Source::Inline(Box::new(serde_json::from_value(config).unwrap())),
+        move |bound| bound_tx.send(bound.clone()).unwrap(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let Ok(bound) = bound_rx.recv_timeout(Duration::from_secs(30)) else {
+        let ended = runtime.block_on(async { tokio::time::timeout(TIMEOUT, edge).await });
+        panic!("the edge did not start: {ended:?}");
+    };
+    let server = bound.https;
+    let h3 = bound.h3.expect("HTTP/3 is on by default");
+    let ca_pem = std::fs::read(&bound.ca_pem).unwrap();
+    let ca = CertificateDer::from_pem_slice(&ca_pem).unwrap();
+    let classic = client(&ca, false);
+    let control = Control::new(&bound.control);
+    let call = |method: Method, path: &str, body: Option<Value>| {
+        runtime.block_on(control.ok(method, path, body))
+    };
+    let scrape = || {
+        let answer = runtime
+            .block_on(Client::new(&bound.control).call(Method::GET, "/metrics", None))
+            .unwrap();
+        assert_eq!(answer.status, 200);
+        assert_eq!(
+            answer.content_type.as_deref(),
+            Some("text/plain; version=0.0.4; charset=utf-8")
+        );
+        String::from_utf8(answer.body.to_vec()).unwrap()
+    };
+
+    // Detached at start; nothing XDP in the scrape.
+    let status = call(Method::GET, "/xdp", None);
+    assert_eq!(status["attached"], Value::Null, "{status}");
+    assert_eq!(status["unknown_sni"], "pass");
+    assert_eq!(call(Method::GET, "/xdp/routes", None), json!([]));
+    assert!(!scrape().contains("edge_xdp_"));
+
+    // Bad bodies are refused whole: nothing attaches, the policy stays.
+    let bad = [
+        json!({}),
+        json!({"interface": pair.host, "colour": "red"}),
+        json!({"interface": pair.host, "mode": "fast"}),
+        json!({"attached": false, "interface": pair.host}),
+        json!({"attached": true}),
+        json!({"mode": "native"}),
+        json!({"interface": "a/b", "unknown_sni": "drop"}),
+        json!({"interface": "edge-nope0", "unknown_sni": "drop"}),
+        json!({"unknown_sni": "sometimes"}),
+    ];
+    for body in bad {
+        let (got, envelope) =
+            runtime.block_on(control.call(Method::PUT, "/xdp", Some(body.clone())));
+        assert_eq!(got, 400, "{body} -> {envelope}");
+        assert_eq!(envelope["success"], false, "{envelope}");
+        assert!(envelope["errors"][0]["message"].as_str().is_some());
+    }
+    let (got, _) = runtime.block_on(control.send(Method::PUT, "/xdp", "{not json"));
+    assert_eq!(got, 400);
+    assert_eq!(call(Method::GET, "/xdp", None), status, "nothing changed");
+    assert!(!xdp_on_link(&pair.host));
+
+    // Attach through the API, in generic mode.
+    let status = call(
+        Method::PUT,
+        "/xdp",
+        Some(json!({"interface": pair.host, "mode": "generic"})),
+    );
+    let attached = &status["attached"];
+    assert_eq!(attached["interface"], pair.host.as_str(), "{status}");
+    assert_eq!(attached["mode"], "generic");
+    assert!(attached["program_id"].as_u64().unwrap() > 0);
+    assert!(xdp_on_link(&pair.host));
+    let again = runtime.block_on(control.call(
+        Method::PUT,
+        "/xdp",
+        Some(json!({"interface": pair.host, "unknown_sni": "drop"})),
+    ));
+    assert_eq!(again.0, 400, "{}", again.1);
+    assert_eq!(call(Method::GET, "/xdp", None)["unknown_sni"], "pass");
+
+    // The routes as the kernel holds them, by SNI hash.
+    let hash = |name: &str| format!("{:016x}", sni::hash(name.as_bytes()));
+    let route = |name: &str| {
+        call(Method::GET, "/xdp/routes", None)
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["sni_hash"] == hash(name).as_str())
+            .cloned()
+    };
+    let o2o = route(O2O).expect("the O2O hostname is routed");
+    assert_eq!(o2o["hostname"], O2O);
+    let o2o_chain = o2o["chain_id"].as_u64().unwrap();
+    assert!(o2o_chain > 0);
+    let chain_packets = |status: &Value, chain: u64| {
+        status["attached"]["chains"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["chain_id"] == chain)
+            .map_or(0, |c| c["packets"].as_u64().unwrap())
+    };
+    let counter =
+        |status: &Value, name: &str| status["attached"]["counters"][name].as_u64().unwrap();
+
+    // A TLS connection moves the counters.
+    let before = call(Method::GET, "/xdp", None);
+    let seen = in_peer(&pair, fetch(classic.clone(), server, O2O, 2)).unwrap();
+    assert_eq!(echoed_header(&seen[0], "cf-connecting-o2o"), vec!["1"]);
+    let after = call(Method::GET, "/xdp", None);
+    assert!(counter(&after, "client_hellos") > counter(&before, "client_hellos"));
+    assert!(chain_packets(&after, o2o_chain) > chain_packets(&before, o2o_chain));
+    assert!(
+        after["connections"]["kernel"].as_u64().unwrap() >= 1,
+        "{after}"
+    );
+
+    // A hostname added through the API appears in the kernel's routes.
+    assert!(route(ADDED).is_none());
+    call(
+        Method::POST,
+        "/zones/example.com/dns_records",
+        Some(
+            json!({"type": "CNAME", "name": ADDED, "content": "customers.saasprovider.com", "proxied": true}),
+        ),
+    );
+    let hostname = call(
+        Method::POST,
+        "/zones/saasprovider.com/custom_hostnames",
+        Some(json!({"hostname": ADDED})),
+    );
+    assert_eq!(hostname["status"], "active", "{hostname}");
+    let added = route(ADDED).expect("the write reached the kernel's routes map");
+    assert_eq!(added["hostname"], ADDED);
+    assert_eq!(added["action"], "pass");
+
+    // Strict mode through the API: an unknown SNI's handshake never gets an
+    // answer; back to pass, the edge answers it again (with an alert).
+    let status = call(Method::PUT, "/xdp", Some(json!({"unknown_sni": "drop"})));
+    assert_eq!(status["unknown_sni"], "drop");
+    let drops = counter(&status, "policy_drops");
+    let end = in_peer(&pair, handshake(classic.clone(), server, UNKNOWN));
+    assert_eq!(end, Handshake::TimedOut);
+    assert!(counter(&call(Method::GET, "/xdp", None), "policy_drops") > drops);
+    let status = call(Method::PUT, "/xdp", Some(json!({"unknown_sni": "pass"})));
+    assert_eq!(status["unknown_sni"], "pass");
+    let end = in_peer(&pair, handshake(classic.clone(), server, UNKNOWN));
+    assert!(matches!(end, Handshake::Failed(_)), "{end:?}");
+
+    // HTTP/3 over the veth: once the handshake names the host, XDP counts
+    // the connection's datagrams to its chain by connection ID (TCP is
+    // idle meanwhile, so only QUIC moves the chain's count).
+    let before = call(Method::GET, "/xdp", None);
+    let requests = 4;
+    let answers = in_peer(&pair, h3_gets(&ca_pem, h3, O2O, requests)).unwrap();
+    assert!(answers.iter().all(|status| *status == 200), "{answers:?}");
+    let after = call(Method::GET, "/xdp", None);
+    assert!(
+        counter(&after, "quic") > counter(&before, "quic"),
+        "{after}"
+    );
+    let counted = chain_packets(&after, o2o_chain) - chain_packets(&before, o2o_chain);
+    assert!(
+        counted >= requests as u64,
+        "{counted} QUIC packets counted to chain {o2o_chain}: {after}"
+    );
+
+    // The scrape: requests per chain and the XDP counters from the maps.
+    let text = scrape();
+    let requests_line = text
+        .lines()
+        .find(|l| {
+            l.starts_with("edge_requests_total{")
+                && l.contains(&format!("hostname=\"{O2O}\""))
+                && l.contains("class=\"2xx\"")
+        })
+        .unwrap_or_else(|| panic!("no 2xx requests of {O2O}:\n{text}"));
+    let served: u64 = requests_line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(served >= 2 + requests as u64, "{requests_line}");
+    let sample = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+    };
+    assert!(sample("edge_xdp_client_hellos_total ") >= 3);
+    assert!(sample("edge_xdp_quic_total ") > 0);
+    assert!(sample("edge_xdp_policy_drops_total ") > 0);
+    assert!(
+        sample(&format!(
+            "edge_xdp_chain_packets_total{{chain_id=\"{o2o_chain}\"}} "
+        )) >= chain_packets(&after, o2o_chain)
+    );
+
+    // Detach through the API: off the link, no routes, no XDP series.
+    let status = call(Method::PUT, "/xdp", Some(json!({"attached": false})));
+    assert_eq!(status["attached"], Value::Null);
+    assert!(!xdp_on_link(&pair.host));
+    assert_eq!(call(Method::GET, "/xdp/routes", None), json!([]));
+    assert!(!scrape().contains("edge_xdp_"));
+    // Again: detaching a detached edge changes nothing.
+    let status = call(Method::PUT, "/xdp", Some(json!({"attached": false})));
+    assert_eq!(status["attached"], Value::Null);
+    let seen = in_peer(&pair, fetch(classic.clone(), server, ADDED, 1)).unwrap();
+    assert_eq!(echoed_header(&seen[0], "host"), vec![ADDED]);
+
+    // Re-attached with a policy: the routes come back from the live state,
+    // QUIC connections count in the new program.
+    let status = call(
+        Method::PUT,
+        "/xdp",
+        Some(json!({"interface": pair.host, "mode": null, "unknown_sni": "drop"})),
+    );
+    assert_eq!(status["attached"]["interface"], pair.host.as_str());
+    assert_eq!(status["unknown_sni"], "drop");
+    assert_eq!(
+        route(ADDED).map(|r| r["chain_id"].clone()),
+        Some(added["chain_id"].clone())
+    );
+    let answers = in_peer(&pair, h3_gets(&ca_pem, h3, O2O, requests)).unwrap();
+    assert!(answers.iter().all(|status| *status == 200), "{answers:?}");
+    let status = call(Method::GET, "/xdp", None);
+    assert!(
+        chain_packets(&status, o2o_chain) >= requests as u64,
+        "{status}"
+    );
+
+    stop.send(()).unwrap();
+    runtime
+        .block_on(async { tokio::time::timeout(Duration::from_secs(30), edge).await })
+        .expect("the edge drains")
+        .expect("edge task")
+        .expect("edge exits cleanly");
+    assert!(!xdp_on_link(&pair.host), "shutdown detaches");
+}
+
+/// `requests` HTTP/3 GETs for `host` on one QUIC connection from an
+/// address of the peer namespace: their statuses.
+async fn h3_gets(
+    ca_pem: &[u8],
+    server: SocketAddr,
+    host: &str,
+    requests: usize,
+) -> anyhow::Result<Vec<u16>> {
+    let mut endpoint = quinn::Endpoint::client(SocketAddr::from(([0, 0, 0, 0], 0)))?;
+    endpoint.set_default_client_config(h3_client_config(ca_pem)?);
+    let conn = tokio::time::timeout(TIMEOUT * 5, endpoint.connect(server, host)?).await??;
+    let mut client = H3Client::over(endpoint, conn).await?;
+    let mut statuses = Vec::new();
+    for i in 0..requests {
+        let answer = client.get(host, &format!("/quic/{i}")).await?;
+        statuses.push(answer.status.as_u16());
+    }
+    client.conn.close(0u32.into(), b"done");
+    let _ = tokio::time::timeout(TIMEOUT, client.endpoint.wait_idle()).await;
+    Ok(statuses)
 }
 
 fn assert_detached(status: &XdpStatus, interface: &str) {

@@ -58,6 +58,40 @@ enum CtlCommand {
     /// Replaces the whole state with a document from `export` (`-`: stdin);
     /// validated whole, nothing changes if any part is refused.
     Import { file: PathBuf },
+    /// The XDP classifier (`/xdp`): its status unless told otherwise.
+    Xdp {
+        #[command(subcommand)]
+        command: Option<XdpCommand>,
+    },
+    /// The edge's metrics in the Prometheus text format (`/metrics`; always
+    /// text, `--json` does not apply).
+    Metrics,
+}
+
+#[derive(Subcommand)]
+enum XdpCommand {
+    /// Attachment, map sizes, counters per chain.
+    Status,
+    /// The SNI hash -> chain entries as the kernel holds them.
+    Routes,
+    /// Loads the program, fills its maps and attaches it to INTERFACE.
+    Attach {
+        interface: String,
+        /// Only this mode [default: native, falling back to generic].
+        #[arg(long, value_parser = ["native", "generic"])]
+        mode: Option<String>,
+        /// The unknown-SNI policy to load it with.
+        #[arg(long, value_parser = ["pass", "drop"])]
+        unknown_sni: Option<String>,
+    },
+    /// Detaches and unloads the program (its counters go with it).
+    Detach,
+    /// What XDP does with an SNI that has no route: `pass` (the proxy
+    /// decides) or `drop`.
+    Policy {
+        #[arg(value_parser = ["pass", "drop"])]
+        unknown_sni: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -480,6 +514,34 @@ async fn run_async(ctl: Ctl) -> Result<()> {
             Some(read_json(&file)?),
             Show::Imported,
         ),
+        CtlCommand::Xdp { command } => {
+            let put = |body| (Method::PUT, "/xdp".to_owned(), Some(body), Show::Xdp);
+            match command.unwrap_or(XdpCommand::Status) {
+                XdpCommand::Status => (Method::GET, "/xdp".into(), None, Show::Xdp),
+                XdpCommand::Routes => (Method::GET, "/xdp/routes".into(), None, Show::XdpRoutes),
+                XdpCommand::Attach {
+                    interface,
+                    mode,
+                    unknown_sni,
+                } => {
+                    let mut body = json!({"interface": interface, "mode": mode});
+                    if let Some(policy) = unknown_sni {
+                        body["unknown_sni"] = json!(policy);
+                    }
+                    put(body)
+                }
+                XdpCommand::Detach => put(json!({"attached": false})),
+                XdpCommand::Policy { unknown_sni } => put(json!({"unknown_sni": unknown_sni})),
+            }
+        }
+        CtlCommand::Metrics => {
+            let answer = client.call(Method::GET, "/metrics", None).await?;
+            if !answer.status.is_success() {
+                answer.result()?;
+            }
+            print!("{}", String::from_utf8_lossy(&answer.body));
+            return Ok(());
+        }
     };
     let result = client.result(method, &path, body.as_ref()).await?;
     if ctl.json {
@@ -527,6 +589,8 @@ enum Show {
     Trace,
     Deleted,
     Imported,
+    Xdp,
+    XdpRoutes,
 }
 
 impl Show {
@@ -608,6 +672,22 @@ impl Show {
                 out
             }
             Show::Trace => trace(result),
+            Show::Xdp => xdp_status(result),
+            Show::XdpRoutes => table(
+                &["SNI HASH", "HOSTNAME", "CHAIN", "QUEUE", "ACTION"],
+                items(result)
+                    .iter()
+                    .map(|r| {
+                        vec![
+                            text(&r["sni_hash"]),
+                            text(&r["hostname"]),
+                            text(&r["chain_id"]),
+                            text(&r["queue"]),
+                            text(&r["action"]),
+                        ]
+                    })
+                    .collect(),
+            ),
             Show::Deleted => format!("deleted {}\n", text(&result["id"])),
             Show::Imported => format!(
                 "imported {} accounts, {} zones, {} DNS records, {} custom hostnames\n",
@@ -740,6 +820,81 @@ fn trace(result: &Value) -> String {
             outcome["origin"]["port"]
         ),
     };
+    out
+}
+
+fn xdp_status(status: &Value) -> String {
+    let c = &status["connections"];
+    let mut out = format!(
+        "unknown SNI: {}; TLS port {}, QUIC port {}\n\
+         TLS connections classified: {} by XDP, {} in userspace ({} unseen by XDP), {} blocked\n",
+        text(&status["unknown_sni"]),
+        status["tls_port"],
+        status["quic_port"],
+        c["kernel"],
+        c["userspace"],
+        c["unseen"],
+        c["blocked"],
+    );
+    let attached = &status["attached"];
+    if attached.is_null() {
+        return out + "XDP: not attached\n";
+    }
+    out += &format!(
+        "XDP: attached to {} ({}), program id {}{}\n\n",
+        text(&attached["interface"]),
+        text(&attached["mode"]),
+        attached["program_id"],
+        match &attached["pin_dir"] {
+            Value::Null => String::new(),
+            dir => format!(", maps pinned in {}", text(dir)),
+        },
+    );
+    let maps = attached["maps"].as_object().cloned().unwrap_or_default();
+    out += &table(
+        &["MAP", "ENTRIES", "MAX ENTRIES"],
+        maps.iter()
+            .map(|(name, size)| {
+                vec![
+                    name.clone(),
+                    match &size["entries"] {
+                        Value::Null => "-".into(),
+                        n => text(n),
+                    },
+                    text(&size["max_entries"]),
+                ]
+            })
+            .collect(),
+    );
+    let counters = attached["counters"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    out += "\n";
+    out += &table(
+        &["COUNTER", "VALUE"],
+        counters
+            .iter()
+            .map(|(name, value)| vec![name.clone(), text(value)])
+            .collect(),
+    );
+    out += "\n";
+    out += &table(
+        &["CHAIN", "PACKETS", "BYTES", "DROPS"],
+        attached["chains"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|t| {
+                vec![
+                    text(&t["chain_id"]),
+                    text(&t["packets"]),
+                    text(&t["bytes"]),
+                    text(&t["drops"]),
+                ]
+            })
+            .collect(),
+    );
     out
 }
 

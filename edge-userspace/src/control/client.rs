@@ -19,6 +19,8 @@ pub struct Client {
 #[derive(Debug)]
 pub struct Answer {
     pub status: StatusCode,
+    /// JSON for the envelope, the Prometheus text format for `/metrics`.
+    pub content_type: Option<String>,
     pub body: Bytes,
 }
 
@@ -91,10 +93,19 @@ impl Client {
         }
         let response = sender.send_request(request.body(Full::new(body))?).await?;
         let status = response.status();
+        let content_type = response
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let body = response.into_body().collect().await?.to_bytes();
         drop(sender);
         let _ = connection.await;
-        Ok(Answer { status, body })
+        Ok(Answer {
+            status,
+            content_type,
+            body,
+        })
     }
 
     /// The `result` of a call that must succeed.

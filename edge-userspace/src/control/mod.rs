@@ -18,7 +18,7 @@ pub mod store;
 mod verification;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use anyhow::Result;
 use arc_swap::ArcSwap;
@@ -27,9 +27,11 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::downstream::LocalCa;
+use crate::metrics::Metrics;
 use crate::routing::Routing;
 use crate::serve::apply::{Applier, ApplyError};
 use crate::state::{Change, State};
+use crate::xdp::XdpRuntime;
 pub use envelope::ApiError;
 pub use socket::serve;
 use store::Store;
@@ -72,6 +74,11 @@ struct Inner {
     /// Every committed state, for the hostname verifier.
     published: watch::Sender<Arc<State>>,
     verifier: verification::VerifierSlot,
+    /// Set once by `edge serve` (an embedding without XDP answers `/xdp`
+    /// with 404).
+    xdp: OnceLock<Arc<XdpRuntime>>,
+    /// Set once by `edge serve`, for `/metrics`.
+    metrics: OnceLock<Arc<Metrics>>,
 }
 
 struct Writer {
@@ -94,6 +101,8 @@ impl Control {
                 writer: Mutex::new(Writer { store, applier }),
                 published: watch::Sender::new(state),
                 verifier: Default::default(),
+                xdp: OnceLock::new(),
+                metrics: OnceLock::new(),
             }),
         })
     }
@@ -106,9 +115,41 @@ impl Control {
         self.writer().applier.acceptor()
     }
 
-    /// Every later write and reload keeps the XDP routes map in step.
-    pub fn use_xdp(&self, xdp: Arc<crate::xdp::XdpRuntime>) {
-        self.writer().applier.use_xdp(xdp);
+    /// Every later write and reload keeps the XDP routes map in step, and
+    /// `/xdp` drives `xdp`. Call it once.
+    pub fn use_xdp(&self, xdp: Arc<XdpRuntime>) {
+        self.writer().applier.use_xdp(xdp.clone());
+        if self.inner.xdp.set(xdp).is_err() {
+            tracing::warn!("the control API keeps the XDP runtime it was given first");
+        }
+    }
+
+    /// The XDP runtime `/xdp` drives, once `edge serve` has handed it over.
+    pub fn xdp(&self) -> Option<Arc<XdpRuntime>> {
+        self.inner.xdp.get().cloned()
+    }
+
+    /// `/metrics` answers with `metrics`. Call it once.
+    pub fn use_metrics(&self, metrics: Arc<Metrics>) {
+        if self.inner.metrics.set(metrics).is_err() {
+            tracing::warn!("the control API keeps the metrics it was given first");
+        }
+    }
+
+    pub fn metrics(&self) -> Option<Arc<Metrics>> {
+        self.inner.metrics.get().cloned()
+    }
+
+    /// Runs `change` (attach, detach, policy) as one write: never beside a
+    /// state change, so an attach fills the routes map from the state that
+    /// is live and stays live until it is done.
+    pub(crate) fn xdp_write<R>(
+        &self,
+        change: impl FnOnce(&XdpRuntime) -> Result<R, ApiError>,
+    ) -> Result<R, ApiError> {
+        let xdp = self.xdp().ok_or_else(api::no_xdp)?;
+        let _writer = self.writer();
+        change(&xdp)
     }
 
     /// The committed state.

@@ -15,9 +15,33 @@ pub const MAX_BODY: usize = 1 << 20;
 /// The whole state at once (import).
 pub const MAX_STATE_BODY: usize = 256 << 20;
 
-/// Answers with the envelope's `result`. (An endpoint with a body of its own,
-/// such as Prometheus text, would widen this to a reply enum.)
-pub type Handler = fn(&Control, &Call) -> Result<Value, ApiError>;
+/// What an endpoint answers with.
+#[derive(Clone, Copy)]
+pub enum Handler {
+    /// The envelope's `result`: every Cloudflare-shaped endpoint.
+    Json(fn(&Control, &Call) -> Result<Value, ApiError>),
+    /// A body of its own, outside the envelope (Prometheus text); its
+    /// errors still come in the envelope.
+    Raw(fn(&Control, &Call) -> Result<Reply, ApiError>),
+}
+
+impl Handler {
+    pub fn call(self, control: &Control, call: &Call) -> Result<Reply, ApiError> {
+        match self {
+            Handler::Json(handler) => handler(control, call).map(Reply::Json),
+            Handler::Raw(handler) => handler(control, call),
+        }
+    }
+}
+
+/// A successful answer: an envelope around `result`, or a body as it is.
+pub enum Reply {
+    Json(Value),
+    Text {
+        content_type: &'static str,
+        body: String,
+    },
+}
 
 pub struct Route {
     pub method: Method,
@@ -27,11 +51,29 @@ pub struct Route {
 }
 
 /// A route answering `pattern` for `method`, bodies up to [`MAX_BODY`].
-pub const fn route(method: Method, pattern: &'static str, handler: Handler) -> Route {
+pub const fn route(
+    method: Method,
+    pattern: &'static str,
+    handler: fn(&Control, &Call) -> Result<Value, ApiError>,
+) -> Route {
     Route {
         method,
         pattern,
-        handler,
+        handler: Handler::Json(handler),
+        max_body: MAX_BODY,
+    }
+}
+
+/// A route whose answer is not an envelope ([`Handler::Raw`]).
+pub const fn raw_route(
+    method: Method,
+    pattern: &'static str,
+    handler: fn(&Control, &Call) -> Result<Reply, ApiError>,
+) -> Route {
+    Route {
+        method,
+        pattern,
+        handler: Handler::Raw(handler),
         max_body: MAX_BODY,
     }
 }

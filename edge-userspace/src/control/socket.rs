@@ -22,7 +22,7 @@ use tokio::net::UnixListener;
 use tokio::task::JoinSet;
 
 use super::envelope::{code, failure, success};
-use super::router::{self, Call, Found};
+use super::router::{self, Call, Found, Reply};
 use super::{ApiError, Control, ControlConfig};
 
 /// The bound socket; the file is removed when this is dropped (the edge stops).
@@ -139,12 +139,19 @@ pub async fn serve(socket: Socket, control: Control, stop: impl Future<Output = 
 
 async fn handle(control: Control, req: Request<Incoming>) -> Response<Full<Bytes>> {
     match dispatch(control, req).await {
-        Ok(result) => json(StatusCode::OK, &success(result)),
+        Ok(Reply::Json(result)) => json(StatusCode::OK, &success(result)),
+        Ok(Reply::Text { content_type, body }) => {
+            let mut response = Response::new(Full::new(Bytes::from(body)));
+            response
+                .headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+            response
+        }
         Err(error) => json(error.status, &failure(&error)),
     }
 }
 
-async fn dispatch(control: Control, req: Request<Incoming>) -> Result<serde_json::Value, ApiError> {
+async fn dispatch(control: Control, req: Request<Incoming>) -> Result<Reply, ApiError> {
     let (route, params) = match router::find(super::api::ROUTES, req.method(), req.uri().path())? {
         Found::Route(route, params) => (route, params),
         Found::WrongMethod => {
@@ -183,8 +190,9 @@ async fn dispatch(control: Control, req: Request<Incoming>) -> Result<serde_json
         .to_bytes();
     let call = Call::new(params, query.as_deref(), body);
     let handler = route.handler;
-    // Writes compile rules and wait for fsync: off the async workers.
-    tokio::task::spawn_blocking(move || handler(&control, &call))
+    // Writes compile rules and wait for fsync, `/xdp` makes syscalls: off
+    // the async workers.
+    tokio::task::spawn_blocking(move || handler.call(&control, &call))
         .await
         .unwrap_or_else(|panic| {
             Err(ApiError::new(

@@ -20,7 +20,7 @@ use crate::metrics::Metrics;
 use crate::pipeline::{PipelineConfig, Proxy};
 use crate::routing::{ChainRouter, OwnRecords};
 use crate::upstream::{self, ClientConfig};
-use crate::xdp::XdpRuntime;
+use crate::xdp::{XdpCollector, XdpRuntime};
 
 /// Where the config comes from; a file is read again on SIGHUP.
 pub enum Source {
@@ -108,6 +108,8 @@ pub async fn run(
     };
     let acceptor = control.acceptor().with_classifier(xdp.clone());
     let metrics = Metrics::new();
+    metrics.register_collector(Box::new(XdpCollector(xdp.clone())));
+    control.use_metrics(metrics.clone());
     let router = ChainRouter::new(routing.clone(), listeners.clone()).with_metrics(metrics.clone());
     let h3_addr = quic.as_ref().map(h3::Listener::local_addr).transpose()?;
     let router = match h3_addr {
@@ -141,6 +143,8 @@ pub async fn run(
     let reload_task = tokio::spawn(reload_on_hangup(source, control));
 
     let quic_tls = acceptor.clone();
+    // XDP counts QUIC datagrams per chain by the connection IDs named here.
+    let connection_ids: Arc<dyn h3::ConnectionIds> = xdp.clone();
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
@@ -172,7 +176,13 @@ pub async fn run(
             Some(listener) => {
                 let stopped = stopped(stop_rx.clone());
                 listener
-                    .serve(proxy.clone(), &quic_tls, &Limits::default(), None, stopped)
+                    .serve(
+                        proxy.clone(),
+                        &quic_tls,
+                        &Limits::default(),
+                        Some(connection_ids),
+                        stopped,
+                    )
                     .await
             }
             None => Ok(()),

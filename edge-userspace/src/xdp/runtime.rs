@@ -12,16 +12,18 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use anyhow::{Context, Result};
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use aya::programs::ProgramError;
 use edge_common::maps::{CHAINS_MAX, FLOWS_MAX, ROUTES_MAX};
 
 use super::accept::AcceptPath;
+use super::quic::{QuicChains, QuicMaps};
 use super::status::{
     Attached as AttachedStatus, KernelRoute, MapSize, MapSizes, ProgramStats, XdpStatus,
 };
 use super::{AttachMode, Classifier, LoadOptions, RouteSync, UnknownSni, XdpConfig};
 use crate::chain::Snapshot;
+use crate::downstream::h3::ConnectionIds;
 use crate::downstream::{Classified, ClassifyConnection};
 use crate::routing::Routing;
 
@@ -46,7 +48,13 @@ pub struct XdpRuntime {
     /// The runtime that forwards the program's debug log to tracing, so that
     /// control calls may come from any thread.
     logs: Option<tokio::runtime::Handle>,
+    /// The attached program's QUIC connection-ID map, apart from `control`
+    /// so that handshakes never wait for a route sync.
+    quic: ArcSwapOption<QuicChains<ChainOf>>,
 }
+
+/// The chain id of a host name, as the live routing resolves it.
+type ChainOf = Box<dyn Fn(&str) -> Option<u32> + Send + Sync>;
 
 struct Control {
     unknown_sni: UnknownSni,
@@ -95,6 +103,7 @@ impl XdpRuntime {
                 attached: None,
             }),
             logs: tokio::runtime::Handle::try_current().ok(),
+            quic: ArcSwapOption::empty(),
         });
         if let Some(config) = config {
             runtime
@@ -161,6 +170,7 @@ impl XdpRuntime {
             .apply(&mut classifier.maps.routes, self.routing.load().snapshot())
             .context("filling the XDP routes map")?;
         let flows = classifier.maps.flows.try_clone()?;
+        let quic = QuicMaps::take(&mut classifier)?;
         if let Some(logs) = &self.logs {
             let _entered = logs.enter();
             classifier.forward_logs()?;
@@ -169,6 +179,11 @@ impl XdpRuntime {
             .attach_with(interface, mode)
             .map_err(attach_error)?;
         self.accept.use_flows(Some(flows));
+        let routing = self.routing.clone();
+        let chain_of: ChainOf =
+            Box::new(move |sni| routing.load().snapshot().resolve(sni).ok().map(|c| c.id));
+        self.quic
+            .store(Some(Arc::new(QuicChains::new(quic, chain_of))));
         control.attached = Some(Attached {
             classifier,
             interface: interface.to_owned(),
@@ -183,6 +198,7 @@ impl XdpRuntime {
     pub fn detach(&self) -> Result<bool> {
         let mut control = self.lock();
         self.accept.use_flows(None);
+        self.quic.store(None);
         let Some(mut attached) = control.attached.take() else {
             return Ok(false);
         };
@@ -200,6 +216,16 @@ impl XdpRuntime {
         }
         control.unknown_sni = policy;
         Ok(())
+    }
+
+    /// The unknown-SNI policy: live if attached, else the next attach's.
+    pub fn unknown_sni(&self) -> UnknownSni {
+        self.lock().unknown_sni
+    }
+
+    /// Whether the program is attached now.
+    pub fn is_attached(&self) -> bool {
+        self.lock().attached.is_some()
     }
 
     /// `GET /xdp`: attachment, map sizes, the program's counters and how
@@ -290,6 +316,25 @@ impl ClassifyConnection for XdpRuntime {
         sni: Option<&str>,
     ) -> Classified {
         self.accept.classify(peer, local, sni)
+    }
+}
+
+/// The QUIC listener's [`ConnectionIds`] (`edge serve` hands the runtime
+/// itself to it): a connection's CID goes into the program attached when its
+/// handshake named the host, so that XDP counts its datagrams to the chain.
+/// Connections named before a detach and re-attach are not in the new
+/// program's map (each attach loads it afresh) and count as unrouted QUIC.
+impl ConnectionIds for XdpRuntime {
+    fn named(&self, cid: &[u8], server_name: &str) {
+        if let Some(quic) = self.quic.load().as_ref() {
+            quic.named(cid, server_name);
+        }
+    }
+
+    fn closed(&self, cid: &[u8]) {
+        if let Some(quic) = self.quic.load().as_ref() {
+            quic.closed(cid);
+        }
     }
 }
 

@@ -3,9 +3,11 @@
 
 mod custom_hostnames;
 mod dns_records;
+mod metrics;
 mod rulesets;
 mod state;
 mod trace;
+mod xdp;
 mod zones;
 
 use http::Method;
@@ -14,7 +16,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use super::ApiError;
-use super::router::{MAX_STATE_BODY, Route, route};
+use super::router::{MAX_STATE_BODY, Route, raw_route, route};
 use crate::state::{State, ZoneState};
 
 pub static ROUTES: &[Route] = &[
@@ -100,7 +102,13 @@ pub static ROUTES: &[Route] = &[
     ),
     route(Method::GET, "/state", state::export),
     route(Method::PUT, "/state", state::import).max_body(MAX_STATE_BODY),
+    route(Method::GET, "/xdp", xdp::get),
+    route(Method::PUT, "/xdp", xdp::put),
+    route(Method::GET, "/xdp/routes", xdp::routes),
+    raw_route(Method::GET, "/metrics", metrics::get),
 ];
+
+pub use xdp::no_xdp;
 
 /// A zone by id, else by name (`example.com`), as operators think of it.
 fn zone<'s>(state: &'s State, key: &str) -> Result<&'s ZoneState, ApiError> {
