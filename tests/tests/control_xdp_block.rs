@@ -33,6 +33,9 @@ const BLOCKED: &str = "blockme.example.com";
 const CNAME_TARGET: &str = "customers.saasprovider.com";
 /// Long enough for a handshake over a veth, short enough to keep the test quick.
 const TIMEOUT: Duration = Duration::from_secs(2);
+/// XDP acts on the hello, not on the SYN: the TCP connect may take as long as
+/// a loaded machine needs.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// `cargo test` runs the tests of one file in parallel: one subnet each.
 const BLOCK_SUBNET: u8 = 43;
 const FULL_SUBNET: u8 = 44;
@@ -316,9 +319,9 @@ enum Handshake {
 }
 
 async fn handshake(config: Arc<ClientConfig>, server: SocketAddr, host: &str) -> Handshake {
-    let tcp = match tokio::time::timeout(TIMEOUT, TcpStream::connect(server)).await {
+    let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(server)).await {
         Ok(Ok(tcp)) => tcp,
-        other => panic!("TCP connect to {server}: {other:?}"),
+        other => panic!("TCP connect to {server} for {host}: {other:?}"),
     };
     // Closed with a reset, not a FIN: an orphaned socket would retransmit a
     // dropped hello after the block is lifted.
