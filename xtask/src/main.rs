@@ -42,6 +42,9 @@ enum Command {
     /// Control-socket writes/s (durable) and write-to-served latency at several state
     /// sizes (EDGE_BENCH_HOSTNAMES=0,10000 by default).
     BenchControl,
+    /// Route-map updates/s and incremental route syncs with 1,000,000 hostnames
+    /// loaded, on the real XDP program's map (needs root; EDGE_BENCH_ROUTES=n).
+    BenchRoutes,
     /// requests/s and p99 over HTTP/3 vs HTTP/2 on the same O2O chain, in one run
     /// (knobs REQUESTS, CONNECTIONS, STREAMS, ROUNDS, BODY in the environment).
     BenchH3,
@@ -71,6 +74,10 @@ fn main() -> Result<()> {
         Command::BenchControl => {
             ebpf::build()?;
             run::status(run::cargo().args(["bench", "-p", "edge-userspace", "--bench", "control"]))
+        }
+        Command::BenchRoutes => {
+            ebpf::build()?;
+            run::status(run::cargo().args(["bench", "-p", "edge-userspace", "--bench", "routes"]))
         }
         Command::BenchH3 => bench_h3::run(),
         Command::Test => {

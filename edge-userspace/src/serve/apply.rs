@@ -16,7 +16,7 @@ use crate::downstream::certs::load_pem;
 use crate::downstream::{CertStore, LocalCa, MinTls, Tier, TlsAcceptor};
 use crate::routing::Routing;
 use crate::state::{HostnameStatus, MinTlsVersion, State};
-use crate::xdp::XdpRuntime;
+use crate::xdp::{XdpError, XdpRuntime};
 
 /// Why an apply changed nothing.
 #[derive(Debug, thiserror::Error)]
@@ -113,7 +113,10 @@ impl Applier {
         // The kernel's routes go first (new before removed, put back if
         // anything fails), so a new hostname is routed by the time it is live.
         if let Some(xdp) = &self.xdp {
-            xdp.sync(routing.snapshot()).map_err(ApplyError::Commit)?;
+            xdp.sync(routing.snapshot()).map_err(|error| match error {
+                XdpError::Refused(why) => ApplyError::Invalid(anyhow::anyhow!(why)),
+                XdpError::Kernel(error) => ApplyError::Commit(error),
+            })?;
         }
         if let Err(error) = commit() {
             if let Some(xdp) = &self.xdp

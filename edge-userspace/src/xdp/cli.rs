@@ -8,6 +8,7 @@ use edge_common::maps::GlobalCounters;
 use super::status::ProgramStats;
 use super::{
     Classifier, DEFAULT_PIN_ROOT, LoadOptions, Maps, RouteAction, RouteTarget, UnknownSni,
+    routes_max,
 };
 
 #[derive(Debug, clap::Subcommand)]
@@ -78,6 +79,7 @@ fn attach(args: AttachArgs) -> Result<()> {
         let mut classifier = Classifier::load(LoadOptions {
             pin_dir: Some(args.pin_root.join(&args.iface)),
             unknown_sni: args.unknown_sni,
+            routes_max: Some(routes_max(None, args.routes.len())),
         })?;
         for port in &args.tls_ports {
             classifier.maps.settings.set_tls_port(*port, true)?;

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use super::{AttachMode, UnknownSni};
 
 /// ```json
-/// "xdp": { "interface": "eth0", "mode": "native", "unknown_sni": "drop", "pin_dir": "/sys/fs/bpf/edge/eth0" }
+/// "xdp": { "interface": "eth0", "mode": "native", "unknown_sni": "drop", "pin_dir": "/sys/fs/bpf/edge/eth0", "routes_max": 2097152 }
 /// ```
 /// Read at start only: SIGHUP re-syncs the routes, while attaching elsewhere
 /// or changing the policy goes through the control API.
@@ -27,6 +27,11 @@ pub struct XdpConfig {
     /// Pin the maps here while attached, for `edge xdp stats --pin-root`.
     #[serde(default)]
     pub pin_dir: Option<PathBuf>,
+    /// Entries of the kernel's routes map, fixed at each attach. Absent:
+    /// twice the routes of the state at attach time, rounded up to a power
+    /// of two, at least 131,072 ([`super::routes_max`]).
+    #[serde(default)]
+    pub routes_max: Option<u32>,
 }
 
 #[cfg(test)]
@@ -43,20 +48,23 @@ mod tests {
                 mode: None,
                 unknown_sni: UnknownSni::Pass,
                 pin_dir: None,
+                routes_max: None,
             }
         );
         let full: XdpConfig = serde_json::from_str(
-            r#"{"interface": "eth1", "mode": "generic", "unknown_sni": "drop", "pin_dir": "/sys/fs/bpf/edge/eth1"}"#,
+            r#"{"interface": "eth1", "mode": "generic", "unknown_sni": "drop", "pin_dir": "/sys/fs/bpf/edge/eth1", "routes_max": 4096}"#,
         )
         .unwrap();
         assert_eq!(full.mode, Some(AttachMode::Generic));
         assert_eq!(full.unknown_sni, UnknownSni::Drop);
         assert_eq!(full.pin_dir, Some(PathBuf::from("/sys/fs/bpf/edge/eth1")));
+        assert_eq!(full.routes_max, Some(4096));
         for bad in [
             r#"{"interface": "eth0", "mode": "driver"}"#,
             r#"{"interface": "eth0", "unknown_sni": "reject"}"#,
             r#"{"interface": "eth0", "iface": "eth0"}"#,
             r#"{"mode": "native"}"#,
+            r#"{"interface": "eth0", "routes_max": -1}"#,
         ] {
             assert!(serde_json::from_str::<XdpConfig>(bad).is_err(), "{bad}");
         }

@@ -85,10 +85,21 @@ impl Maps {
         let Map::PerCpuHashMap(chain_data) = &chains else {
             bail!("{} is not a per-CPU hash map", names::CHAIN_COUNTERS);
         };
+        let max_chains = chain_data.info()?.max_entries();
         let second = MapData::from_fd(chain_data.fd().as_fd().try_clone_to_owned()?)?;
         let chains_for_routes = Map::from_map_data(second)?.try_into()?;
+        // Sized at load time: the kernel says how large.
+        let Map::HashMap(route_data) = &routes else {
+            bail!("{} is not a hash map", names::ROUTES);
+        };
+        let max_routes = route_data.info()?.max_entries();
         Ok(Self {
-            routes: Routes::new(routes.try_into()?, chains_for_routes),
+            routes: Routes::new(
+                routes.try_into()?,
+                chains_for_routes,
+                max_routes,
+                max_chains,
+            ),
             flows: Flows::new(flows.try_into()?),
             counters: Counters::new(global.try_into()?, chains.try_into()?),
             settings: Settings::new(ports.try_into()?, config.try_into()?),

@@ -28,8 +28,10 @@ pub use counters::Counters;
 pub use flows::{FlowInfo, Flows, Verdict};
 pub use maps::Maps;
 pub use metrics::XdpCollector;
-pub use program::{AttachMode, Classifier, DEFAULT_PIN_ROOT, LoadOptions};
-pub use routes::{HostnameError, RouteAction, RouteTarget, Routes, route_key};
+pub use program::{
+    AttachMode, Classifier, DEFAULT_PIN_ROOT, LoadOptions, ROUTES_LIMIT, routes_max,
+};
+pub use routes::{HostnameError, RouteAction, RouteTarget, Routes, RoutesFull, route_key};
 pub use runtime::{XdpError, XdpRuntime};
 pub use settings::{Settings, UnknownSni};
 pub use sync::{Plan, RouteSync, USERSPACE_CHAIN, plan, wanted};

@@ -2,9 +2,10 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use aya::programs::{Xdp, XdpMode, xdp::XdpLinkId};
 use aya::{Ebpf, EbpfLoader};
+use edge_common::maps::{self as names, CHAINS_MAX, ROUTES_MAX};
 use tracing::{info, warn};
 
 use super::{Maps, UnknownSni};
@@ -23,12 +24,36 @@ const DEFAULT_PORT: u16 = 443;
 const LOG_LEVEL_WARN: u8 = 2;
 const LOG_LEVEL_DEBUG: u8 = 4;
 
+/// The largest routes map a config may ask for: at about 64 bytes of kernel
+/// memory per preallocated entry (plus per-CPU chain counters of the same
+/// count), 16 Mi entries is already more than a gigabyte.
+pub const ROUTES_LIMIT: u32 = 1 << 24;
+
+/// The routes map size for a state of `needed` routes: `configured` if set,
+/// else twice the state rounded up to a power of two, never below the
+/// compiled [`ROUTES_MAX`]. The map cannot grow once loaded, so the headroom
+/// is what writes can add before the next attach (the control API refuses a
+/// write beyond it, naming the limit).
+pub fn routes_max(configured: Option<u32>, needed: usize) -> u32 {
+    configured.unwrap_or_else(|| {
+        let wanted = needed.saturating_mul(2).checked_next_power_of_two();
+        let wanted = wanted.map_or(ROUTES_LIMIT, |n| {
+            u32::try_from(n).map_or(ROUTES_LIMIT, |n| n.min(ROUTES_LIMIT))
+        });
+        wanted.max(ROUTES_MAX)
+    })
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct LoadOptions {
     /// Pin the maps in this directory (created, and removed again on drop),
     /// so that `edge xdp stats` and later tools can open them.
     pub pin_dir: Option<PathBuf>,
     pub unknown_sni: UnknownSni,
+    /// Entries of the routes map (and of the chain counters, so that every
+    /// routable chain id is counted; never fewer than [`CHAINS_MAX`]).
+    /// `None`: the sizes compiled into the object ([`ROUTES_MAX`]).
+    pub routes_max: Option<u32>,
 }
 
 /// How the program ended up attached (or, asked for, the only mode to try).
@@ -66,8 +91,17 @@ impl Classifier {
         } else {
             LOG_LEVEL_WARN
         };
-        let mut ebpf = EbpfLoader::new()
-            .override_global("AYA_LOG_LEVEL", &level, false)
+        let mut loader = EbpfLoader::new();
+        loader.override_global("AYA_LOG_LEVEL", &level, false);
+        if let Some(max) = options.routes_max {
+            if !(1..=ROUTES_LIMIT).contains(&max) {
+                bail!("routes_max {max} is out of range (1 to {ROUTES_LIMIT})");
+            }
+            loader
+                .map_max_entries(names::ROUTES, max)
+                .map_max_entries(names::CHAIN_COUNTERS, max.max(CHAINS_MAX));
+        }
+        let mut ebpf = loader
             .load(OBJECT)
             .context("cannot load the XDP object (needs root or CAP_BPF, kernel >= 5.18)")?;
         let program: &mut Xdp = ebpf
@@ -208,5 +242,20 @@ impl Drop for Classifier {
                 warn!(dir = %dir.display(), error = %e, "cannot remove XDP map pins");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_max_is_the_config_or_twice_the_state_as_a_power_of_two() {
+        assert_eq!(routes_max(Some(8), 1_000_000), 8);
+        assert_eq!(routes_max(None, 0), ROUTES_MAX);
+        assert_eq!(routes_max(None, 65_536), ROUTES_MAX);
+        assert_eq!(routes_max(None, 65_537), 1 << 18);
+        assert_eq!(routes_max(None, 1_000_000), 1 << 21);
+        assert_eq!(routes_max(None, usize::MAX), ROUTES_LIMIT);
     }
 }

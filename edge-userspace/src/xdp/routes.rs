@@ -3,7 +3,7 @@
 
 use aya::maps::{HashMap, MapData, PerCpuHashMap, PerCpuValues};
 use aya::util::nr_cpus;
-use edge_common::maps::{ACTION_DROP, ACTION_PASS, CHAINS_MAX, ChainCounters, ROUTES_MAX, Route};
+use edge_common::maps::{ACTION_DROP, ACTION_PASS, ChainCounters, Route};
 use edge_common::sni;
 
 /// `BPF_NOEXIST`: create a chain's counters only once, never reset them.
@@ -73,17 +73,72 @@ pub fn route_key(host: &str) -> Result<u64, HostnameError> {
     Ok(sni::hash(host.as_bytes()))
 }
 
+/// A state that needs more routes (or chain ids) than the loaded maps hold.
+/// Checked before anything is written, so that the write is refused whole.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RoutesFull {
+    #[error(
+        "the state needs {needed} XDP routes, more than the routes map holds \
+         ({max}, xdp.routes_max in the config; detach and attach again to size it for the state)"
+    )]
+    Routes { needed: usize, max: u32 },
+    #[error(
+        "the state uses chain id {chain_id}, beyond the {max} chains the XDP counters hold \
+         (xdp.routes_max in the config sizes both)"
+    )]
+    Chains { chain_id: u32, max: u32 },
+}
+
 pub struct Routes {
     routes: HashMap<MapData, u64, Route>,
     chains: PerCpuHashMap<MapData, u32, ChainCounters>,
+    /// What the kernel created the maps with (sized at load, see
+    /// [`super::LoadOptions::routes_max`]).
+    max_routes: u32,
+    max_chains: u32,
 }
 
 impl Routes {
     pub(super) fn new(
         routes: HashMap<MapData, u64, Route>,
         chains: PerCpuHashMap<MapData, u32, ChainCounters>,
+        max_routes: u32,
+        max_chains: u32,
     ) -> Self {
-        Self { routes, chains }
+        Self {
+            routes,
+            chains,
+            max_routes,
+            max_chains,
+        }
+    }
+
+    /// How many routes the kernel map holds at most.
+    pub fn max_routes(&self) -> u32 {
+        self.max_routes
+    }
+
+    /// Chain ids below this have counters.
+    pub fn max_chains(&self) -> u32 {
+        self.max_chains
+    }
+
+    /// Refuses `needed` routes whose highest chain id is `max_chain_id`
+    /// when the maps cannot hold them.
+    pub fn check_fits(&self, needed: usize, max_chain_id: u32) -> Result<(), RoutesFull> {
+        if needed > self.max_routes as usize {
+            return Err(RoutesFull::Routes {
+                needed,
+                max: self.max_routes,
+            });
+        }
+        if max_chain_id >= self.max_chains {
+            return Err(RoutesFull::Chains {
+                chain_id: max_chain_id,
+                max: self.max_chains,
+            });
+        }
+        Ok(())
     }
 
     /// Routes `host` (exact, or a `*.` wildcard one label deep) to `target`,
@@ -91,10 +146,11 @@ impl Routes {
     /// counters, which the XDP program only updates.
     pub fn insert(&mut self, host: &str, target: RouteTarget) -> anyhow::Result<()> {
         let key = route_key(host)?;
-        if target.chain_id >= CHAINS_MAX {
+        if target.chain_id >= self.max_chains {
             anyhow::bail!(
-                "chain id {} is out of range (the XDP counters hold {CHAINS_MAX} chains)",
-                target.chain_id
+                "chain id {} is out of range (the XDP counters hold {} chains)",
+                target.chain_id,
+                self.max_chains
             );
         }
         self.ensure_chain(target.chain_id)?;
@@ -108,7 +164,10 @@ impl Routes {
             _pad: 0,
         };
         self.routes.insert(&key, &route, 0).map_err(|e| {
-            anyhow::anyhow!("cannot insert the route for {host} (at most {ROUTES_MAX} routes): {e}")
+            anyhow::anyhow!(
+                "cannot insert the route for {host} (at most {} routes): {e}",
+                self.max_routes
+            )
         })
     }
 

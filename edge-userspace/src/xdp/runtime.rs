@@ -14,14 +14,17 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use anyhow::{Context, Result};
 use arc_swap::{ArcSwap, ArcSwapOption};
 use aya::programs::ProgramError;
-use edge_common::maps::{CHAINS_MAX, FLOWS_MAX, ROUTES_MAX};
+use edge_common::maps::FLOWS_MAX;
 
 use super::accept::AcceptPath;
 use super::quic::{QuicChains, QuicMaps};
 use super::status::{
     Attached as AttachedStatus, KernelRoute, MapSize, MapSizes, ProgramStats, XdpStatus,
 };
-use super::{AttachMode, Classifier, LoadOptions, RouteSync, UnknownSni, XdpConfig};
+use super::{
+    AttachMode, Classifier, LoadOptions, RouteSync, RoutesFull, UnknownSni, XdpConfig, routes_max,
+    wanted,
+};
 use crate::chain::Snapshot;
 use crate::downstream::h3::ConnectionIds;
 use crate::downstream::{Classified, ClassifyConnection};
@@ -41,6 +44,9 @@ pub struct XdpRuntime {
     tls_port: u16,
     quic_port: u16,
     pin_dir: Option<PathBuf>,
+    /// The config's `routes_max`; `None` sizes the map for the state at
+    /// each attach.
+    routes_max: Option<u32>,
     /// The live routing, which attach syncs from and the accept path reads.
     routing: Arc<ArcSwap<Routing>>,
     accept: AcceptPath,
@@ -96,6 +102,7 @@ impl XdpRuntime {
             tls_port,
             quic_port,
             pin_dir: config.and_then(|c| c.pin_dir.clone()),
+            routes_max: config.and_then(|c| c.routes_max),
             accept: AcceptPath::new(routing.clone()),
             routing,
             control: Mutex::new(Control {
@@ -117,8 +124,10 @@ impl XdpRuntime {
     /// first, then removals, so a name that stays live never lacks a route.
     /// Call it *before* storing the routing that holds `snapshot`: on error
     /// the kernel is put back to the live routing's routes, so refuse the
-    /// change then. Returns how many routes changed (0 while detached).
-    pub fn sync(&self, snapshot: &Snapshot) -> Result<usize> {
+    /// change then. A snapshot with more routes than the map holds is
+    /// [`XdpError::Refused`] with nothing written. Returns how many routes
+    /// changed (0 while detached).
+    pub fn sync(&self, snapshot: &Snapshot) -> Result<usize, XdpError> {
         let mut control = self.lock();
         let Some(attached) = control.attached.as_mut() else {
             return Ok(0);
@@ -129,6 +138,7 @@ impl XdpRuntime {
                 tracing::debug!(changed, "XDP routes synced");
                 Ok(changed)
             }
+            Err(error) if error.is::<RoutesFull>() => Err(XdpError::Refused(error.to_string())),
             Err(error) => {
                 if let Err(revert) = attached
                     .routes
@@ -138,7 +148,9 @@ impl XdpRuntime {
                         "XDP routes could not be put back to the live state: {revert:#}"
                     );
                 }
-                Err(error.context("syncing the XDP routes map"))
+                Err(XdpError::Kernel(
+                    error.context("syncing the XDP routes map"),
+                ))
             }
         }
     }
@@ -158,16 +170,19 @@ impl XdpRuntime {
                 attached.interface
             )));
         }
+        let routing = self.routing.load();
+        let snapshot = routing.snapshot();
         let mut classifier = Classifier::load(LoadOptions {
             pin_dir: self.pin_dir.clone(),
             unknown_sni: control.unknown_sni,
+            routes_max: Some(routes_max(self.routes_max, wanted(snapshot).len())),
         })?;
         let settings = &mut classifier.maps.settings;
         settings.set_tls_port(self.tls_port, true)?;
         settings.set_quic_port(self.quic_port, true)?;
         let mut routes = RouteSync::default();
         routes
-            .apply(&mut classifier.maps.routes, self.routing.load().snapshot())
+            .apply(&mut classifier.maps.routes, snapshot)
             .context("filling the XDP routes map")?;
         let flows = classifier.maps.flows.try_clone()?;
         let quic = QuicMaps::take(&mut classifier)?;
@@ -291,7 +306,7 @@ impl Attached {
             maps: MapSizes {
                 routes: MapSize {
                     entries: Some(self.routes.installed()),
-                    max_entries: ROUTES_MAX,
+                    max_entries: self.classifier.maps.routes.max_routes(),
                 },
                 flows: MapSize {
                     entries: None,
@@ -299,7 +314,7 @@ impl Attached {
                 },
                 chain_counters: MapSize {
                     entries: Some(stats.chains.len()),
-                    max_entries: CHAINS_MAX,
+                    max_entries: self.classifier.maps.routes.max_chains(),
                 },
             },
             counters: stats.counters,

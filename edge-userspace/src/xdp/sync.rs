@@ -72,21 +72,43 @@ pub struct RouteSync {
 
 impl RouteSync {
     /// Brings `routes` to `snapshot`, returning how many entries changed.
-    /// On an error the entries already written stay and are remembered, so the
-    /// next call retries only what is still missing.
+    /// A snapshot the maps cannot hold is refused with [`RoutesFull`](super::RoutesFull) before
+    /// anything is written. On any other error the entries already written
+    /// stay and are remembered, so the next call retries only what is still
+    /// missing.
     pub fn apply(&mut self, routes: &mut Routes, snapshot: &Snapshot) -> anyhow::Result<usize> {
         let next = wanted(snapshot);
+        routes.check_fits(next.len(), snapshot.max_chain_id())?;
         let plan = plan(&self.installed, &next);
         let changed = plan.upserts.len() + plan.removals.len();
+        // Upserts first keep every staying name routed throughout; when the
+        // old and the new names together would overflow the map, the gone
+        // names make room first (they only lose their route early).
+        let added = plan
+            .upserts
+            .iter()
+            .filter(|(host, _)| !self.installed.contains_key(host))
+            .count();
+        let (before, after) = if self.installed.len() + added > routes.max_routes() as usize {
+            (plan.removals, Vec::new())
+        } else {
+            (Vec::new(), plan.removals)
+        };
+        self.remove(routes, before)?;
         for (host, target) in plan.upserts {
             routes.insert(&host, target)?;
             self.installed.insert(host, target);
         }
-        for host in plan.removals {
+        self.remove(routes, after)?;
+        Ok(changed)
+    }
+
+    fn remove(&mut self, routes: &mut Routes, removals: Vec<String>) -> anyhow::Result<()> {
+        for host in removals {
             routes.remove(&host)?;
             self.installed.remove(&host);
         }
-        Ok(changed)
+        Ok(())
     }
 
     /// How many routes this process has in the kernel map.
