@@ -5,6 +5,7 @@ pub mod control;
 pub mod dns;
 pub mod frames;
 pub mod h3;
+pub mod handshake;
 pub mod hello;
 pub mod netns;
 pub mod proxy;

@@ -11,6 +11,7 @@ use std::time::Duration;
 use edge_common::sni;
 use edge_tests::chain::o2o_state;
 use edge_tests::control::Control;
+use edge_tests::handshake::{Handshake, client, handshake};
 use edge_tests::netns::VethPair;
 use edge_tests::proxy::spawn_echo;
 use edge_userspace::chain::Snapshot;
@@ -20,12 +21,9 @@ use edge_userspace::xdp::status::KernelRoute;
 use edge_userspace::xdp::{RouteAction, XdpRuntime, wanted};
 use http::{Method, StatusCode};
 use rustls::ClientConfig;
-use rustls::crypto::aws_lc_rs;
+use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::{Value, json};
-use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
 
 /// Active in the seed state: its handshakes must keep completing.
 const ACTIVE: &str = "mystore.example.com";
@@ -33,9 +31,6 @@ const BLOCKED: &str = "blockme.example.com";
 const CNAME_TARGET: &str = "customers.saasprovider.com";
 /// Long enough for a handshake over a veth, short enough to keep the test quick.
 const TIMEOUT: Duration = Duration::from_secs(2);
-/// XDP acts on the hello, not on the SYN: the TCP connect may take as long as
-/// a loaded machine needs.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// `cargo test` runs the tests of one file in parallel: one subnet each.
 const BLOCK_SUBNET: u8 = 43;
 const FULL_SUBNET: u8 = 44;
@@ -44,7 +39,7 @@ const FULL_SUBNET: u8 = 44;
 fn a_blocked_hostname_is_dropped_by_xdp_until_the_block_is_lifted() {
     let edge = Edge::start("blk", BLOCK_SUBNET, None);
     let (ca, server) = (edge.ca(), edge.bound.https);
-    let client = client(&ca);
+    let client = client(&ca, false);
     let route = |name: &str| route(&edge.bound.xdp, name);
 
     // Created through the socket: a proxied CNAME on this edge to the
@@ -290,48 +285,4 @@ fn drops(xdp: &XdpRuntime) -> u64 {
         .iter()
         .find(|c| c.chain_id == 0)
         .map_or(0, |c| c.drops)
-}
-
-/// A rustls client trusting the edge's CA, with classic key shares only:
-/// every ClientHello fits one segment, so XDP reads its SNI at once.
-fn client(ca: &CertificateDer<'static>) -> Arc<ClientConfig> {
-    let mut provider = aws_lc_rs::default_provider();
-    provider
-        .kx_groups
-        .retain(|group| group.name() != rustls::NamedGroup::X25519MLKEM768);
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca.clone()).unwrap();
-    let config = ClientConfig::builder_with_provider(Arc::new(provider))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Arc::new(config)
-}
-
-#[derive(Debug, PartialEq, Eq)]
-enum Handshake {
-    Completed,
-    /// The edge answered, with an alert or by closing.
-    Failed(String),
-    /// Nothing came back: the hello was dropped.
-    TimedOut,
-}
-
-async fn handshake(config: Arc<ClientConfig>, server: SocketAddr, host: &str) -> Handshake {
-    let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(server)).await {
-        Ok(Ok(tcp)) => tcp,
-        other => panic!("TCP connect to {server} for {host}: {other:?}"),
-    };
-    // Closed with a reset, not a FIN: an orphaned socket would retransmit a
-    // dropped hello after the block is lifted.
-    socket2::SockRef::from(&tcp)
-        .set_linger(Some(Duration::ZERO))
-        .unwrap();
-    let name = ServerName::try_from(host.to_owned()).unwrap();
-    match tokio::time::timeout(TIMEOUT, TlsConnector::from(config).connect(name, tcp)).await {
-        Ok(Ok(_)) => Handshake::Completed,
-        Ok(Err(error)) => Handshake::Failed(error.to_string()),
-        Err(_) => Handshake::TimedOut,
-    }
 }

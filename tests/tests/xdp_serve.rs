@@ -17,6 +17,7 @@ use edge_common::sni;
 use edge_tests::chain::o2o_state;
 use edge_tests::control::Control;
 use edge_tests::h3::{H3Client, client_config as h3_client_config};
+use edge_tests::handshake::{Handshake, client, handshake};
 use edge_tests::netns::VethPair;
 use edge_tests::proxy::{echoed_header, spawn_echo};
 use edge_userspace::control::client::Client;
@@ -28,7 +29,6 @@ use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use rustls::ClientConfig;
-use rustls::crypto::aws_lc_rs;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::{Value, json};
@@ -664,26 +664,6 @@ fn hostnames(state: &mut Value) -> &mut Vec<Value> {
         .expect("the provider zone has custom hostnames")
 }
 
-/// A rustls client trusting the edge's CA; `post_quantum` keeps the
-/// X25519MLKEM768 key share, which makes the hello span two segments.
-fn client(ca: &CertificateDer<'static>, post_quantum: bool) -> Arc<ClientConfig> {
-    let mut provider = aws_lc_rs::default_provider();
-    if !post_quantum {
-        provider
-            .kx_groups
-            .retain(|group| group.name() != rustls::NamedGroup::X25519MLKEM768);
-    }
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca.clone()).unwrap();
-    let mut config = ClientConfig::builder_with_provider(Arc::new(provider))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Arc::new(config)
-}
-
 /// Runs `future` on a thread inside the peer namespace: its sockets live there.
 fn in_peer<T: Send>(pair: &VethPair, future: impl Future<Output = T> + Send) -> T {
     pair.in_peer(|| {
@@ -749,31 +729,4 @@ async fn get(
     let status = response.status().as_u16();
     let body = response.into_body().collect().await?.to_bytes();
     Ok((status, String::from_utf8(body.to_vec())?))
-}
-
-#[derive(Debug, PartialEq, Eq)]
-enum Handshake {
-    Completed,
-    /// The edge answered, with an alert or by closing.
-    Failed(String),
-    /// Nothing came back: the hello was dropped.
-    TimedOut,
-}
-
-async fn handshake(config: Arc<ClientConfig>, server: SocketAddr, host: &str) -> Handshake {
-    let tcp = match tokio::time::timeout(TIMEOUT, TcpStream::connect(server)).await {
-        Ok(Ok(tcp)) => tcp,
-        other => panic!("TCP connect to {server}: {other:?}"),
-    };
-    // Closed with a reset, not a FIN: an orphaned socket would retransmit a
-    // dropped hello long after the test moved on (and the policy changed).
-    socket2::SockRef::from(&tcp)
-        .set_linger(Some(Duration::ZERO))
-        .unwrap();
-    let name = ServerName::try_from(host.to_owned()).unwrap();
-    match tokio::time::timeout(TIMEOUT, TlsConnector::from(config).connect(name, tcp)).await {
-        Ok(Ok(_)) => Handshake::Completed,
-        Ok(Err(error)) => Handshake::Failed(error.to_string()),
-        Err(_) => Handshake::TimedOut,
-    }
 }
