@@ -3,6 +3,9 @@
 //! customer zone of this edge. Measures exact hits (a hostname hot in cache,
 //! and random hostnames over the whole index), a wildcard hit and a miss, and
 //! counts the bytes the snapshot allocates with a counting global allocator.
+//! The memory floor is measured in the same run: the latency of a random read
+//! from a buffer as large as the snapshot, because a random hit over a million
+//! hostnames costs what this machine's memory costs.
 //!
 //! Run: `cargo bench -p edge-userspace --bench resolve`
 
@@ -198,9 +201,7 @@ fn bench(c: &mut Criterion) {
     let mut order: Vec<usize> = (0..HOSTNAMES).collect();
     let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
     for i in (1..order.len()).rev() {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
+        seed = xorshift(seed);
         order.swap(i, (seed % (i as u64 + 1)) as usize);
     }
     // The names to look up sit in one buffer read front to back, as a request's
@@ -236,9 +237,11 @@ fn bench(c: &mut Criterion) {
         ALLOCATIONS.load(Ordering::Relaxed) - allocations
     );
 
+    let floor = Floor::new(bytes.max(0) as usize);
     let lookups = Lookups {
         snapshot: &snapshot,
         query: &query,
+        floor: &floor,
     };
     lookups.run(c, "resolve");
     // The machine is shared: thread CPU time leaves out the time other
@@ -252,12 +255,62 @@ fn bench(c: &mut Criterion) {
 struct Lookups<'a, Q: Fn(usize) -> &'a str> {
     snapshot: &'a Snapshot,
     query: &'a Q,
+    floor: &'a Floor,
+}
+
+/// A buffer the size of the snapshot whose cache lines form one random cycle:
+/// the baseline for the random-hit cases, since a hit is at least one read
+/// from memory (the hostname's record) and, returning an `Arc`, an atomic
+/// increment of the chain's reference count on another line. One cycle
+/// through every line (Sattolo's shuffle), because a random mapping would
+/// soon fall into a short loop that stays in cache.
+struct Floor {
+    words: Vec<u64>,
+}
+
+impl Floor {
+    const LINE: usize = 64 / std::mem::size_of::<u64>();
+
+    fn new(bytes: usize) -> Floor {
+        let lines = (bytes / 64).max(2);
+        let mut order: Vec<usize> = (0..lines).collect();
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        for i in (1..lines).rev() {
+            seed = xorshift(seed);
+            order.swap(i, (seed % i as u64) as usize);
+        }
+        let mut words = vec![0u64; lines * Self::LINE];
+        for (i, &line) in order.iter().enumerate() {
+            words[i * Self::LINE] = (line * Self::LINE) as u64;
+        }
+        Floor { words }
+    }
+
+    /// The next word of the chase.
+    fn at(&self, word: u64) -> u64 {
+        self.words[word as usize]
+    }
+}
+
+fn xorshift(mut x: u64) -> u64 {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^ (x << 17)
 }
 
 impl<'a, Q: Fn(usize) -> &'a str> Lookups<'a, Q> {
     fn run<M: Measurement>(&self, c: &mut Criterion<M>, group: &str) {
-        let (snapshot, query) = (self.snapshot, self.query);
+        let (snapshot, query, floor) = (self.snapshot, self.query, self.floor);
         let mut g = c.benchmark_group(group);
+        // Each read's address comes from the previous one, as a pointer chase:
+        // the latency of one random read, which the CPU cannot overlap.
+        let mut x = 0;
+        g.bench_function("floor_random_read_latency", |b| {
+            b.iter(|| {
+                x = floor.at(black_box(x));
+                x
+            })
+        });
         let hot = hostname(123_456);
         g.bench_function("exact_hit_hot", |b| {
             b.iter(|| snapshot.resolve(black_box(&hot)))
