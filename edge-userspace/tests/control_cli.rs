@@ -2,62 +2,27 @@
 //! export/import round trip, a refused import changing nothing, and the
 //! socket's group permissions from the config.
 
+mod support;
+
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-struct Edge(Child);
+use support::{Edge, Scratch, ctl, demo_config, edge};
 
-impl Drop for Edge {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("edge-ctl-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// The demo's zones on ephemeral ports, stored in `dir/state`; `control` is
-/// the config's control section.
-fn write_config(dir: &Path, control: Value) -> PathBuf {
-    let mut config: Value = serde_json::from_str(include_str!("../src/serve/demo.json")).unwrap();
-    config["listen"] = json!({"https": "127.0.0.1:0"});
-    config["echo_origin"] = Value::Null;
-    config["state_dir"] = json!(dir.join("state"));
-    config["control"] = control;
-    let path = dir.join("edge.json");
-    std::fs::write(&path, config.to_string()).unwrap();
-    path
-}
-
-/// `edge serve` on [`write_config`]; returns once the socket answers.
+/// `edge serve` on [`demo_config`]; returns once the socket answers.
 fn serve(dir: &Path, control: Value) -> (Edge, PathBuf) {
     serve_at(dir, control, &dir.join("state/control.sock"))
 }
 
 fn serve_at(dir: &Path, control: Value, socket: &Path) -> (Edge, PathBuf) {
     let edge = Edge(
-        Command::new(env!("CARGO_BIN_EXE_edge"))
+        edge()
             .args(["serve", "--config"])
-            .arg(write_config(dir, control))
+            .arg(demo_config(dir, "control", control))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -73,21 +38,6 @@ fn serve_at(dir: &Path, control: Value, socket: &Path) -> (Edge, PathBuf) {
         std::thread::sleep(Duration::from_millis(20));
     }
     (edge, socket)
-}
-
-/// `edge ctl --socket SOCKET args...`: (success, stdout, stderr).
-fn ctl(socket: &Path, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_edge"))
-        .args(["ctl", "--socket"])
-        .arg(socket)
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8(out.stdout).unwrap(),
-        String::from_utf8(out.stderr).unwrap(),
-    )
 }
 
 fn ok(socket: &Path, args: &[&str]) -> String {
@@ -299,7 +249,7 @@ fn a_configured_group_may_use_the_socket() {
 #[test]
 fn an_unknown_group_stops_the_edge_before_it_serves() {
     let dir = Scratch::new("nogroup");
-    let path = write_config(&dir.0, json!({"group": "no-such-group-edge"}));
+    let path = demo_config(&dir.0, "control", json!({"group": "no-such-group-edge"}));
     let out = Command::new(env!("CARGO_BIN_EXE_edge"))
         .args(["serve", "--config"])
         .arg(&path)
@@ -322,7 +272,11 @@ fn a_socket_another_edge_answers_on_is_left_alone() {
     std::fs::create_dir_all(&second_dir).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_edge"))
         .args(["serve", "--config"])
-        .arg(write_config(&second_dir, json!({"socket": socket})))
+        .arg(demo_config(
+            &second_dir,
+            "control",
+            json!({"socket": socket}),
+        ))
         .output()
         .unwrap();
     assert!(!out.status.success());

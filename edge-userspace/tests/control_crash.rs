@@ -3,37 +3,24 @@
 //! is there, at most the writes in flight are there unacknowledged, and the
 //! stored state is whole (the edge validates it before it starts).
 
+mod support;
+
 use std::collections::HashSet;
 use std::hash::{BuildHasher, RandomState};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use edge_userspace::control::client::Client;
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
 
+use support::{Edge, Scratch, edge};
+
 const ROUNDS: usize = 12;
 const WRITERS: usize = 2;
 /// Bounds the whole test even on a loaded machine.
 const TIME_LIMIT: Duration = Duration::from_secs(120);
-
-struct Edge(Child);
-
-impl Drop for Edge {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-struct Scratch(PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// The demo's zones on ephemeral ports, stored in `dir/state`.
 fn config(dir: &Path) -> PathBuf {
@@ -49,7 +36,7 @@ fn config(dir: &Path) -> PathBuf {
 
 fn start(config: &Path) -> Edge {
     Edge(
-        Command::new(env!("CARGO_BIN_EXE_edge"))
+        edge()
             .args(["serve", "--config"])
             .arg(config)
             .stdout(Stdio::null())
@@ -141,9 +128,7 @@ async fn stored_names(client: &Client) -> HashSet<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_during_writes_loses_no_acknowledged_write() {
-    let dir = Scratch(std::env::temp_dir().join(format!("edge-crash-{}", std::process::id())));
-    let _ = std::fs::remove_dir_all(&dir.0);
-    std::fs::create_dir_all(&dir.0).unwrap();
+    let dir = Scratch::new("crash");
     let config = config(&dir.0);
     let client = std::sync::Arc::new(Client::new(dir.0.join("state/control.sock")));
     let started = Instant::now();

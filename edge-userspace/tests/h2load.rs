@@ -2,39 +2,14 @@
 //! running the demo's O2O chain: many multiplexed HTTP/2 streams over TLS on a
 //! one-worker runtime (`--workers 1`), every one of them answered by the chain.
 
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+mod support;
+
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use support::{Edge, Scratch, edge, free_port};
+
 const REQUESTS: u64 = 2000;
-
-/// A child process killed on drop, so a failing test leaves nothing running.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A scratch directory removed on drop.
-struct Scratch(PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// Runs h2load to completion, bounded by coreutils' `timeout`.
 fn h2load(args: &[String]) -> Output {
@@ -71,9 +46,7 @@ fn summary(stdout: &str) -> (u64, u64, u64, u64) {
 
 #[test]
 fn h2load_smoke_run_through_the_o2o_chain() {
-    let dir = Scratch(std::env::temp_dir().join(format!("edge-h2load-{}", std::process::id())));
-    let _ = std::fs::remove_dir_all(&dir.0);
-    std::fs::create_dir_all(&dir.0).unwrap();
+    let dir = Scratch::new("h2load");
     let (https, echo) = (free_port(), free_port());
     let config = include_str!("../src/serve/demo.json")
         .replace("\"127.0.0.1:8443\"", &format!("\"127.0.0.1:{https}\""))
@@ -83,8 +56,8 @@ fn h2load_smoke_run_through_the_o2o_chain() {
         .replace("./edge-demo", &dir.0.join("state").display().to_string());
     let config_path = dir.0.join("edge.json");
     std::fs::write(&config_path, config).unwrap();
-    let _edge = Killed(
-        Command::new(env!("CARGO_BIN_EXE_edge"))
+    let _edge = Edge(
+        edge()
             .args(["serve", "--workers", "1", "--config"])
             .arg(&config_path)
             .stdout(Stdio::null())

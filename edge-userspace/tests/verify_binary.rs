@@ -3,74 +3,20 @@
 //! check a hostname now, and a resolver that never answers changes no status.
 //! (Validation against a real DNS server: tests/tests/control_verify.rs.)
 
+mod support;
+
 use std::net::UdpSocket;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-struct Edge(Child);
-
-impl Drop for Edge {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("edge-verify-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// The demo's zones on an ephemeral port with `verify` as the verify section.
-fn write_config(dir: &Path, verify: Value) -> PathBuf {
-    let mut config: Value = serde_json::from_str(include_str!("../src/serve/demo.json")).unwrap();
-    config["listen"] = json!({"https": "127.0.0.1:0"});
-    config["echo_origin"] = Value::Null;
-    config["state_dir"] = json!(dir.join("state"));
-    config["verify"] = verify;
-    let path = dir.join("edge.json");
-    std::fs::write(&path, config.to_string()).unwrap();
-    path
-}
-
-fn edge() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_edge"))
-}
-
-/// `edge ctl --socket SOCKET args...`: (success, stdout, stderr).
-fn ctl(socket: &Path, args: &[&str]) -> (bool, String, String) {
-    let out = edge()
-        .args(["ctl", "--socket"])
-        .arg(socket)
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8(out.stdout).unwrap(),
-        String::from_utf8(out.stderr).unwrap(),
-    )
-}
+use support::{Edge, Scratch, ctl, demo_config, edge};
 
 #[test]
 fn a_bad_verify_section_stops_the_edge_at_load() {
     let dir = Scratch::new("bad");
-    let config = write_config(&dir.0, json!({"resolver": "127.0.0.1:0"}));
+    let config = demo_config(&dir.0, "verify", json!({"resolver": "127.0.0.1:0"}));
     let out = edge()
         .args(["serve", "--config"])
         .arg(&config)
@@ -93,8 +39,9 @@ fn ctl_refresh_runs_a_check_now_and_a_silent_resolver_changes_nothing() {
     let dir = Scratch::new("refresh");
     // Bound and never read: every query to it times out.
     let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let config = write_config(
+    let config = demo_config(
         &dir.0,
+        "verify",
         json!({"resolver": silent.local_addr().unwrap(), "timeout_ms": 200}),
     );
     let log_path = dir.0.join("edge.log");
