@@ -15,12 +15,11 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use aya::maps::{Array, HashMap, PerCpuHashMap, PerCpuValues};
+use aya::maps::{Array, HashMap};
 use aya::programs::{TestRun, TestRunOptions, Xdp};
 use aya::{Ebpf, EbpfLoader};
 use edge_common::maps::{
-    ACTION_DROP, ACTION_PASS, CHAIN_COUNTERS, ChainCounters, FLOWS_MAX, LISTEN_PORTS, LISTEN_TLS,
-    ROUTES, Route,
+    ACTION_DROP, ACTION_PASS, FLOWS_MAX, LISTEN_PORTS, LISTEN_TLS, ROUTES, Route,
 };
 use edge_common::sni;
 
@@ -191,7 +190,8 @@ fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Xdp> {
         .try_into()?)
 }
 
-/// The routes, listener port and chain counters the cases need.
+/// The routes and listener port the cases need (the chain counters are an
+/// array: every chain id has its slot from the load on).
 fn configure(ebpf: &mut Ebpf) -> Result<()> {
     let mut routes: HashMap<_, u64, Route> =
         HashMap::try_from(ebpf.map_mut(ROUTES).context("no ROUTES")?)?;
@@ -207,16 +207,6 @@ fn configure(ebpf: &mut Ebpf) -> Result<()> {
     let mut ports: Array<_, u8> =
         Array::try_from(ebpf.map_mut(LISTEN_PORTS).context("no LISTEN_PORTS")?)?;
     ports.set(443, &LISTEN_TLS, 0)?;
-    let mut chains: PerCpuHashMap<_, u32, ChainCounters> =
-        PerCpuHashMap::try_from(ebpf.map_mut(CHAIN_COUNTERS).context("no CHAIN_COUNTERS")?)?;
-    let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?.get() as usize;
-    for chain in [1, 2] {
-        chains.insert(
-            &chain,
-            PerCpuValues::try_from(vec![ChainCounters::default(); cpus])?,
-            0,
-        )?;
-    }
     Ok(())
 }
 
