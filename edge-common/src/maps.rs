@@ -9,7 +9,11 @@
 pub const ROUTES: &str = "ROUTES";
 /// [`FlowKey`] → [`Flow`], LRU: what the classifier decided for each TLS flow.
 pub const FLOWS: &str = "FLOWS";
-/// Per-CPU chain id → [`ChainCounters`].
+/// Per-CPU array of [`ChainCounters`]: chain id `c` at slot [`chain_slot`]`(c)`,
+/// slot [`CHAIN_OVERFLOW_SLOT`] for ids beyond the array. An array rather
+/// than a hash: the lookup is an index, which the JIT inlines (a per-CPU hash
+/// lookup cost ~25 ns on every classified packet), and userspace has no entry
+/// to create per chain.
 pub const CHAIN_COUNTERS: &str = "CHAIN_COUNTERS";
 /// Per-CPU array of one [`GlobalCounters`].
 pub const GLOBAL_COUNTERS: &str = "GLOBAL_COUNTERS";
@@ -20,9 +24,24 @@ pub const CONFIG: &str = "CONFIG";
 
 pub const ROUTES_MAX: u32 = 1 << 17;
 pub const FLOWS_MAX: u32 = 1 << 16;
+/// Chain ids the compiled `CHAIN_COUNTERS` counts (userspace sizes it with
+/// the routes map at load); the array holds one slot more, for the overflow.
 pub const CHAINS_MAX: u32 = 1 << 14;
 /// One slot per TCP/UDP port, so the port check is an array index.
 pub const LISTEN_PORTS_MAX: u32 = 1 << 16;
+
+/// The `CHAIN_COUNTERS` slot that counts packets of chain ids the array has no
+/// slot for. Userspace never routes to such an id (it refuses routes beyond
+/// the array), so anything here means a writer bypassed that check; the
+/// program still counts the packet rather than lose it.
+pub const CHAIN_OVERFLOW_SLOT: u32 = 0;
+
+/// The `CHAIN_COUNTERS` slot of `chain_id`: one past it, so that the overflow
+/// slot is 0 whatever the array's size (and `u32::MAX` wraps onto it).
+#[inline(always)]
+pub const fn chain_slot(chain_id: u32) -> u32 {
+    chain_id.wrapping_add(1)
+}
 
 /// TCP to this port carries TLS: ClientHellos are classified.
 pub const LISTEN_TLS: u8 = 1;
@@ -192,7 +211,10 @@ pub const UNKNOWN_SNI_DROP: u32 = 1;
 pub struct Config {
     /// [`UNKNOWN_SNI_PASS`] or [`UNKNOWN_SNI_DROP`].
     pub unknown_sni: u32,
-    pub _pad: u32,
+    /// One past the highest chain id routed since the program was loaded:
+    /// readers of `CHAIN_COUNTERS` (possibly another process, through the
+    /// pins) stop there instead of reading every slot. Only userspace uses it.
+    pub chains_used: u32,
 }
 
 #[cfg(feature = "user")]

@@ -1,6 +1,6 @@
 //! Counter updates. Per-CPU maps, so plain increments are race-free.
 
-use edge_common::maps::{ChainCounters, GlobalCounters};
+use edge_common::maps::{CHAIN_OVERFLOW_SLOT, ChainCounters, GlobalCounters, chain_slot};
 
 use crate::maps::{CHAIN_COUNTERS, GLOBAL_COUNTERS};
 
@@ -14,10 +14,14 @@ pub fn global(bump: impl FnOnce(&mut GlobalCounters)) {
     }
 }
 
-/// Accounts one packet of `bytes` to a chain, and a drop if `dropped`.
+/// Accounts one packet of `bytes` to a chain, and a drop if `dropped`. An id
+/// beyond the array is counted in the overflow slot, never lost.
 #[inline(always)]
 pub fn chain(chain_id: u32, bytes: u64, dropped: bool) {
-    if let Some(counters) = CHAIN_COUNTERS.get_ptr_mut(&chain_id) {
+    let slot = CHAIN_COUNTERS
+        .get_ptr_mut(chain_slot(chain_id))
+        .or_else(|| CHAIN_COUNTERS.get_ptr_mut(CHAIN_OVERFLOW_SLOT));
+    if let Some(counters) = slot {
         // SAFETY: per-CPU value, see `global`.
         let counters: &mut ChainCounters = unsafe { &mut *counters };
         counters.packets += 1;

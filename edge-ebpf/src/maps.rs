@@ -2,7 +2,7 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray},
 };
 use edge_common::maps::{
     CHAINS_MAX, ChainCounters, Config, FLOWS_MAX, Flow, FlowKey, GlobalCounters, LISTEN_PORTS_MAX,
@@ -15,11 +15,11 @@ pub static ROUTES: HashMap<u64, Route> = HashMap::with_max_entries(ROUTES_MAX, 0
 #[map]
 pub static FLOWS: LruHashMap<FlowKey, Flow> = LruHashMap::with_max_entries(FLOWS_MAX, 0);
 
-/// Userspace creates a chain's entry with its first route; a chain without an
-/// entry is simply not counted, so the kernel never inserts here.
+/// Resized by userspace at load to follow the routes map (one slot per
+/// routable chain id plus the overflow slot).
 #[map]
-pub static CHAIN_COUNTERS: PerCpuHashMap<u32, ChainCounters> =
-    PerCpuHashMap::with_max_entries(CHAINS_MAX, 0);
+pub static CHAIN_COUNTERS: PerCpuArray<ChainCounters> =
+    PerCpuArray::with_max_entries(CHAINS_MAX + 1, 0);
 
 #[map]
 pub static GLOBAL_COUNTERS: PerCpuArray<GlobalCounters> = PerCpuArray::with_max_entries(1, 0);

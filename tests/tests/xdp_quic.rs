@@ -25,7 +25,8 @@ use quinn::ConnectionIdGenerator;
 const HOST: &str = "mystore.example.com";
 const CHAIN: u32 = 7;
 
-/// A classifier whose chain `CHAIN` has counters (a TCP route creates them).
+/// A classifier with a TCP route to chain `CHAIN`, as the edge has for every
+/// chain a QUIC handshake can name (the route also lists the chain's counters).
 fn counted_classifier() -> (Classifier, QuicMaps) {
     let mut c = classifier();
     c.maps
@@ -63,7 +64,7 @@ fn chain(c: &Classifier) -> ChainCounters {
         .counters
         .chain(CHAIN)
         .unwrap()
-        .expect("chain counters exist")
+        .expect("CHAIN is below the counters' size")
 }
 
 #[test]
@@ -123,6 +124,40 @@ fn datagrams_count_to_the_chain_of_their_connection_id() {
     assert!(
         quic.insert(&cid[..8], CHAIN).is_err(),
         "wrong length refused"
+    );
+}
+
+/// QUIC connection IDs are recorded without the route map's checks: a chain id
+/// beyond the counters (or `u32::MAX`, which wraps onto the overflow slot) is
+/// counted in the overflow slot, never in another chain's.
+#[test]
+fn datagrams_of_a_chain_beyond_the_counters_count_as_overflow() {
+    let (c, mut quic) = counted_classifier();
+    let beyond = c.maps.routes.max_chains();
+    let mut generator = QuicLbGenerator::new(0, 0x0102);
+    let first = generator.generate_cid();
+    let second = generator.generate_cid();
+    quic.insert(&first, beyond).unwrap();
+    quic.insert(&second, u32::MAX).unwrap();
+    let (a, b) = (short_header(&first), short_header(&second));
+    assert_eq!(run(&c, &a), XDP_PASS);
+    assert_eq!(run(&c, &b), XDP_PASS);
+    assert_eq!(
+        c.maps.counters.overflow().unwrap(),
+        ChainCounters {
+            packets: 2,
+            bytes: (a.len() + b.len()) as u64,
+            drops: 0
+        }
+    );
+    assert_eq!(c.maps.counters.chain(beyond).unwrap(), None);
+    assert_eq!(chain(&c), ChainCounters::default());
+    let listed = c.maps.counters.chains().unwrap();
+    assert_eq!(listed.len() as u32, CHAIN + 1, "ids up to the routed one");
+    assert!(
+        listed
+            .iter()
+            .all(|(_, counters)| *counters == ChainCounters::default())
     );
 }
 

@@ -22,7 +22,7 @@ use edge_tests::netns::VethPair;
 use edge_tests::proxy::{echoed_header, spawn_echo};
 use edge_userspace::control::client::Client;
 use edge_userspace::serve::{self, Bound, Source};
-use edge_userspace::xdp::status::{AcceptCounts, HelloCounters, XdpStatus};
+use edge_userspace::xdp::status::{AcceptCounts, ChainOverflow, HelloCounters, XdpStatus};
 use edge_userspace::xdp::{AttachMode, Maps, RouteAction, UnknownSni, XdpError, XdpRuntime};
 use http::Method;
 use http_body_util::{BodyExt, Empty};
@@ -235,11 +235,26 @@ fn serve_takes_chains_from_the_flow_map_and_keeps_the_kernel_routes_in_sync() {
         (attached.counters.malformed, attached.counters.non_tls),
         (0, 0)
     );
+    // Every chain id of the state is within the counters.
+    assert_eq!(attached.chain_overflow, ChainOverflow::default());
+    assert_eq!(
+        attached.maps.chain_counters.entries,
+        Some(attached.chains.len())
+    );
     // `edge xdp stats` reads the same counters from the pins.
     let pinned = Maps::open_pinned(&pin_dir).expect("the maps are pinned while attached");
     assert_eq!(
         HelloCounters::from(pinned.counters.global().unwrap()),
         attached.counters
+    );
+    let pinned_chains = pinned.counters.chains().unwrap();
+    assert_eq!(pinned_chains.len(), attached.chains.len());
+    assert!(
+        pinned_chains
+            .iter()
+            .zip(&attached.chains)
+            .all(|((id, _), listed)| *id == listed.chain_id),
+        "the pins list the chains /xdp lists"
     );
     drop(pinned);
 
@@ -534,6 +549,7 @@ fn the_control_socket_drives_xdp_and_scrapes_its_counters() {
     assert!(sample("edge_xdp_client_hellos_total ") >= 3);
     assert!(sample("edge_xdp_quic_total ") > 0);
     assert!(sample("edge_xdp_policy_drops_total ") > 0);
+    assert_eq!(sample("edge_xdp_chain_overflow_packets_total "), 0);
     assert!(
         sample(&format!(
             "edge_xdp_chain_packets_total{{chain_id=\"{o2o_chain}\"}} "

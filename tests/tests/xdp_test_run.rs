@@ -12,7 +12,9 @@ use edge_tests::frames::{
 use edge_tests::hello::{self, EXT_KEY_SHARE, EXT_PRE_SHARED_KEY, EXT_SERVER_NAME, GREASE, Hello};
 use edge_tests::tls::{TestPki, Versions};
 use edge_tests::xdp::{XDP_DROP, XDP_PASS, classifier, run};
-use edge_userspace::xdp::{Classifier, FlowInfo, RouteAction, RouteTarget, UnknownSni, Verdict};
+use edge_userspace::xdp::{
+    Classifier, FlowInfo, LoadOptions, RouteAction, RouteTarget, UnknownSni, Verdict,
+};
 use rustls::ClientConfig;
 
 const ROUTED: &str = "shop.example.com";
@@ -84,7 +86,7 @@ fn chain(c: &Classifier, id: u32) -> ChainCounters {
         .counters
         .chain(id)
         .unwrap()
-        .expect("chain counters exist once routed")
+        .expect("every chain id below the routes map size has counters")
 }
 
 /// The common assertion: a hello for ROUTED, passed, recorded, counted once.
@@ -858,5 +860,57 @@ fn later_data_segments_count_to_the_chain_and_acks_do_not() {
             client_hellos: 1,
             ..Default::default()
         }
+    );
+}
+
+/// The chain counters are an array sized with the routes map: every chain id
+/// below its size has a slot of its own (listed from 0 to the highest id
+/// routed), and a route to an id beyond it is refused before it is written.
+#[test]
+fn chain_counters_follow_the_routes_map_size() {
+    let mut c = Classifier::load(LoadOptions {
+        routes_max: Some(1 << 15),
+        ..LoadOptions::default()
+    })
+    .unwrap_or_else(|e| panic!("the XDP program must load (root, kernel >= 5.18): {e:?}"));
+    let max = c.maps.routes.max_chains();
+    assert_eq!(max, 1 << 15, "as many chain ids as routes");
+    let target = |chain_id| RouteTarget {
+        chain_id,
+        queue: 0,
+        action: RouteAction::Pass,
+    };
+    let error = c.maps.routes.insert(ROUTED, target(max)).unwrap_err();
+    assert!(error.to_string().contains("out of range"), "{error:#}");
+    assert_eq!(c.maps.routes.get(ROUTED).unwrap(), None, "nothing written");
+    assert!(
+        c.maps.counters.chains().unwrap().is_empty(),
+        "nothing routed"
+    );
+
+    c.maps.routes.insert(ROUTED, target(max - 1)).unwrap();
+    let tcp = segment(40090);
+    let frame = tcp.frame(hello::client_hello(tls13_pq(), ROUTED).bytes());
+    assert_eq!(run(&c, &frame), XDP_PASS);
+    let counted = ChainCounters {
+        packets: 1,
+        bytes: frame.len() as u64,
+        drops: 0,
+    };
+    assert_eq!(chain(&c, max - 1), counted);
+    assert_eq!(chain(&c, max - 2), ChainCounters::default());
+    assert_eq!(c.maps.counters.chain(max).unwrap(), None);
+    assert_eq!(
+        c.maps.counters.overflow().unwrap(),
+        ChainCounters::default()
+    );
+    let listed = c.maps.counters.chains().unwrap();
+    assert_eq!(listed.len() as u32, max);
+    assert_eq!(listed.last(), Some(&(max - 1, counted)));
+    assert!(
+        listed[..listed.len() - 1]
+            .iter()
+            .enumerate()
+            .all(|(i, (id, counters))| *id == i as u32 && *counters == ChainCounters::default())
     );
 }

@@ -11,6 +11,9 @@
 //! flow replaces an existing LRU entry. Real ClientHellos come from new
 //! flows: the last two rows run one frame per call from ever new clients (the
 //! flow map fills, then evicts), against the trivial program run the same way.
+//!
+//! With `BENCH_XDP_AGAINST=<object>` a second build is measured in the same
+//! run, in turn with this one, and the table gains its columns and the change.
 
 use std::time::Duration;
 
@@ -85,20 +88,19 @@ const PQ_HELLO: &str = concat!(
     "170000000500050100000000002b00050403040303",
 );
 
+/// Names another build of the object to measure in the same run,
+/// round by round in turn with this one, so that the load of a shared
+/// machine weighs on both alike (e.g. the object of the commit before a change,
+/// copied aside).
+const AGAINST: &str = "BENCH_XDP_AGAINST";
+
 pub fn run() -> Result<()> {
     ebpf::build()?;
     let object = root().join("edge-ebpf/target/bpfel-unknown-none/release/edge-ebpf");
-    let bytes =
-        std::fs::read(&object).with_context(|| format!("cannot read {}", object.display()))?;
-    // aya-log level 0: the program's debug logging is compiled out by the verifier.
-    let mut ebpf = EbpfLoader::new()
-        .override_global("AYA_LOG_LEVEL", &0u8, false)
-        .load(&bytes)
-        .context("cannot load the XDP object (run as root)")?;
-    for name in ["edge_sni", "edge_pass"] {
-        program(&mut ebpf, name)?.load()?;
+    let mut objects = vec![load(&object)?];
+    if let Some(other) = std::env::var_os(AGAINST) {
+        objects.push(load(other.as_ref())?);
     }
-    configure(&mut ebpf)?;
 
     let classic = hex(CLASSIC_HELLO);
     let routed = tcp_frame(443, &classic);
@@ -132,23 +134,67 @@ pub fn run() -> Result<()> {
             tcp_frame(443, &[23, 3, 3, 0, 64]),
         ),
     ];
-    println!("| case | ns/packet | × floor |");
-    println!("|---|---:|---:|");
-    let mut floor = None;
+    if objects.len() > 1 {
+        println!("| case | ns/packet | × floor | {AGAINST} ns | × its floor | change |");
+        println!("|---|---:|---:|---:|---:|---:|");
+    } else {
+        println!("| case | ns/packet | × floor |");
+        println!("|---|---:|---:|");
+    }
+    let mut floors: Option<Vec<f64>> = None;
     for (name, prog, frame) in &cases {
-        let ns = measure(program(&mut ebpf, prog)?, frame)?;
-        let floor = *floor.get_or_insert(ns);
-        println!("| {name} | {ns:.1} | {:.2} |", ns / floor);
+        let ns = measure(&mut objects, prog, frame)?;
+        let floors = floors.get_or_insert_with(|| ns.clone());
+        row(name, &ns, floors);
     }
     let hellos = fresh_flows(&classic);
-    let floor = measure_each(program(&mut ebpf, "edge_pass")?, &hellos)?;
-    println!("| trivial XDP_PASS program, repeat 1 (floor of the next row) | {floor:.1} | 1.00 |");
-    let ns = measure_each(program(&mut ebpf, "edge_sni")?, &hellos)?;
-    println!(
-        "| ClientHello, routed, a new flow each run (repeat 1, flow map full) | {ns:.1} | {:.2} |",
-        ns / floor
+    let mut floors = Vec::new();
+    let mut fresh = Vec::new();
+    for ebpf in &mut objects {
+        floors.push(measure_each(program(ebpf, "edge_pass")?, &hellos)?);
+        fresh.push(measure_each(program(ebpf, "edge_sni")?, &hellos)?);
+    }
+    row(
+        "trivial XDP_PASS program, repeat 1 (floor of the next row)",
+        &floors,
+        &floors,
+    );
+    row(
+        "ClientHello, routed, a new flow each run (repeat 1, flow map full)",
+        &fresh,
+        &floors,
     );
     Ok(())
+}
+
+/// Loads an object's programs and configures its maps for the cases.
+fn load(object: &std::path::Path) -> Result<Ebpf> {
+    let bytes =
+        std::fs::read(object).with_context(|| format!("cannot read {}", object.display()))?;
+    // aya-log level 0: the program's debug logging is compiled out by the verifier.
+    let mut ebpf = EbpfLoader::new()
+        .override_global("AYA_LOG_LEVEL", &0u8, false)
+        .load(&bytes)
+        .with_context(|| format!("cannot load {} (run as root)", object.display()))?;
+    for name in ["edge_sni", "edge_pass"] {
+        program(&mut ebpf, name)?.load()?;
+    }
+    configure(&mut ebpf)?;
+    Ok(ebpf)
+}
+
+/// One table row: this object's time and ratio, then the other object's and
+/// the change from it.
+fn row(name: &str, ns: &[f64], floors: &[f64]) {
+    let mut line = format!("| {name} | {:.1} | {:.2} |", ns[0], ns[0] / floors[0]);
+    if let (Some(other), Some(floor)) = (ns.get(1), floors.get(1)) {
+        line += &format!(
+            " {other:.1} | {:.2} | {:+.1}% |",
+            other / floor,
+            (ns[0] / other - 1.0) * 100.0
+        );
+    }
+    println!("{line}");
 }
 
 /// The routed hello from `2 * FLOWS_MAX` distinct clients, so that every run
@@ -191,7 +237,9 @@ fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Xdp> {
         .try_into()?)
 }
 
-/// The routes, listener port and chain counters the cases need.
+/// The routes and listener port the cases need. The chain counters are an
+/// array, every chain id has its slot from the load on; an object from
+/// before that (a per-CPU hash) gets the entries its routes made.
 fn configure(ebpf: &mut Ebpf) -> Result<()> {
     let mut routes: HashMap<_, u64, Route> =
         HashMap::try_from(ebpf.map_mut(ROUTES).context("no ROUTES")?)?;
@@ -207,34 +255,40 @@ fn configure(ebpf: &mut Ebpf) -> Result<()> {
     let mut ports: Array<_, u8> =
         Array::try_from(ebpf.map_mut(LISTEN_PORTS).context("no LISTEN_PORTS")?)?;
     ports.set(443, &LISTEN_TLS, 0)?;
-    let mut chains: PerCpuHashMap<_, u32, ChainCounters> =
-        PerCpuHashMap::try_from(ebpf.map_mut(CHAIN_COUNTERS).context("no CHAIN_COUNTERS")?)?;
-    let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?.get() as usize;
-    for chain in [1, 2] {
-        chains.insert(
-            &chain,
-            PerCpuValues::try_from(vec![ChainCounters::default(); cpus])?,
-            0,
-        )?;
+    let chains = ebpf.map_mut(CHAIN_COUNTERS).context("no CHAIN_COUNTERS")?;
+    if let Ok(mut chains) = PerCpuHashMap::<_, u32, ChainCounters>::try_from(chains) {
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?.get() as usize;
+        for chain in [1, 2] {
+            let zeros = PerCpuValues::try_from(vec![ChainCounters::default(); cpus])?;
+            chains.insert(&chain, zeros, 0)?;
+        }
     }
     Ok(())
 }
 
-/// Median over `ROUNDS` of the kernel's mean time per run, in ns.
-fn measure(program: &Xdp, frame: &[u8]) -> Result<f64> {
-    let mut samples = Vec::with_capacity(ROUNDS);
+/// Median over `ROUNDS` of the kernel's mean time per run, in ns, for each
+/// object; the objects take turns within every round.
+fn measure(objects: &mut [Ebpf], name: &str, frame: &[u8]) -> Result<Vec<f64>> {
+    let mut samples = vec![Vec::with_capacity(ROUNDS); objects.len()];
     for _ in 0..ROUNDS {
-        let result = program
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                repeat: REPEAT,
-                ..TestRunOptions::default()
-            })
-            .context("BPF_PROG_TEST_RUN refused")?;
-        samples.push(result.duration);
+        for (ebpf, samples) in objects.iter_mut().zip(&mut samples) {
+            let result = program(ebpf, name)?
+                .test_run(TestRunOptions {
+                    data_in: Some(frame),
+                    repeat: REPEAT,
+                    ..TestRunOptions::default()
+                })
+                .context("BPF_PROG_TEST_RUN refused")?;
+            samples.push(result.duration);
+        }
     }
-    samples.sort();
-    Ok(as_ns(samples[ROUNDS / 2]))
+    Ok(samples
+        .into_iter()
+        .map(|mut samples| {
+            samples.sort();
+            as_ns(samples[ROUNDS / 2])
+        })
+        .collect())
 }
 
 fn as_ns(d: Duration) -> f64 {

@@ -180,6 +180,20 @@ fn render_stats(maps: &Maps) -> Result<String> {
             c.packets, c.bytes, c.drops
         )?;
     }
+    let overflow = maps.counters.overflow()?;
+    if overflow != Default::default() {
+        writeln!(
+            out,
+            "{:>10}{:>14}{:>16}{:>12}\n\
+             (chain ids {} and above have no counters: a route reached the kernel \
+             without the size check)",
+            "beyond",
+            overflow.packets,
+            overflow.bytes,
+            overflow.drops,
+            maps.routes.max_chains()
+        )?;
+    }
     Ok(out)
 }
 

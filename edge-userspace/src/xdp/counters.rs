@@ -1,19 +1,29 @@
 //! Reading the counters: per-CPU values summed into one view.
 
-use aya::maps::{MapData, MapError, PerCpuArray, PerCpuHashMap};
-use edge_common::maps::{ChainCounters, GlobalCounters};
+use aya::maps::{Array, MapData, PerCpuArray};
+use edge_common::maps::{CHAIN_OVERFLOW_SLOT, ChainCounters, Config, GlobalCounters, chain_slot};
 
 pub struct Counters {
     global: PerCpuArray<MapData, GlobalCounters>,
-    chains: PerCpuHashMap<MapData, u32, ChainCounters>,
+    chains: PerCpuArray<MapData, ChainCounters>,
+    /// Holds `chains_used`: how many chain slots are worth reading.
+    config: Array<MapData, Config>,
+    max_chains: u32,
 }
 
 impl Counters {
     pub(super) fn new(
         global: PerCpuArray<MapData, GlobalCounters>,
-        chains: PerCpuHashMap<MapData, u32, ChainCounters>,
+        chains: PerCpuArray<MapData, ChainCounters>,
+        config: Array<MapData, Config>,
+        max_chains: u32,
     ) -> Self {
-        Self { global, chains }
+        Self {
+            global,
+            chains,
+            config,
+            max_chains,
+        }
     }
 
     /// The global counters, summed over CPUs.
@@ -25,33 +35,44 @@ impl Counters {
         Ok(sum)
     }
 
-    /// One chain's counters summed over CPUs; `None` if no route ever used it.
+    /// One chain's counters summed over CPUs; `None` if the id is beyond the
+    /// counters (no route can name it).
     pub fn chain(&self, chain_id: u32) -> anyhow::Result<Option<ChainCounters>> {
-        match self.chains.get(&chain_id, 0) {
-            Ok(values) => Ok(Some(sum(values.iter()))),
-            Err(MapError::KeyNotFound) => Ok(None),
-            Err(e) => Err(anyhow::anyhow!(
-                "cannot read counters of chain {chain_id}: {e}"
-            )),
+        if chain_id >= self.max_chains {
+            return Ok(None);
         }
+        self.slot(chain_slot(chain_id)).map(Some)
     }
 
-    /// Every chain's counters, sorted by chain id.
+    /// The counters of every chain id routed since the program was loaded
+    /// (whether it saw traffic or not), by chain id. One syscall per chain.
     pub fn chains(&self) -> anyhow::Result<Vec<(u32, ChainCounters)>> {
-        let mut all = self
-            .chains
-            .iter()
-            .map(|entry| entry.map(|(id, values)| (id, sum(values.iter()))))
-            .collect::<Result<Vec<_>, _>>()?;
-        all.sort_by_key(|(id, _)| *id);
-        Ok(all)
+        let used = self
+            .config
+            .get(&0, 0)
+            .map_err(|e| anyhow::anyhow!("cannot read the XDP config map: {e}"))?
+            .chains_used
+            .min(self.max_chains);
+        (0..used)
+            .map(|id| Ok((id, self.slot(chain_slot(id))?)))
+            .collect()
     }
-}
 
-fn sum<'a>(cpus: impl Iterator<Item = &'a ChainCounters>) -> ChainCounters {
-    let mut sum = ChainCounters::default();
-    for cpu in cpus {
-        sum.add(cpu);
+    /// Packets the program counted for chain ids beyond the counters: zero
+    /// unless something routed to such an id behind the route checks.
+    pub fn overflow(&self) -> anyhow::Result<ChainCounters> {
+        self.slot(CHAIN_OVERFLOW_SLOT)
     }
-    sum
+
+    fn slot(&self, slot: u32) -> anyhow::Result<ChainCounters> {
+        let cpus = self
+            .chains
+            .get(&slot, 0)
+            .map_err(|e| anyhow::anyhow!("cannot read chain counter slot {slot}: {e}"))?;
+        let mut sum = ChainCounters::default();
+        for cpu in cpus.iter() {
+            sum.add(cpu);
+        }
+        Ok(sum)
+    }
 }

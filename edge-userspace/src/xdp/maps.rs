@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use aya::Ebpf;
-use aya::maps::{Map, MapData};
+use aya::maps::{Map, MapData, MapError};
 use edge_common::maps as names;
 
 use super::{Counters, Flows, Routes, Settings};
@@ -81,28 +81,44 @@ impl Maps {
         ports: Map,
         config: Map,
     ) -> Result<Self> {
-        // Routes create a chain's counter entry, Counters read it: two handles.
-        let Map::PerCpuHashMap(chain_data) = &chains else {
-            bail!("{} is not a per-CPU hash map", names::CHAIN_COUNTERS);
-        };
-        let max_chains = chain_data.info()?.max_entries();
-        let second = MapData::from_fd(chain_data.fd().as_fd().try_clone_to_owned()?)?;
-        let chains_for_routes = Map::from_map_data(second)?.try_into()?;
         // Sized at load time: the kernel says how large.
+        let Map::PerCpuArray(chain_data) = &chains else {
+            bail!("{} is not a per-CPU array", names::CHAIN_COUNTERS);
+        };
+        // One slot is the overflow slot, not a chain's.
+        let max_chains = chain_data.info()?.max_entries().saturating_sub(1);
         let Map::HashMap(route_data) = &routes else {
             bail!("{} is not a hash map", names::ROUTES);
         };
         let max_routes = route_data.info()?.max_entries();
+        // Routes raise `Config::chains_used`, Counters and Settings read it:
+        // three handles on the one-entry config map.
+        let Map::Array(config_data) = &config else {
+            bail!("{} is not an array", names::CONFIG);
+        };
+        let config_for_routes = second_handle(config_data)?;
+        let config_for_counters = second_handle(config_data)?;
         Ok(Self {
             routes: Routes::new(
                 routes.try_into()?,
-                chains_for_routes,
+                config_for_routes,
                 max_routes,
                 max_chains,
             ),
             flows: Flows::new(flows.try_into()?),
-            counters: Counters::new(global.try_into()?, chains.try_into()?),
+            counters: Counters::new(
+                global.try_into()?,
+                chains.try_into()?,
+                config_for_counters,
+                max_chains,
+            ),
             settings: Settings::new(ports.try_into()?, config.try_into()?),
         })
     }
+}
+
+/// Another typed handle on the same kernel map (a duplicated fd).
+fn second_handle<T: TryFrom<Map, Error = MapError>>(data: &MapData) -> Result<T> {
+    let data = MapData::from_fd(data.fd().as_fd().try_clone_to_owned()?)?;
+    Ok(Map::from_map_data(data)?.try_into()?)
 }

@@ -77,6 +77,21 @@ impl Collector for XdpCollector {
                 c.non_tls,
             ),
             ("xdp_quic", "UDP datagrams on the QUIC ports", c.quic),
+            (
+                "xdp_chain_overflow_packets",
+                "Packets of chain ids beyond the XDP chain counters (0 unless a route bypassed the size check)",
+                attached.chain_overflow.packets,
+            ),
+            (
+                "xdp_chain_overflow_bytes",
+                "Bytes of chain ids beyond the XDP chain counters",
+                attached.chain_overflow.bytes,
+            ),
+            (
+                "xdp_chain_overflow_drops",
+                "Drops of chain ids beyond the XDP chain counters",
+                attached.chain_overflow.drops,
+            ),
         ] {
             let counter = ConstCounter::new(value);
             counter.encode(encoder.encode_descriptor(

@@ -50,8 +50,9 @@ pub struct LoadOptions {
     /// so that `edge xdp stats` and later tools can open them.
     pub pin_dir: Option<PathBuf>,
     pub unknown_sni: UnknownSni,
-    /// Entries of the routes map (and of the chain counters, so that every
-    /// routable chain id is counted; never fewer than [`CHAINS_MAX`]).
+    /// Entries of the routes map (and chain ids of the chain counters, so
+    /// that every routable chain id is counted; never fewer than
+    /// [`CHAINS_MAX`], plus the overflow slot).
     /// `None`: the sizes compiled into the object ([`ROUTES_MAX`]).
     pub routes_max: Option<u32>,
 }
@@ -99,7 +100,7 @@ impl Classifier {
             }
             loader
                 .map_max_entries(names::ROUTES, max)
-                .map_max_entries(names::CHAIN_COUNTERS, max.max(CHAINS_MAX));
+                .map_max_entries(names::CHAIN_COUNTERS, max.max(CHAINS_MAX) + 1);
         }
         let mut ebpf = loader
             .load(OBJECT)

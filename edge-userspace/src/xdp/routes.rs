@@ -1,13 +1,10 @@
 //! Host name → chain routes: the one place that writes the ROUTES map, used
 //! by `edge xdp attach`, by the zone-snapshot sync and by the control socket.
 
-use aya::maps::{HashMap, MapData, PerCpuHashMap, PerCpuValues};
-use aya::util::nr_cpus;
-use edge_common::maps::{ACTION_DROP, ACTION_PASS, ChainCounters, Route};
+use aya::maps::{Array, HashMap, MapData};
+use edge_common::maps::{ACTION_DROP, ACTION_PASS, Config, Route};
 use edge_common::sni;
 
-/// `BPF_NOEXIST`: create a chain's counters only once, never reset them.
-const NOEXIST: u64 = 1;
 const MAX_NAME: usize = 253;
 const MAX_LABEL: usize = 63;
 
@@ -91,25 +88,30 @@ pub enum RoutesFull {
 
 pub struct Routes {
     routes: HashMap<MapData, u64, Route>,
-    chains: PerCpuHashMap<MapData, u32, ChainCounters>,
+    /// For `Config::chains_used`, which tells counter readers how far to read.
+    config: Array<MapData, Config>,
     /// What the kernel created the maps with (sized at load, see
     /// [`super::LoadOptions::routes_max`]).
     max_routes: u32,
     max_chains: u32,
+    /// `Config::chains_used` as last read or written here: the config map is
+    /// only touched when a route raises it.
+    chains_used: u32,
 }
 
 impl Routes {
     pub(super) fn new(
         routes: HashMap<MapData, u64, Route>,
-        chains: PerCpuHashMap<MapData, u32, ChainCounters>,
+        config: Array<MapData, Config>,
         max_routes: u32,
         max_chains: u32,
     ) -> Self {
         Self {
             routes,
-            chains,
+            config,
             max_routes,
             max_chains,
+            chains_used: 0,
         }
     }
 
@@ -118,7 +120,7 @@ impl Routes {
         self.max_routes
     }
 
-    /// Chain ids below this have counters.
+    /// Chain ids below this have a counter slot (and may be routed to).
     pub fn max_chains(&self) -> u32 {
         self.max_chains
     }
@@ -142,8 +144,9 @@ impl Routes {
     }
 
     /// Routes `host` (exact, or a `*.` wildcard one label deep) to `target`,
-    /// replacing any previous route of the same name. Also creates the chain's
-    /// counters, which the XDP program only updates.
+    /// replacing any previous route of the same name. The chain's counters
+    /// exist already (an array slot); a chain id above all routed so far is
+    /// recorded first, so that readers of the counters include it.
     pub fn insert(&mut self, host: &str, target: RouteTarget) -> anyhow::Result<()> {
         let key = route_key(host)?;
         if target.chain_id >= self.max_chains {
@@ -153,7 +156,7 @@ impl Routes {
                 self.max_chains
             );
         }
-        self.ensure_chain(target.chain_id)?;
+        self.mark_chain_used(target.chain_id)?;
         let route = Route {
             chain_id: target.chain_id,
             queue: target.queue,
@@ -201,24 +204,23 @@ impl Routes {
         })
     }
 
-    fn ensure_chain(&mut self, chain_id: u32) -> anyhow::Result<()> {
-        if self.chains.get(&chain_id, 0).is_ok() {
+    fn mark_chain_used(&mut self, chain_id: u32) -> anyhow::Result<()> {
+        if chain_id < self.chains_used {
             return Ok(());
         }
-        let cpus = nr_cpus().map_err(|(_, e)| anyhow::anyhow!("cannot count CPUs: {e}"))?;
-        let zeros = PerCpuValues::try_from(vec![ChainCounters::default(); cpus.get() as usize])?;
-        match self.chains.insert(&chain_id, zeros, NOEXIST) {
-            Ok(()) => Ok(()),
-            // Created concurrently by another writer: exactly what we wanted.
-            Err(aya::maps::MapError::SyscallError(e))
-                if e.io_error.kind() == std::io::ErrorKind::AlreadyExists =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(anyhow::anyhow!(
-                "cannot create counters of chain {chain_id}: {e}"
-            )),
+        let read = |e| anyhow::anyhow!("cannot read the XDP config map: {e}");
+        let config = self.config.get(&0, 0).map_err(read)?;
+        if config.chains_used <= chain_id {
+            let raised = Config {
+                chains_used: chain_id + 1,
+                ..config
+            };
+            self.config.set(0, &raised, 0).map_err(|e| {
+                anyhow::anyhow!("cannot record chain {chain_id} in the XDP config map: {e}")
+            })?;
         }
+        self.chains_used = config.chains_used.max(chain_id + 1);
+        Ok(())
     }
 }
 

@@ -319,6 +319,7 @@ impl Attached {
             },
             counters: stats.counters,
             chains: stats.chains,
+            chain_overflow: stats.chain_overflow,
         })
     }
 }

@@ -34,6 +34,9 @@ pub struct Attached {
     pub counters: HelloCounters,
     /// By chain id; chain 0 holds blocked hostnames and names left to userspace.
     pub chains: Vec<ChainTraffic>,
+    /// Traffic of chain ids beyond the chain counters; non-zero only if a
+    /// route reached the kernel without the size check.
+    pub chain_overflow: ChainOverflow,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -45,7 +48,8 @@ pub struct MapSizes {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct MapSize {
-    /// `null` where counting would cost a syscall per entry (the flow LRU).
+    /// `null` where counting would cost a syscall per entry (the flow LRU);
+    /// for the chain counters, the chain ids routed since the load.
     pub entries: Option<usize>,
     pub max_entries: u32,
 }
@@ -114,6 +118,24 @@ impl ChainTraffic {
     }
 }
 
+/// What the program counted in the chain counters' overflow slot.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ChainOverflow {
+    pub packets: u64,
+    pub bytes: u64,
+    pub drops: u64,
+}
+
+impl From<ChainCounters> for ChainOverflow {
+    fn from(counters: ChainCounters) -> Self {
+        Self {
+            packets: counters.packets,
+            bytes: counters.bytes,
+            drops: counters.drops,
+        }
+    }
+}
+
 /// Which path gave each TLS connection its chain. Every connection counts
 /// once in `kernel` or `userspace`; `unseen` and `blocked` are parts of those.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -138,6 +160,7 @@ pub struct ProgramStats {
     pub unknown_sni: UnknownSni,
     pub counters: HelloCounters,
     pub chains: Vec<ChainTraffic>,
+    pub chain_overflow: ChainOverflow,
 }
 
 impl ProgramStats {
@@ -151,6 +174,7 @@ impl ProgramStats {
                 .into_iter()
                 .map(|(id, traffic)| ChainTraffic::new(id, traffic))
                 .collect(),
+            chain_overflow: maps.counters.overflow()?.into(),
         })
     }
 }
