@@ -291,3 +291,28 @@ fn a_socket_another_edge_answers_on_is_left_alone() {
         "the first edge still answers: {zones}"
     );
 }
+
+#[test]
+fn ctl_metrics_prints_the_text_format_and_series_as_json() {
+    let dir = Scratch::new("metrics");
+    let (_edge, socket) = serve(&dir.0, json!({}));
+
+    let text = ok(&socket, &["metrics"]);
+    assert!(
+        text.contains("# TYPE edge_client_connections gauge"),
+        "{text}"
+    );
+    assert!(text.contains("\nedge_client_connections 0\n"), "{text}");
+
+    let series: Value = serde_json::from_str(&ok(&socket, &["--json", "metrics"])).unwrap();
+    let series = series.as_array().unwrap();
+    let connections: Vec<&Value> = series
+        .iter()
+        .filter(|s| s["metric"] == "edge_client_connections")
+        .collect();
+    assert_eq!(
+        connections,
+        [&json!({"metric": "edge_client_connections", "labels": {}, "value": 0.0})],
+        "{series:?}"
+    );
+}

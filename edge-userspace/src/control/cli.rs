@@ -63,8 +63,8 @@ enum CtlCommand {
         #[command(subcommand)]
         command: Option<XdpCommand>,
     },
-    /// The edge's metrics in the Prometheus text format (`/metrics`; always
-    /// text, `--json` does not apply).
+    /// The edge's metrics (`/metrics`): the Prometheus text format, or with
+    /// `--json` one object per series.
     Metrics,
 }
 
@@ -539,7 +539,12 @@ async fn run_async(ctl: Ctl) -> Result<()> {
             if !answer.status.is_success() {
                 answer.result()?;
             }
-            print!("{}", String::from_utf8_lossy(&answer.body));
+            let text = String::from_utf8_lossy(&answer.body);
+            if ctl.json {
+                println!("{}", serde_json::to_string_pretty(&metrics_json(&text)?)?);
+            } else {
+                print!("{text}");
+            }
             return Ok(());
         }
     };
@@ -550,6 +555,41 @@ async fn run_async(ctl: Ctl) -> Result<()> {
         print!("{}", show.render(&result));
     }
     Ok(())
+}
+
+/// `/metrics` as JSON: `{metric, labels, value}` per series, a histogram's
+/// value being its cumulative buckets. Values JSON numbers cannot hold are
+/// strings as in the text format (`"+Inf"` for the last bucket's `le`).
+fn metrics_json(text: &str) -> Result<Value> {
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|line| Ok(line.to_owned())))
+        .context("/metrics is not in the Prometheus text format")?;
+    let number = |v: f64| match v {
+        _ if v.is_finite() => json!(v),
+        f64::INFINITY => json!("+Inf"),
+        f64::NEG_INFINITY => json!("-Inf"),
+        _ => json!("NaN"),
+    };
+    let series = scrape.samples.iter().map(|sample| {
+        use prometheus_parse::Value as V;
+        let value = match &sample.value {
+            V::Counter(v) | V::Gauge(v) | V::Untyped(v) => number(*v),
+            V::Histogram(buckets) => buckets
+                .iter()
+                .map(|b| json!({"le": number(b.less_than), "count": b.count}))
+                .collect(),
+            V::Summary(quantiles) => quantiles
+                .iter()
+                .map(|q| json!({"quantile": q.quantile, "value": number(q.count)}))
+                .collect(),
+        };
+        let labels: Map<String, Value> = sample
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), json!(v)))
+            .collect();
+        json!({"metric": sample.metric, "labels": labels, "value": value})
+    });
+    Ok(Value::Array(series.collect()))
 }
 
 fn with_query(path: &str, pairs: &[(&str, Option<String>)]) -> String {
@@ -931,4 +971,43 @@ fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
         out += &line(row);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `Metrics::encode` writes for a histogram and a counter
+    /// (OpenMetrics: counters carry `_total`, the text ends with `# EOF`).
+    #[test]
+    fn metrics_json_keeps_labels_and_histogram_buckets() {
+        let text = r#"# HELP edge_requests Requests answered.
+# TYPE edge_requests counter
+edge_requests_total{chain="3",class="2xx"} 7
+# TYPE edge_request_duration_seconds histogram
+edge_request_duration_seconds_sum{chain="3"} 0.5
+edge_request_duration_seconds_count{chain="3"} 7
+edge_request_duration_seconds_bucket{le="0.025",chain="3"} 6
+edge_request_duration_seconds_bucket{le="+Inf",chain="3"} 7
+# EOF
+"#;
+        let series = metrics_json(text).unwrap();
+        let series = series.as_array().unwrap();
+        let find = |metric: &str| {
+            series
+                .iter()
+                .find(|s| s["metric"] == metric)
+                .unwrap_or_else(|| panic!("{metric} in {series:?}"))
+        };
+        assert_eq!(
+            find("edge_requests_total"),
+            &json!({"metric": "edge_requests_total", "labels": {"chain": "3", "class": "2xx"}, "value": 7.0})
+        );
+        assert_eq!(
+            find("edge_request_duration_seconds"),
+            &json!({"metric": "edge_request_duration_seconds", "labels": {"chain": "3"},
+                    "value": [{"le": 0.025, "count": 6.0}, {"le": "+Inf", "count": 7.0}]})
+        );
+        assert_eq!(find("edge_request_duration_seconds_count")["value"], 7.0);
+    }
 }
