@@ -13,6 +13,30 @@ use edge_userspace::serve::{self, Source};
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc's defaults for this binary, set before the first allocation.
+///
+/// On Linux mimalloc commits each arena up front (`arena_eager_commit` = 2: "when the OS
+/// overcommits"); off, the proxy bench's peak RSS fell from about 71 to 54 MiB at the same
+/// CPU. The option is read when the first arena is reserved, on the first allocation, which
+/// can precede `main`, so the default is set from an ELF constructor, which runs before any
+/// Rust code. The environment (`MIMALLOC_ARENA_EAGER_COMMIT`) still overrides it.
+#[cfg(target_os = "linux")]
+#[used]
+#[unsafe(link_section = ".init_array")]
+static MIMALLOC_DEFAULTS: extern "C" fn() = {
+    extern "C" fn set_defaults() {
+        /// `mi_option_arena_eager_commit` in `mi_option_e` (mimalloc.h, v2 and v3).
+        const ARENA_EAGER_COMMIT: std::ffi::c_int = 4;
+        unsafe extern "C" {
+            fn mi_option_set_default(option: std::ffi::c_int, value: std::ffi::c_long);
+        }
+        // SAFETY: only writes the option's default while it is still unread; valid at any
+        // time, including before mimalloc initialises.
+        unsafe { mi_option_set_default(ARENA_EAGER_COMMIT, 0) };
+    }
+    set_defaults
+};
+
 #[derive(Parser)]
 #[command(
     name = "edge",

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::header::HeaderValue;
 use http::{Method, Request, Response, StatusCode, request, response};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::{BodyExt, Empty, LengthLimitError, Limited};
 use hyper::body::Incoming;
 
 use crate::downstream::{self, BoxError, ConnInfo};
@@ -104,16 +104,21 @@ pub struct Proxy<R> {
     client: upstream::Client,
     config: PipelineConfig,
     ids: RequestIds,
+    /// `config.loop_guard.cdn_id` as the `cdn-loop` entry every request gets.
+    cdn_loop: HeaderValue,
 }
 
 impl<R: Router> Proxy<R> {
     pub fn new(router: R, client: upstream::Client, config: PipelineConfig) -> Arc<Self> {
         let ids = RequestIds::new(&config.node);
+        let cdn_loop = HeaderValue::try_from(config.loop_guard.cdn_id.as_str())
+            .expect("cdn id is a header token");
         Arc::new(Self {
             router,
             client,
             config,
             ids,
+            cdn_loop,
         })
     }
 
@@ -169,7 +174,13 @@ impl<R: Router> Proxy<R> {
         let (mut parts, body) = req.into_parts();
         let upgrading = forward::is_upgrade(&parts);
         // Phase 1, request received.
-        edge_headers::on_request(&mut parts.headers, conn, ray, &self.config.loop_guard)?;
+        edge_headers::on_request(
+            &mut parts.headers,
+            conn,
+            ray,
+            &self.config.loop_guard,
+            &self.cdn_loop,
+        )?;
 
         // Phase 2, route: chain resolution and the zones' request stages.
         let routed = self.router.route(conn, &mut parts);
@@ -179,15 +190,24 @@ impl<R: Router> Proxy<R> {
         let (route, state) = routed?;
 
         // Phase 3, upstream.
-        let body = IdleTimeout::new(body, self.config.request_body_idle_timeout);
-        let body = match route.max_request_body {
-            None => body.boxed_unsync(),
-            Some(max) if declared_length(&parts.headers).is_some_and(|len| len > max) => {
-                return Err(body_too_large().into());
-            }
-            // Chunked or HTTP/2 uploads without a length are cut off when they cross the limit.
-            Some(max) => {
-                Limited::new(body, usize::try_from(max).unwrap_or(usize::MAX)).boxed_unsync()
+        if let Some(max) = route.max_request_body
+            && declared_length(&parts.headers).is_some_and(|len| len > max)
+        {
+            return Err(body_too_large().into());
+        }
+        let body = if body.is_end_stream() {
+            // Nothing to time or limit; an empty body is zero-sized, so boxing it allocates
+            // nothing.
+            Empty::new().map_err(|never| match never {}).boxed_unsync()
+        } else {
+            let body = IdleTimeout::new(body, self.config.request_body_idle_timeout);
+            match route.max_request_body {
+                None => body.boxed_unsync(),
+                // Chunked or HTTP/2 uploads without a length are cut off when they cross the
+                // limit.
+                Some(max) => {
+                    Limited::new(body, usize::try_from(max).unwrap_or(usize::MAX)).boxed_unsync()
+                }
             }
         };
         let upstream_req = forward::origin_request(parts, body, &route.host_header, upgrading);

@@ -240,7 +240,7 @@ impl Client {
         let pool = self.pool(origin)?;
         let timeout = self.config.header_timeout;
         // Waiting for a slot counts against the header timeout: the client waits either way.
-        let progress = Progress::new();
+        let mut progress = Progress::new();
         let permit = tokio::time::timeout_at(
             progress.deadline(timeout),
             pool.slots.clone().acquire_owned(),
@@ -248,7 +248,14 @@ impl Client {
         .await
         .map_err(|_| UpstreamError::Timeout("too many requests in flight to the origin"))?
         .expect("origin semaphores are never closed");
-        let req = req.map(|body| Tracked::new(body, progress.clone()).boxed_unsync());
+        // An empty body never moves: its deadline stays a header timeout after the start.
+        let req = req.map(|body| {
+            if http_body::Body::is_end_stream(&body) {
+                body
+            } else {
+                Tracked::new(body, progress.track()).boxed_unsync()
+            }
+        });
         let (response, connection) = {
             let response = send_retrying(&pool, origin, req);
             tokio::pin!(response);

@@ -76,7 +76,9 @@ impl OriginPool {
         {
             return Ok(Conn::Http2(sender.clone()));
         }
-        self.connect().await
+        // Boxed: dialing, TLS and the HTTP handshake are most of this future's size, and a
+        // request that reuses a connection would otherwise carry (and move) all of it.
+        Box::pin(self.connect()).await
     }
 
     /// Returns an HTTP/1.1 connection whose exchange completed.

@@ -13,10 +13,18 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::time::Instant;
 
 /// Shared clock of the last request-body progress.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub(super) struct Progress {
     start: Instant,
-    /// Microseconds after `start` of the last frame (or the end) passed to the origin.
+    /// Microseconds after `start` of the last frame (or the end) passed to the origin; made
+    /// only for a body that has frames to pass (most requests have none).
+    last: Option<Arc<AtomicU64>>,
+}
+
+/// The body's half of a [`Progress`].
+#[derive(Debug)]
+pub(super) struct Touch {
+    start: Instant,
     last: Arc<AtomicU64>,
 }
 
@@ -24,29 +32,44 @@ impl Progress {
     pub fn new() -> Self {
         Self {
             start: Instant::now(),
-            last: Arc::default(),
+            last: None,
         }
     }
 
-    fn touch(&self) {
-        let micros = u64::try_from(self.start.elapsed().as_micros()).unwrap_or(u64::MAX);
-        self.last.fetch_max(micros, Ordering::Relaxed);
+    /// Shares the clock with a request body, which moves it forward on every frame.
+    pub fn track(&mut self) -> Touch {
+        let last = self.last.get_or_insert_with(Arc::default).clone();
+        Touch {
+            start: self.start,
+            last,
+        }
     }
 
     /// `timeout` after the last progress.
     pub fn deadline(&self, timeout: Duration) -> Instant {
-        self.start + Duration::from_micros(self.last.load(Ordering::Relaxed)) + timeout
+        let last = self
+            .last
+            .as_ref()
+            .map_or(0, |last| last.load(Ordering::Relaxed));
+        self.start + Duration::from_micros(last) + timeout
+    }
+}
+
+impl Touch {
+    fn touch(&self) {
+        let micros = u64::try_from(self.start.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.last.fetch_max(micros, Ordering::Relaxed);
     }
 }
 
 /// A request body that records progress on every frame it yields.
 pub(super) struct Tracked<B> {
     inner: B,
-    progress: Progress,
+    progress: Touch,
 }
 
 impl<B> Tracked<B> {
-    pub fn new(inner: B, progress: Progress) -> Self {
+    pub fn new(inner: B, progress: Touch) -> Self {
         Self { inner, progress }
     }
 }
