@@ -49,6 +49,11 @@ impl ArraySrc {
     }
 
     fn nth<'a, 'c: 'a>(&'a self, ctx: &Ctx<'c>, n: usize) -> Option<Val<'a>> {
+        // `headers["x"][0]`, the usual form, straight from the phase's memo.
+        if let (ArraySrc::Header(src, Some(name)), 0) = (self, n) {
+            let first = ctx.header_first(*src, name).0?;
+            return Some(Val::Bytes(Cow::Borrowed(first.as_bytes())));
+        }
         let mut i = 0;
         let mut out = None;
         self.find(ctx, |v| {

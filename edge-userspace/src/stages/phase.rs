@@ -370,11 +370,14 @@ fn apply_uri(req: &mut request::Parts, path: Option<Vec<u8>>, query: Option<Vec<
     }
     let current = path_and_query(&req.uri);
     let (cur_path, cur_query) = current.split_once('?').unwrap_or((current, ""));
-    let mut pq = path.unwrap_or_else(|| cur_path.as_bytes().to_vec());
-    let q = query.unwrap_or_else(|| cur_query.as_bytes().to_vec());
+    let path = path.as_deref().unwrap_or(cur_path.as_bytes());
+    let q = query.as_deref().unwrap_or(cur_query.as_bytes());
+    // Built once at its final size.
+    let mut pq = Vec::with_capacity(path.len() + 1 + q.len());
+    pq.extend_from_slice(path);
     if !q.is_empty() {
         pq.push(b'?');
-        pq.extend_from_slice(&q);
+        pq.extend_from_slice(q);
     }
     let mut parts = req.uri.clone().into_parts();
     match PathAndQuery::try_from(pq) {
