@@ -12,6 +12,7 @@ use http::{HeaderMap, StatusCode};
 
 use super::error::RulesError;
 use super::expression::Expression;
+use super::index::RuleIndex;
 use super::model::{
     Action, ActionParameters, CustomResponse, HeaderOperation, Phase, Rule, Ruleset,
     ValueOrExpression,
@@ -135,10 +136,27 @@ impl CompiledRule {
     }
 }
 
+/// One phase's rules, in order, and their index.
+#[derive(Debug, Default)]
+pub struct PhaseRules {
+    rules: Vec<CompiledRule>,
+    index: RuleIndex,
+}
+
+impl PhaseRules {
+    pub fn rules(&self) -> &[CompiledRule] {
+        &self.rules
+    }
+
+    pub fn index(&self) -> &RuleIndex {
+        &self.index
+    }
+}
+
 /// One zone's rules, every phase compiled.
 #[derive(Debug, Default)]
 pub struct ZoneRules {
-    phases: BTreeMap<Phase, Vec<CompiledRule>>,
+    phases: BTreeMap<Phase, PhaseRules>,
     needs_raw_headers: bool,
 }
 
@@ -170,7 +188,8 @@ impl ZoneRules {
                 });
                 rules.push(compiled);
             }
-            phases.insert(phase, rules);
+            let index = RuleIndex::new(&rules);
+            phases.insert(phase, PhaseRules { rules, index });
         }
         Ok(ZoneRules {
             phases,
@@ -179,7 +198,12 @@ impl ZoneRules {
     }
 
     pub fn rules(&self, phase: Phase) -> &[CompiledRule] {
-        self.phases.get(&phase).map_or(&[], Vec::as_slice)
+        self.phases.get(&phase).map_or(&[], PhaseRules::rules)
+    }
+
+    /// A phase's rules with their index; `None` when the zone has none.
+    pub fn phase(&self, phase: Phase) -> Option<&PhaseRules> {
+        self.phases.get(&phase).filter(|p| !p.rules.is_empty())
     }
 
     /// Whether some rule reads `raw.http.request.headers*`, so the runner must
@@ -189,7 +213,7 @@ impl ZoneRules {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.phases.values().all(Vec::is_empty)
+        self.phases.values().all(|p| p.rules.is_empty())
     }
 }
 

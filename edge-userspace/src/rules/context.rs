@@ -2,10 +2,11 @@
 //! request is never copied, and a field nobody reads costs nothing.
 
 use std::borrow::Cow;
+use std::cell::{Cell, OnceCell, RefCell};
 use std::net::IpAddr;
 
 use http::header::{COOKIE, HOST, REFERER, USER_AGENT};
-use http::{HeaderMap, HeaderName, Uri, Version, request, response};
+use http::{HeaderMap, HeaderName, HeaderValue, Uri, Version, request, response};
 
 use super::scheme::Field;
 
@@ -72,17 +73,37 @@ pub enum HeaderSource {
     Response,
 }
 
-/// Everything an expression can read, by reference.
-#[derive(Clone, Copy)]
+/// Everything an expression can read, by reference. A context lives for one
+/// phase, during which field values are fixed, so lookups are memoised in it.
 pub struct Ctx<'a> {
     pub req: &'a request::Parts,
     pub raw: &'a RawRequest,
     pub client: &'a ClientInfo<'a>,
     pub resp: Option<&'a response::Parts>,
-    /// Looked up once: nearly every zone reads the host and user agent, often
-    /// in many rules.
-    host: &'a [u8],
-    user_agent: &'a [u8],
+    /// Looked up on first use, then once per phase: many rules read the host
+    /// and user agent, many phases read neither.
+    host: OnceCell<&'a [u8]>,
+    user_agent: OnceCell<&'a [u8]>,
+    headers: HeaderMemo<'a>,
+}
+
+/// Recent `headers["name"]` lookups of the phase: rules of a phase often test
+/// the same header (`x-variant`, `x-debug`, …), and each map lookup hashes
+/// the name byte by byte. The name is a clone (a reference count for custom
+/// names) so the memo does not borrow the expressions.
+#[derive(Default)]
+struct HeaderMemo<'a> {
+    entries: RefCell<[Option<HeaderLookup<'a>>; HEADER_MEMO]>,
+    next: Cell<usize>,
+}
+
+const HEADER_MEMO: usize = 4;
+
+struct HeaderLookup<'a> {
+    src: HeaderSource,
+    name: HeaderName,
+    first: Option<&'a HeaderValue>,
+    more: bool,
 }
 
 static EMPTY_HEADERS: std::sync::LazyLock<HeaderMap> = std::sync::LazyLock::new(HeaderMap::new);
@@ -94,18 +115,40 @@ impl<'a> Ctx<'a> {
         client: &'a ClientInfo<'a>,
         resp: Option<&'a response::Parts>,
     ) -> Self {
-        let host = match req.headers.get(HOST) {
-            Some(h) => h.as_bytes(),
-            None => req.uri.host().unwrap_or("").as_bytes(),
-        };
         Ctx {
             req,
             raw,
             client,
             resp,
-            host,
-            user_agent: req.headers.get(USER_AGENT).map_or(b"", |v| v.as_bytes()),
+            host: OnceCell::new(),
+            user_agent: OnceCell::new(),
+            headers: HeaderMemo::default(),
         }
+    }
+
+    /// The first value of header `name` in `src`, and whether it has more.
+    pub(crate) fn header_first(
+        &self,
+        src: HeaderSource,
+        name: &HeaderName,
+    ) -> (Option<&'a HeaderValue>, bool) {
+        let mut entries = self.headers.entries.borrow_mut();
+        for l in entries.iter().flatten() {
+            if l.src == src && l.name == name {
+                return (l.first, l.more);
+            }
+        }
+        let mut values = self.headers(src).get_all(name).iter();
+        let (first, more) = (values.next(), values.next().is_some());
+        let slot = self.headers.next.get();
+        entries[slot] = Some(HeaderLookup {
+            src,
+            name: name.clone(),
+            first,
+            more,
+        });
+        self.headers.next.set((slot + 1) % HEADER_MEMO);
+        (first, more)
     }
 
     pub fn headers(&self, src: HeaderSource) -> &'a HeaderMap {
@@ -139,7 +182,15 @@ impl<'a> Ctx<'a> {
     }
 
     pub fn host(&self) -> &'a [u8] {
-        self.host
+        self.host.get_or_init(|| match self.req.headers.get(HOST) {
+            Some(h) => h.as_bytes(),
+            None => self.req.uri.host().unwrap_or("").as_bytes(),
+        })
+    }
+
+    fn user_agent(&self) -> &'a [u8] {
+        self.user_agent
+            .get_or_init(|| self.first_header(&USER_AGENT))
     }
 
     fn full_uri(&self, uri: &Uri) -> Cow<'a, [u8]> {
@@ -161,12 +212,12 @@ impl<'a> Ctx<'a> {
     #[inline]
     pub fn borrowed_bytes(&self, f: Field) -> Option<&'a [u8]> {
         Some(match f {
-            Field::Host => self.host,
+            Field::Host => self.host(),
             Field::Method => self.req.method.as_str().as_bytes(),
             Field::Uri => path_and_query(&self.req.uri).as_bytes(),
             Field::UriPath => self.req.uri.path().as_bytes(),
             Field::UriQuery => self.req.uri.query().unwrap_or("").as_bytes(),
-            Field::UserAgent => self.user_agent,
+            Field::UserAgent => self.user_agent(),
             Field::Referer => self.first_header(&REFERER),
             _ => return None,
         })
@@ -185,7 +236,7 @@ impl<'a> Ctx<'a> {
             Field::FullUri => Val::Bytes(self.full_uri(&self.req.uri)),
             Field::Version => b(version(self.req.version)),
             Field::Cookie => Val::Bytes(self.joined_header(&COOKIE, b"; ")),
-            Field::UserAgent => b(self.user_agent),
+            Field::UserAgent => b(self.user_agent()),
             Field::Referer => b(self.first_header(&REFERER)),
             Field::XForwardedFor => Val::Bytes(self.joined_header(&X_FORWARDED_FOR, b", ")),
             Field::IpSrc => Val::Ip(self.client.ip.to_canonical()),

@@ -27,7 +27,7 @@ pub(crate) enum ArraySrc {
 
 impl ArraySrc {
     /// Calls `f` on each element until it returns `true`; says whether it did.
-    fn find<'a>(&'a self, ctx: &Ctx<'a>, mut f: impl FnMut(Val<'a>) -> bool) -> bool {
+    fn find<'a, 'c: 'a>(&'a self, ctx: &Ctx<'c>, mut f: impl FnMut(Val<'a>) -> bool) -> bool {
         let b = |s: &'a [u8]| Val::Bytes(Cow::Borrowed(s));
         match self {
             ArraySrc::Names(src) => ctx
@@ -35,17 +35,25 @@ impl ArraySrc {
                 .iter()
                 .any(|(n, _)| f(b(n.as_str().as_bytes()))),
             ArraySrc::Values(src) => ctx.headers(*src).iter().any(|(_, v)| f(b(v.as_bytes()))),
-            ArraySrc::Header(src, Some(name)) => ctx
-                .headers(*src)
-                .get_all(name)
-                .iter()
-                .any(|v| f(b(v.as_bytes()))),
+            ArraySrc::Header(src, Some(name)) => match ctx.header_first(*src, name) {
+                (first, false) => first.is_some_and(|v| f(b(v.as_bytes()))),
+                (_, true) => ctx
+                    .headers(*src)
+                    .get_all(name)
+                    .iter()
+                    .any(|v| f(b(v.as_bytes()))),
+            },
             ArraySrc::Header(_, None) => false,
             ArraySrc::Cookie(name) => cookie_values(&ctx.req.headers, name).any(|v| f(b(v))),
         }
     }
 
-    fn nth<'a>(&'a self, ctx: &Ctx<'a>, n: usize) -> Option<Val<'a>> {
+    fn nth<'a, 'c: 'a>(&'a self, ctx: &Ctx<'c>, n: usize) -> Option<Val<'a>> {
+        // `headers["x"][0]`, the usual form, straight from the phase's memo.
+        if let (ArraySrc::Header(src, Some(name)), 0) = (self, n) {
+            let first = ctx.header_first(*src, name).0?;
+            return Some(Val::Bytes(Cow::Borrowed(first.as_bytes())));
+        }
         let mut i = 0;
         let mut out = None;
         self.find(ctx, |v| {
@@ -360,7 +368,7 @@ pub(crate) fn url_decode(input: &[u8]) -> Vec<u8> {
 
 impl CExpr {
     /// Evaluates a Bool expression.
-    pub(crate) fn test<'a>(&'a self, ctx: &Ctx<'a>, elem: Option<&Val<'a>>) -> bool {
+    pub(crate) fn test<'a, 'c: 'a>(&'a self, ctx: &Ctx<'c>, elem: Option<&Val<'a>>) -> bool {
         match self {
             CExpr::Compare(lhs, m) => m.test(&lhs.eval(ctx, elem)),
             CExpr::CompareField(f, m) => match ctx.borrowed_bytes(*f) {
@@ -373,19 +381,35 @@ impl CExpr {
             CExpr::Xor(v) => v.iter().fold(false, |acc, n| acc ^ n.test(ctx, elem)),
             CExpr::Any(src, pred) => src.find(ctx, |e| pred.test(ctx, Some(&e))),
             CExpr::All(src, pred) => !src.find(ctx, |e| !pred.test(ctx, Some(&e))),
-            CExpr::StartsWith(a, b) => a
-                .eval(ctx, elem)
-                .bytes()
-                .starts_with(b.eval(ctx, elem).bytes()),
-            CExpr::EndsWith(a, b) => a
-                .eval(ctx, elem)
-                .bytes()
-                .ends_with(b.eval(ctx, elem).bytes()),
+            CExpr::StartsWith(a, b) => match (a.borrowed(ctx), b.as_ref()) {
+                (Some(v), CExpr::Lit(l)) => v.starts_with(l),
+                _ => a
+                    .eval(ctx, elem)
+                    .bytes()
+                    .starts_with(b.eval(ctx, elem).bytes()),
+            },
+            CExpr::EndsWith(a, b) => match (a.borrowed(ctx), b.as_ref()) {
+                (Some(v), CExpr::Lit(l)) => v.ends_with(l),
+                _ => a
+                    .eval(ctx, elem)
+                    .bytes()
+                    .ends_with(b.eval(ctx, elem).bytes()),
+            },
             other => matches!(other.eval(ctx, elem), Val::Bool(true)),
         }
     }
 
-    pub(crate) fn eval<'a>(&'a self, ctx: &Ctx<'a>, elem: Option<&Val<'a>>) -> Val<'a> {
+    /// A field read straight from the request, without building a `Val`:
+    /// `starts_with(http.request.uri.path, "/x/")` is a common filter.
+    #[inline]
+    fn borrowed<'c>(&self, ctx: &Ctx<'c>) -> Option<&'c [u8]> {
+        match self {
+            CExpr::Field(f) => ctx.borrowed_bytes(*f),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn eval<'a, 'c: 'a>(&'a self, ctx: &Ctx<'c>, elem: Option<&Val<'a>>) -> Val<'a> {
         let bytes = |e: &'a CExpr| e.eval(ctx, elem).into_bytes();
         match self {
             CExpr::Field(f) => ctx.field(*f),

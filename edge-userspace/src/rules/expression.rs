@@ -68,12 +68,12 @@ impl Expression {
     }
 
     /// Evaluates a value expression (rewrite and redirect targets).
-    pub fn value<'a>(&'a self, ctx: &Ctx<'a>) -> Cow<'a, [u8]> {
+    pub fn value<'a, 'c: 'a>(&'a self, ctx: &Ctx<'c>) -> Cow<'a, [u8]> {
         self.compiled.eval(ctx, None).into_bytes()
     }
 
     /// Evaluates any scalar expression (rate-limit characteristics).
-    pub(crate) fn eval<'a>(&'a self, ctx: &Ctx<'a>) -> Val<'a> {
+    pub(crate) fn eval<'a, 'c: 'a>(&'a self, ctx: &Ctx<'c>) -> Val<'a> {
         self.compiled.eval(ctx, None)
     }
 

@@ -7,6 +7,7 @@ pub mod context;
 pub mod error;
 mod eval;
 pub mod expression;
+pub mod index;
 pub mod lexer;
 pub mod model;
 pub mod parser;
@@ -16,7 +17,8 @@ mod sets;
 mod wildcard;
 
 pub use compiled::{
-    CannedResponse, CompiledAction, CompiledRule, EDGE_OWNED_HEADERS, ValueSource, ZoneRules,
+    CannedResponse, CompiledAction, CompiledRule, EDGE_OWNED_HEADERS, PhaseRules, ValueSource,
+    ZoneRules,
 };
 pub use context::{ClientInfo, Ctx, RawRequest};
 pub use error::{ExprError, RulesError};

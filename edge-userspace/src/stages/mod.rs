@@ -106,10 +106,9 @@ pub fn run_stage_request(
     let mut state = StageState::default();
     let mut terminal_response = None;
     for phase in Phase::REQUEST {
-        let rules = rules.rules(phase);
-        if rules.is_empty() {
+        let Some(rules) = rules.phase(phase) else {
             continue;
-        }
+        };
         let mut phase_trace = stage_trace.is_some().then(|| PhaseTrace {
             phase,
             skipped: None,
@@ -188,10 +187,9 @@ pub fn run_response(
                 .get(&CF_CONNECTING_O2O)
                 .is_some_and(|v| v == "1");
         for phase in Phase::RESPONSE {
-            let rules = rules.rules(phase);
-            if rules.is_empty() {
+            let Some(rules) = rules.phase(phase) else {
                 continue;
-            }
+            };
             let mut phase_trace = trace.is_some().then(|| PhaseTrace {
                 phase,
                 skipped: None,

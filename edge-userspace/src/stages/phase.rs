@@ -12,7 +12,8 @@ use super::{RouteOverride, TerminalResponse};
 use crate::rules::context::path_and_query;
 use crate::rules::model::HeaderOperation;
 use crate::rules::{
-    CannedResponse, ClientInfo, CompiledAction, CompiledRule, Ctx, Phase, RawRequest, ValueSource,
+    CannedResponse, ClientInfo, CompiledAction, CompiledRule, Ctx, Phase, PhaseRules, RawRequest,
+    ValueSource,
 };
 
 /// State of one zone stage across its phases.
@@ -50,7 +51,7 @@ enum Effect {
     Terminate(TerminalResponse, String),
 }
 
-fn value_of<'a>(v: &'a ValueSource, ctx: &Ctx<'a>) -> std::borrow::Cow<'a, [u8]> {
+fn value_of<'a, 'c: 'a>(v: &'a ValueSource, ctx: &Ctx<'c>) -> std::borrow::Cow<'a, [u8]> {
     match v {
         ValueSource::Static(b) => std::borrow::Cow::Borrowed(b.as_ref()),
         ValueSource::Dynamic(e) => e.value(ctx),
@@ -255,9 +256,29 @@ fn apply_rule(
     }
 }
 
-/// Runs the rules of one phase against `ctx`, collecting changes.
+/// Runs the rules of one phase against `ctx`, collecting changes. Untraced,
+/// only the index's candidates are evaluated; traced, every rule is (the
+/// trace shows each rule's field values), which is the unindexed reference
+/// the index is tested against.
 fn evaluate(
-    rules: &[CompiledRule],
+    phase: &PhaseRules,
+    ctx: &Ctx<'_>,
+    state: &mut StageState,
+    changes: &mut Changes,
+    trace: Option<&mut PhaseTrace>,
+) -> Option<TerminalResponse> {
+    let rules = phase.rules();
+    match trace {
+        Some(t) => evaluate_rules(rules.iter(), ctx, state, changes, Some(t)),
+        None => {
+            let candidates = phase.index().candidates(ctx).map(|pos| &rules[pos]);
+            evaluate_rules(candidates, ctx, state, changes, None)
+        }
+    }
+}
+
+fn evaluate_rules<'r>(
+    rules: impl Iterator<Item = &'r CompiledRule>,
     ctx: &Ctx<'_>,
     state: &mut StageState,
     changes: &mut Changes,
@@ -314,7 +335,7 @@ fn evaluate(
                 e.fields = rule.filter.field_values(ctx);
                 t.rules.push(e);
             }
-            None if terminal.is_some() => break,
+            None if stop.is_some() => break,
             None => {}
         }
     }
@@ -349,11 +370,14 @@ fn apply_uri(req: &mut request::Parts, path: Option<Vec<u8>>, query: Option<Vec<
     }
     let current = path_and_query(&req.uri);
     let (cur_path, cur_query) = current.split_once('?').unwrap_or((current, ""));
-    let mut pq = path.unwrap_or_else(|| cur_path.as_bytes().to_vec());
-    let q = query.unwrap_or_else(|| cur_query.as_bytes().to_vec());
+    let path = path.as_deref().unwrap_or(cur_path.as_bytes());
+    let q = query.as_deref().unwrap_or(cur_query.as_bytes());
+    // Built once at its final size.
+    let mut pq = Vec::with_capacity(path.len() + 1 + q.len());
+    pq.extend_from_slice(path);
     if !q.is_empty() {
         pq.push(b'?');
-        pq.extend_from_slice(&q);
+        pq.extend_from_slice(q);
     }
     let mut parts = req.uri.clone().into_parts();
     match PathAndQuery::try_from(pq) {
@@ -370,7 +394,7 @@ fn apply_uri(req: &mut request::Parts, path: Option<Vec<u8>>, query: Option<Vec<
 
 /// Runs a request phase on `req`; returns the response if a rule ended the request.
 pub(crate) fn run_request_phase(
-    rules: &[CompiledRule],
+    rules: &PhaseRules,
     req: &mut request::Parts,
     client: &ClientInfo<'_>,
     raw: &RawRequest,
@@ -390,7 +414,7 @@ pub(crate) fn run_request_phase(
 
 /// Runs a response phase on `resp`.
 pub(crate) fn run_response_phase(
-    rules: &[CompiledRule],
+    rules: &PhaseRules,
     req: &request::Parts,
     client: &ClientInfo<'_>,
     raw: &RawRequest,

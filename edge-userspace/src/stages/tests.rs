@@ -490,3 +490,70 @@ fn response_header_set_and_remove() {
     assert!(resp.headers.get("server").is_none());
     assert_eq!(resp.headers["x-frame-options"], "DENY");
 }
+
+/// A zone whose phases are mostly indexed: redirects by path, origin routes
+/// by host, firewall rules by host and method (one skipping the rest of the
+/// ruleset), late transforms by method and by a header.
+fn indexed_zone(tag: &str) -> ZoneRules {
+    let by_path: Vec<_> = (0..4)
+        .map(|i| json!({"expression": format!("http.request.uri.path eq \"/old-{i}\""), "action": "redirect",
+                        "action_parameters": {"from_value": {"target_url": {"value": format!("https://{tag}/new/{i}")}}}}))
+        .collect();
+    let by_host: Vec<_> = (0..4)
+        .map(|i| {
+            json!({"expression": format!("http.host eq \"api{i}.example.com\""), "action": "route",
+                        "action_parameters": {"origin": {"port": 8000 + i}}})
+        })
+        .collect();
+    let mut firewall: Vec<_> = (0..4)
+        .map(|i| json!({"expression": format!("http.host eq \"api{i}.example.com\" and http.request.uri.path eq \"/deny\""), "action": "block"}))
+        .collect();
+    firewall.push(json!({"expression": "http.request.method in {\"PUT\" \"DELETE\"} and http.request.uri.path eq \"/x\"", "action": "skip", "action_parameters": {"ruleset": "current"}}));
+    firewall.extend((0..3).map(|i| json!({"expression": format!("http.request.method eq \"PUT\" and http.request.uri.path eq \"/x{i}\""), "action": "block"})));
+    firewall.push(json!({"expression": "http.request.uri.path eq \"/x\"", "action": "block"}));
+    let late: Vec<_> = (0..4)
+        .map(|i| json!({"expression": format!("http.request.headers[\"x-variant\"][0] eq \"{i}\" or http.request.method eq \"{}\"", ["GET", "PUT", "POST", "DELETE"][i]),
+                        "action": "rewrite",
+                        "action_parameters": {"headers": {format!("x-{tag}-{i}"): {"operation": "set", "value": "1"}}}}))
+        .collect();
+    zone(json!({
+        "http_request_dynamic_redirect": {"rules": by_path},
+        "http_request_origin": {"rules": by_host},
+        "http_request_firewall_custom": {"rules": firewall},
+        "http_request_late_transform": {"rules": late},
+    }))
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 256, ..Default::default() })]
+
+    /// The untraced run evaluates only the index's candidates, the traced run
+    /// every rule: both must end in the same outcome and the same request.
+    #[test]
+    fn indexed_and_unindexed_runs_agree(
+        host in proptest::sample::select(vec!["api0.example.com", "api3.example.com", "mystore.example.com"]),
+        method in proptest::sample::select(vec!["GET", "PUT", "POST", "DELETE"]),
+        path in proptest::sample::select(vec!["/old-1", "/old-9", "/deny", "/x", "/x1", "/"]),
+        variant in proptest::option::of(proptest::sample::select(vec!["0", "2", "7"])),
+    ) {
+        let (customer, provider) = (indexed_zone("customer"), indexed_zone("provider"));
+        let stages: [Stage<'_>; 2] = [("customer", &customer), ("provider", &provider)];
+        let mut b = http::Request::builder().method(method).uri(path).header("host", host);
+        if let Some(v) = variant {
+            b = b.header("x-variant", v);
+        }
+        let original = b.body(()).expect("request").into_parts().0;
+        let (mut indexed, mut unindexed) = (original.clone(), original);
+        let mut trace = Trace::default();
+        let a = run(&stages, true, &mut indexed, None);
+        let b = run(&stages, true, &mut unindexed, Some(&mut trace));
+        proptest::prop_assert_eq!(a, b);
+        proptest::prop_assert_eq!(&indexed.uri, &unindexed.uri);
+        proptest::prop_assert_eq!(&indexed.headers, &unindexed.headers);
+        // The trace still lists every rule of every phase it ran, in order.
+        for phase in trace.stages.iter().flat_map(|s| &s.phases) {
+            let indices: Vec<usize> = phase.rules.iter().map(|r| r.index).collect();
+            proptest::prop_assert_eq!(indices, (0..phase.rules.len()).collect::<Vec<_>>());
+        }
+    }
+}

@@ -309,3 +309,52 @@ fn version_and_host_fallback() {
     assert_eq!(value("http.host", &r, &c), "authority.example");
     assert_eq!(value("http.request.uri.path.extension", &r, &c), "");
 }
+
+/// A context memoises header lookups for its phase: answers through a shared
+/// context (more names than the memo holds, repeated names, multi-valued and
+/// absent headers, raw and current maps) equal those of fresh contexts.
+#[test]
+fn header_lookups_through_one_context_equal_fresh_contexts() {
+    let req = parts(
+        "GET",
+        "/",
+        &[
+            ("x-a", "1"),
+            ("x-b", "2"),
+            ("x-b", "3"),
+            ("x-c", "4"),
+            ("x-d", "5"),
+            ("x-e", "6"),
+        ],
+    );
+    let c = client("192.0.2.1");
+    let raw = RawRequest::capture(&req, true);
+    let mut sources = Vec::new();
+    for round in 0..3 {
+        for name in ["x-a", "x-b", "x-c", "x-d", "x-e", "x-f", "X-B"] {
+            for v in ["1", "2", "3", "6", ""] {
+                sources.push(format!(
+                    r#"http.request.headers["{name}"][{round}] eq "{v}""#
+                ));
+                sources.push(format!(
+                    r#"any(raw.http.request.headers["{name}"][*] eq "{v}")"#
+                ));
+            }
+        }
+    }
+    let exprs: Vec<Expression> = sources
+        .iter()
+        .map(|s| Expression::compile(s, ExprKind::REQUEST_FILTER).expect(s))
+        .collect();
+    let shared = Ctx::new(&req, &raw, &c, None);
+    let mut matched = 0;
+    for e in &exprs {
+        let fresh = Ctx::new(&req, &raw, &c, None);
+        assert_eq!(e.matches(&shared), e.matches(&fresh), "{}", e.source());
+        matched += usize::from(e.matches(&fresh));
+    }
+    // `[*]`: x-a=1, x-b=2 and 3 (as x-b and X-B), x-e=6, in each round (18).
+    // `[i]`: round 0 x-a, x-b, X-B, x-e and absent x-f (""); rounds 1 and 2
+    // every name (a missing position reads as "", x-b[1] is 3).
+    assert_eq!(matched, 18 + 5 + 7 + 7);
+}

@@ -2,6 +2,7 @@
 
 mod alloc;
 mod eval;
+mod index;
 mod naive;
 mod parse;
 mod ruleset;

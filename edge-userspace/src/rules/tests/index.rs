@@ -1,0 +1,131 @@
+//! The per-phase rule index: it never drops a rule that matches, keeps rule
+//! order, leaves out disabled rules, and does leave out rules whose guard
+//! literal differs from the request (otherwise it would index nothing).
+
+use proptest::prelude::*;
+use serde_json::json;
+
+use super::client;
+use super::ruleset::zone;
+use crate::rules::context::{Ctx, RawRequest};
+use crate::rules::model::Phase;
+
+/// 63 and more bytes share one length bit; these two differ only after that.
+const LONG_A: &str =
+    "/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+const LONG_B: &str =
+    "/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaab";
+
+/// Guarded (leading or later conjunct, `eq` and `in`, duplicates, the empty
+/// literal of an absent header, a long literal) and unguarded filters.
+fn filters() -> Vec<String> {
+    [
+        r#"http.host eq "a.com""#,
+        r#"http.host eq "b.com""#,
+        r#"http.host in {"a.com" "c.com"}"#,
+        r#"http.request.method in {"POST" "PUT"}"#,
+        r#"http.request.method eq "GET" and http.request.uri.query contains "x""#,
+        r#"http.request.uri.path eq "/a" and http.request.uri.query contains "x""#,
+        r#"ssl and http.request.uri.path eq "/b""#,
+        r#"http.request.uri.path in {"/a" "/a" "/c"}"#,
+        &format!(r#"http.request.uri.path eq "{LONG_A}""#),
+        r#"http.user_agent eq "ua""#,
+        r#"http.referer eq """#,
+        r#"http.referer eq "r""#,
+        r#"http.host eq "a.com" or http.request.uri.path eq "/a""#,
+        r#"not http.host eq "a.com""#,
+        r#"http.request.uri.path contains "a""#,
+        r#"(http.host eq "b.com" and ssl) and http.request.uri.path eq "/c""#,
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+fn request_strategy() -> impl Strategy<Value = http::request::Parts> {
+    (
+        prop::sample::select(vec!["a.com", "b.com", "c.com", "A.com"]),
+        prop::sample::select(vec!["GET", "POST", "PUT"]),
+        prop::sample::select(vec!["/a", "/b", "/c", "/", LONG_A, LONG_B]),
+        any::<bool>(),
+        prop::option::of(prop::sample::select(vec!["ua", "other"])),
+        prop::option::of(prop::sample::select(vec!["", "r"])),
+    )
+        .prop_map(|(host, method, path, query, ua, referer)| {
+            let uri = if query {
+                format!("{path}?x=1")
+            } else {
+                path.to_owned()
+            };
+            let mut b = http::Request::builder()
+                .method(method)
+                .uri(uri)
+                .header("host", host);
+            if let Some(ua) = ua {
+                b = b.header("user-agent", ua);
+            }
+            if let Some(r) = referer {
+                b = b.header("referer", r);
+            }
+            b.body(()).expect("request").into_parts().0
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn candidates_are_every_enabled_rule_that_can_match_in_order(
+        rules in prop::collection::vec((0..16usize, prop::bool::weighted(0.9)), 0..40),
+        req in request_strategy(),
+    ) {
+        let filters = filters();
+        let spec: Vec<_> = rules
+            .iter()
+            .map(|(f, enabled)| json!({"expression": filters[*f], "action": "log", "enabled": enabled}))
+            .collect();
+        let z = zone(json!({"http_request_firewall_custom": {"rules": spec}})).expect("compiles");
+        let Some(phase) = z.phase(Phase::HttpRequestFirewallCustom) else {
+            prop_assert!(rules.is_empty());
+            return Ok(());
+        };
+        let c = client("192.0.2.1");
+        let raw = RawRequest::capture(&req, false);
+        let ctx = Ctx::new(&req, &raw, &c, None);
+        let candidates: Vec<usize> = phase.index().candidates(&ctx).collect();
+        prop_assert!(candidates.windows(2).all(|w| w[0] < w[1]), "in rule order: {candidates:?}");
+        for (pos, rule) in phase.rules().iter().enumerate() {
+            let listed = candidates.contains(&pos);
+            if !rule.enabled {
+                prop_assert!(!listed, "disabled rule {pos} listed");
+            } else if rule.filter.matches(&ctx) {
+                prop_assert!(listed, "matching rule {pos} `{}` left out", rule.filter.source());
+            }
+        }
+    }
+}
+
+#[test]
+fn rules_whose_literal_differs_are_not_candidates() {
+    let paths: Vec<_> = (0..5)
+        .map(|i| json!({"expression": format!(r#"http.request.uri.path eq "/old-{i}""#), "action": "log"}))
+        .chain([json!({"expression": "ssl", "action": "log"})])
+        .chain([
+            json!({"expression": r#"http.request.uri.path in {"/old-2" "/new"}"#, "action": "log"}),
+        ])
+        .collect();
+    let z = zone(json!({"http_request_firewall_custom": {"rules": paths}})).expect("compiles");
+    let phase = z
+        .phase(Phase::HttpRequestFirewallCustom)
+        .expect("phase has rules");
+    let c = client("192.0.2.1");
+    let candidates = |path: &str| -> Vec<usize> {
+        let req = super::parts("GET", path, &[("host", "a.com")]);
+        let raw = RawRequest::capture(&req, false);
+        let ctx = Ctx::new(&req, &raw, &c, None);
+        phase.index().candidates(&ctx).collect()
+    };
+    assert_eq!(candidates("/old-2"), [2, 5, 6]);
+    assert_eq!(candidates("/new"), [5, 6]);
+    assert_eq!(candidates("/other"), [5]);
+    assert_eq!(candidates("/old-9"), [5], "same length, different literal");
+}
