@@ -11,11 +11,12 @@ use anyhow::{Context, Result};
 use arc_swap::ArcSwap;
 use rustls::sign::CertifiedKey;
 
+use crate::chain::affected;
 use crate::config::{CertificateTier, Config};
 use crate::downstream::certs::load_pem;
 use crate::downstream::{CertStore, LocalCa, MinTls, Tier, TlsAcceptor};
 use crate::routing::Routing;
-use crate::state::{HostnameStatus, MinTlsVersion, State};
+use crate::state::{Change, HostnameStatus, MinTlsVersion, State};
 use crate::xdp::{XdpError, XdpRuntime};
 
 /// Why an apply changed nothing.
@@ -27,6 +28,14 @@ pub enum ApplyError {
     /// The caller's commit failed; nothing went live.
     #[error("{0:#}")]
     Commit(anyhow::Error),
+}
+
+/// A write the caller validated: the live state it started from and its
+/// changes, which took that state to the one applied.
+#[derive(Clone, Copy)]
+pub struct Write<'a> {
+    pub previous: &'a State,
+    pub changes: &'a [Change],
 }
 
 /// What serves traffic, and what is needed to rebuild it.
@@ -100,13 +109,21 @@ impl Applier {
     /// Makes `state` live: compile everything (an error changes nothing),
     /// run `commit`, then switch certificates and routing. Certificates go
     /// first, so that a new hostname never routes before it can handshake.
+    /// With `write` (the state `state` was made from, and how), a narrow
+    /// write recomputes only the names and zones it touched.
     pub fn apply(
         &mut self,
         state: &State,
+        write: Option<Write<'_>>,
         commit: impl FnOnce() -> Result<()>,
     ) -> Result<(), ApplyError> {
-        let routing =
-            Routing::build(state, Some(&self.routing.load())).map_err(ApplyError::Invalid)?;
+        let live = self.routing.load();
+        let routing = match write.and_then(|w| affected(w.previous, state, w.changes)) {
+            Some(affected) => live.update(state, &affected),
+            None => Routing::build(state, Some(&live)),
+        }
+        .map_err(ApplyError::Invalid)?;
+        drop(live);
         let mut minted = Minted::default();
         let certs = certificates(&self.files, &self.ca, &self.minted, &mut minted, state)
             .map_err(ApplyError::Invalid)?;
@@ -143,7 +160,7 @@ impl Applier {
             &mut self.files,
             certificate_files(config).map_err(ApplyError::Invalid)?,
         );
-        self.apply(state, || Ok(()))
+        self.apply(state, None, || Ok(()))
             .inspect_err(|_| self.files = previous)
     }
 }
