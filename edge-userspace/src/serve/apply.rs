@@ -124,9 +124,17 @@ impl Applier {
         }
         .map_err(ApplyError::Invalid)?;
         drop(live);
-        let mut minted = Minted::default();
-        let certs = certificates(&self.files, &self.ca, &self.minted, &mut minted, state)
-            .map_err(ApplyError::Invalid)?;
+        // Certificates follow zones and active custom hostnames only: a
+        // write of records or rules keeps the store it would rebuild.
+        let certs = match write {
+            Some(write) if !write.changes.iter().any(changes_certificates) => None,
+            _ => {
+                let mut minted = Minted::default();
+                let certs = certificates(&self.files, &self.ca, &self.minted, &mut minted, state)
+                    .map_err(ApplyError::Invalid)?;
+                Some((certs, minted))
+            }
+        };
         // The kernel's routes go first (new before removed, put back if
         // anything fails), so a new hostname is routed by the time it is live.
         if let Some(xdp) = &self.xdp {
@@ -143,13 +151,15 @@ impl Applier {
             }
             return Err(ApplyError::Commit(error));
         }
-        // Building a rustls configuration around a store cannot fail once the
-        // acceptor exists (same provider, same versions).
-        if let Err(error) = self.acceptor.reload(Arc::new(certs)) {
-            tracing::error!("certificates not switched: {error:#}");
+        if let Some((certs, minted)) = certs {
+            // Building a rustls configuration around a store cannot fail once
+            // the acceptor exists (same provider, same versions).
+            if let Err(error) = self.acceptor.reload(Arc::new(certs)) {
+                tracing::error!("certificates not switched: {error:#}");
+            }
+            self.minted = minted;
         }
         self.routing.store(Arc::new(routing));
-        self.minted = minted;
         Ok(())
     }
 
@@ -162,6 +172,26 @@ impl Applier {
         );
         self.apply(state, None, || Ok(()))
             .inspect_err(|_| self.files = previous)
+    }
+}
+
+/// Whether `change` can change which names have certificates or their TLS
+/// policy: zones (apex and wildcard) and custom hostnames (active ones,
+/// minimum TLS version).
+fn changes_certificates(change: &Change) -> bool {
+    match change {
+        Change::PutAccount { .. }
+        | Change::DeleteAccount { .. }
+        | Change::PutDnsRecord { .. }
+        | Change::DeleteDnsRecord { .. }
+        | Change::PutFallbackOrigin { .. }
+        | Change::PutCustomHostnameSettings { .. }
+        | Change::PutRuleset { .. } => false,
+        Change::PutZone { .. }
+        | Change::DeleteZone { .. }
+        | Change::PutCustomHostname { .. }
+        | Change::DeleteCustomHostname { .. }
+        | Change::Observe { .. } => true,
     }
 }
 
