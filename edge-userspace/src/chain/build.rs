@@ -78,8 +78,8 @@ pub(super) fn build(state: &State, previous: Option<&Snapshot>) -> Snapshot {
 /// The snapshot of `state` derived from `previous`, recomputing only the
 /// exact lower-case `names` (see [`Snapshot::update`]). The state's zones are
 /// those `previous` was built from, so their order and names still hold;
-/// lookups the full build answers from maps of the whole state scan it here,
-/// which for a few names costs far less than building the maps.
+/// for a few names, lookups the full build answers from maps of the whole
+/// state scan it instead, which costs far less than building the maps.
 pub(super) fn update(
     previous: &Snapshot,
     state: &State,
@@ -87,7 +87,9 @@ pub(super) fn update(
     zones: &[&str],
 ) -> Snapshot {
     let context = previous.context.clone();
-    let mut b = Builder::new(state, &context, Ids::derived(previous), None);
+    // A scan per name beats building the maps only for a few names.
+    let maps = (names.len() > SCAN_NAMES).then(|| Maps::new(state));
+    let mut b = Builder::new(state, &context, Ids::derived(previous), maps);
     let changed = names
         .iter()
         .map(|name| (name.clone(), b.exact_outcome(name)))
@@ -106,6 +108,11 @@ pub(super) fn update(
     let (free, max) = (b.ids.holes, b.ids.next - 1);
     previous.derive(changed, zones, free, max)
 }
+
+/// Up to this many changed names are looked up by scanning the state, each
+/// scan a pass over every custom hostname; more build the full build's maps
+/// once.
+const SCAN_NAMES: usize = 8;
 
 /// What the state's zones give every build: their stages and their names.
 /// Kept by the snapshot, so that a derived snapshot need not recompute it.

@@ -874,3 +874,42 @@ mod derived {
         assert_equivalent(&snapshot, &state, &[]);
     }
 }
+
+/// Many names changed at once are looked up through maps of the state, not
+/// a scan per name: the same outcomes either way.
+#[test]
+fn many_changed_names_derive_like_a_full_build() {
+    let mut state = fixture();
+    let names: Vec<String> = (0..20).map(|i| format!("many{i}.example.net")).collect();
+    let hostnames = &mut state
+        .zones
+        .iter_mut()
+        .find(|z| z.zone.id == "zp")
+        .unwrap()
+        .custom_hostnames;
+    for (i, name) in names.iter().enumerate() {
+        hostnames.push(
+            serde_json::from_value(
+                json!({"id": format!("many-{i}"), "hostname": name, "status": "active"}),
+            )
+            .unwrap(),
+        );
+    }
+    let before = Snapshot::build(&state);
+    let mut blocked = state.clone();
+    for hostname in &mut blocked
+        .zones
+        .iter_mut()
+        .find(|z| z.zone.id == "zp")
+        .unwrap()
+        .custom_hostnames
+    {
+        if hostname.id.starts_with("many-") {
+            hostname.status = crate::state::HostnameStatus::Blocked;
+        }
+    }
+    let derived = before.update(&blocked, &names, &[]);
+    assert_equivalent(&derived, &blocked, &names);
+    let back = derived.update(&state, &names, &[]);
+    assert_equivalent(&back, &state, &names);
+}
