@@ -16,21 +16,24 @@ use http::header::{ALT_SVC, HOST, HeaderValue};
 use http::{Response, request, response};
 use http_body_util::{BodyExt, Full};
 
-use crate::chain::{Chain, EdgeError, ErrorKind, HostHeader, OriginSni, OriginTls, Snapshot};
+use crate::chain::{
+    Affected, Chain, EdgeError, ErrorKind, HostHeader, OriginSni, OriginTls, Snapshot,
+};
 use crate::downstream::{ConnInfo, h3};
 use crate::metrics::{ChainCache, Metrics};
 use crate::pipeline::{ErrorPage, Reply, Route, Router};
 use crate::rules::{ClientInfo, Phase, RawRequest, ZoneRules};
 use crate::stages::{self, RequestOutcome, RouteOverride, Stage};
-use crate::state::{RecordType, State};
+use crate::state::{RecordType, State, ZoneState};
 use crate::upstream;
 
 /// The compiled, indexed form of a [`State`].
 pub struct Routing {
     snapshot: Snapshot,
-    /// By zone id.
-    zones: HashMap<Arc<str>, CompiledZone>,
-    addresses: OwnAddresses,
+    /// By zone id; shared with the previous routing where a zone's rules and
+    /// settings did not change.
+    zones: HashMap<Arc<str>, Arc<CompiledZone>>,
+    addresses: Arc<OwnAddresses>,
 }
 
 /// What a stage needs of its zone on every request.
@@ -42,27 +45,41 @@ struct CompiledZone {
     http3: bool,
 }
 
+impl CompiledZone {
+    fn new(zone: &ZoneState) -> Result<CompiledZone> {
+        let rules = ZoneRules::compile(&zone.zone.rulesets)
+            .with_context(|| format!("zone {} ({}): rulesets", zone.zone.name, zone.zone.id))?;
+        Ok(CompiledZone {
+            rules,
+            max_request_body: zone
+                .zone
+                .settings
+                .max_upload
+                .map(|mb| u64::from(mb.get()) << 20),
+            http3: zone.zone.settings.http3.is_on(),
+        })
+    }
+}
+
 impl Routing {
     /// Validates `state` and compiles every zone's rules; on error nothing is
     /// built. With `previous`, unchanged chains keep their ids (the XDP route
-    /// map stores them).
+    /// map stores them) and zones whose rules and settings are unchanged keep
+    /// their compiled rules.
     pub fn build(state: &State, previous: Option<&Routing>) -> Result<Routing> {
         state.validate()?;
         let mut zones = HashMap::with_capacity(state.zones.len());
         for zone in &state.zones {
-            let rules = ZoneRules::compile(&zone.zone.rulesets)
-                .with_context(|| format!("zone {} ({}): rulesets", zone.zone.name, zone.zone.id))?;
-            let max_request_body = zone
-                .zone
-                .settings
-                .max_upload
-                .map(|mb| u64::from(mb.get()) << 20);
-            let compiled = CompiledZone {
-                rules,
-                max_request_body,
-                http3: zone.zone.settings.http3.is_on(),
+            let id: Arc<str> = Arc::from(zone.zone.id.as_str());
+            let unchanged = previous.and_then(|previous| {
+                let compiled = previous.zones.get(&id)?;
+                (**previous.snapshot.zone(&id)? == zone.zone).then(|| compiled.clone())
+            });
+            let compiled = match unchanged {
+                Some(compiled) => compiled,
+                None => Arc::new(CompiledZone::new(zone)?),
             };
-            zones.insert(Arc::from(zone.zone.id.as_str()), compiled);
+            zones.insert(id, compiled);
         }
         let snapshot = match previous {
             Some(previous) => previous.snapshot.rebuild(state),
@@ -71,7 +88,32 @@ impl Routing {
         Ok(Routing {
             snapshot,
             zones,
-            addresses: OwnAddresses::build(state),
+            addresses: Arc::new(OwnAddresses::build(state)),
+        })
+    }
+
+    /// The routing of `state`, which a narrow write (`affected`, see
+    /// [`crate::chain::affected`]) made from `self`'s state: the snapshot is
+    /// derived name by name, only the zones whose rulesets changed are
+    /// compiled again. `state` is valid (the write validated it).
+    pub fn update(&self, state: &State, affected: &Affected) -> Result<Routing> {
+        let mut zones = self.zones.clone();
+        for id in &affected.rulesets {
+            let zone = state
+                .zone(id)
+                .with_context(|| format!("zone {id} is not in the state"))?;
+            zones.insert(Arc::from(id.as_str()), Arc::new(CompiledZone::new(zone)?));
+        }
+        let rulesets: Vec<&str> = affected.rulesets.iter().map(String::as_str).collect();
+        let addresses = if affected.records {
+            Arc::new(OwnAddresses::build(state))
+        } else {
+            self.addresses.clone()
+        };
+        Ok(Routing {
+            snapshot: self.snapshot.update(state, &affected.names, &rulesets),
+            zones,
+            addresses,
         })
     }
 

@@ -20,7 +20,8 @@ use crate::state::{
 /// Builds the snapshot of `state`; chains equal to one of `previous` keep its
 /// id, so the XDP route map only changes where routing did.
 pub(super) fn build(state: &State, previous: Option<&Snapshot>) -> Snapshot {
-    let mut b = Builder::new(state, Ids::new(previous));
+    let context = Arc::new(Context::new(state));
+    let mut b = Builder::new(state, &context, Ids::new(previous), Some(Maps::new(state)));
     let mut exact: Vec<(String, Outcome)> = Vec::new();
     let mut wildcard: Vec<(String, Outcome)> = Vec::new();
     for (z, zs) in state.zones.iter().enumerate() {
@@ -35,7 +36,7 @@ pub(super) fn build(state: &State, previous: Option<&Snapshot>) -> Snapshot {
                     let outcome = b.record_outcome(&name, z, record, suffix);
                     wildcard.push((name, outcome));
                 }
-                None if b.ch_exact.contains_key(&name) => {}
+                None if b.ch_exact(&name).is_some() => {}
                 None => {
                     let suffix = parent(&name).unwrap_or_default();
                     let outcome = b.record_outcome(&name, z, record, suffix);
@@ -63,7 +64,7 @@ pub(super) fn build(state: &State, previous: Option<&Snapshot>) -> Snapshot {
     let zones = state
         .zones
         .iter()
-        .zip(&b.stages)
+        .zip(&context.stages)
         .map(|(zs, stage)| (stage.zone_id.clone(), Arc::new(zs.zone.clone())))
         .collect();
     let mut chains = vec![None; b.chains.iter().map(|c| c.id as usize).max().unwrap_or(0)];
@@ -71,7 +72,114 @@ pub(super) fn build(state: &State, previous: Option<&Snapshot>) -> Snapshot {
         let slot = chain.id as usize - 1;
         chains[slot] = Some(chain);
     }
-    Snapshot::from_parts(exact, wildcard, chains, zones)
+    Snapshot::from_parts(exact, wildcard, chains, zones, context)
+}
+
+/// The snapshot of `state` derived from `previous`, recomputing only the
+/// exact lower-case `names` (see [`Snapshot::update`]). The state's zones are
+/// those `previous` was built from, so their order and names still hold;
+/// for a few names, lookups the full build answers from maps of the whole
+/// state scan it instead, which costs far less than building the maps.
+pub(super) fn update(
+    previous: &Snapshot,
+    state: &State,
+    names: &[String],
+    zones: &[&str],
+) -> Snapshot {
+    let context = previous.context.clone();
+    // A scan per name beats building the maps only for a few names.
+    let maps = (names.len() > SCAN_NAMES).then(|| Maps::new(state));
+    let mut b = Builder::new(state, &context, Ids::derived(previous), maps);
+    let changed = names
+        .iter()
+        .map(|name| (name.clone(), b.exact_outcome(name)))
+        .collect();
+    let zones = if zones.is_empty() {
+        previous.zones().clone()
+    } else {
+        let mut map = (**previous.zones()).clone();
+        for id in zones {
+            if let Some(zs) = state.zone(id) {
+                map.insert(Arc::from(*id), Arc::new(zs.zone.clone()));
+            }
+        }
+        Arc::new(map)
+    };
+    let (free, max) = (b.ids.holes, b.ids.next - 1);
+    previous.derive(changed, zones, free, max)
+}
+
+/// Up to this many changed names are looked up by scanning the state, each
+/// scan a pass over every custom hostname; more build the full build's maps
+/// once.
+const SCAN_NAMES: usize = 8;
+
+/// What the state's zones give every build: their stages and their names.
+/// Kept by the snapshot, so that a derived snapshot need not recompute it.
+pub(super) struct Context {
+    stages: Vec<Stage>,
+    zone_by_name: HashMap<String, usize>,
+}
+
+impl Context {
+    fn new(state: &State) -> Context {
+        let zones = &state.zones;
+        Context {
+            stages: zones
+                .iter()
+                .map(|zs| Stage {
+                    zone_id: zs.zone.id.as_str().into(),
+                    zone_name: zs.zone.name.to_ascii_lowercase().into(),
+                    account_id: zs.zone.account.id.as_str().into(),
+                })
+                .collect(),
+            zone_by_name: zones
+                .iter()
+                .enumerate()
+                .map(|(z, zs)| (zs.zone.name.to_ascii_lowercase(), z))
+                .collect(),
+        }
+    }
+}
+
+/// Name lookups over the whole state, for a full build.
+struct Maps<'s> {
+    /// Per zone: records by lower-case name (wildcards as `*.suffix`).
+    records: Vec<HashMap<String, &'s DnsRecord>>,
+    /// Lower-case hostname -> (provider zone, custom hostname).
+    ch_exact: HashMap<String, (usize, &'s CustomHostname)>,
+    /// Lower-case name below `*.` -> (provider zone, wildcard custom hostname).
+    ch_wildcard: HashMap<String, (usize, &'s CustomHostname)>,
+}
+
+impl<'s> Maps<'s> {
+    fn new(state: &'s State) -> Self {
+        let zones = state.zones.as_slice();
+        let mut ch_exact = HashMap::new();
+        let mut ch_wildcard = HashMap::new();
+        for (z, zs) in zones.iter().enumerate() {
+            for ch in &zs.custom_hostnames {
+                let name = ch.hostname.to_ascii_lowercase();
+                match name.strip_prefix("*.") {
+                    Some(suffix) => ch_wildcard.insert(suffix.to_string(), (z, ch)),
+                    None => ch_exact.insert(name, (z, ch)),
+                };
+            }
+        }
+        Maps {
+            records: zones
+                .iter()
+                .map(|zs| {
+                    zs.dns_records
+                        .iter()
+                        .map(|r| (r.name.to_ascii_lowercase(), r))
+                        .collect()
+                })
+                .collect(),
+            ch_exact,
+            ch_wildcard,
+        }
+    }
 }
 
 /// Chain id allocation across snapshots: an unchanged chain keeps its id;
@@ -85,6 +193,17 @@ struct Ids<'p> {
 }
 
 impl<'p> Ids<'p> {
+    /// Ids for a snapshot derived from `previous`: its free ids, then new ones.
+    fn derived(previous: &'p Snapshot) -> Self {
+        let (holes, max) = previous.free_ids();
+        Ids {
+            previous: Some(previous),
+            claimed: HashSet::new(),
+            holes,
+            next: max + 1,
+        }
+    }
+
     fn new(previous: Option<&'p Snapshot>) -> Self {
         let (holes, next) = match previous {
             None => (Vec::new(), 1),
@@ -123,14 +242,10 @@ impl<'p> Ids<'p> {
 struct Builder<'s, 'p> {
     zones: &'s [ZoneState],
     ids: Ids<'p>,
-    stages: Vec<Stage>,
-    zone_by_name: HashMap<String, usize>,
-    /// Per zone: records by lower-case name (wildcards as `*.suffix`).
-    records: Vec<HashMap<String, &'s DnsRecord>>,
-    /// Lower-case hostname -> (provider zone, custom hostname).
-    ch_exact: HashMap<String, (usize, &'s CustomHostname)>,
-    /// Lower-case name below `*.` -> (provider zone, wildcard custom hostname).
-    ch_wildcard: HashMap<String, (usize, &'s CustomHostname)>,
+    stages: &'p [Stage],
+    zone_by_name: &'p HashMap<String, usize>,
+    /// `None`: look names up by scanning the state (a derived snapshot).
+    maps: Option<Maps<'s>>,
     chains: Vec<Arc<Chain>>,
     stage_lists: HashMap<(Option<usize>, usize), Arc<[Stage]>>,
     origins: HashMap<Origin, Arc<Origin>>,
@@ -142,52 +257,69 @@ struct Builder<'s, 'p> {
 }
 
 impl<'s, 'p> Builder<'s, 'p> {
-    fn new(state: &'s State, ids: Ids<'p>) -> Self {
-        let zones = state.zones.as_slice();
-        let mut ch_exact = HashMap::new();
-        let mut ch_wildcard = HashMap::new();
-        for (z, zs) in zones.iter().enumerate() {
-            for ch in &zs.custom_hostnames {
-                let name = ch.hostname.to_ascii_lowercase();
-                match name.strip_prefix("*.") {
-                    Some(suffix) => ch_wildcard.insert(suffix.to_string(), (z, ch)),
-                    None => ch_exact.insert(name, (z, ch)),
-                };
-            }
-        }
+    fn new(state: &'s State, context: &'p Context, ids: Ids<'p>, maps: Option<Maps<'s>>) -> Self {
         Builder {
-            zones,
+            zones: state.zones.as_slice(),
             ids,
-            stages: zones
-                .iter()
-                .map(|zs| Stage {
-                    zone_id: zs.zone.id.as_str().into(),
-                    zone_name: zs.zone.name.to_ascii_lowercase().into(),
-                    account_id: zs.zone.account.id.as_str().into(),
-                })
-                .collect(),
-            zone_by_name: zones
-                .iter()
-                .enumerate()
-                .map(|(z, zs)| (zs.zone.name.to_ascii_lowercase(), z))
-                .collect(),
-            records: zones
-                .iter()
-                .map(|zs| {
-                    zs.dns_records
-                        .iter()
-                        .map(|r| (r.name.to_ascii_lowercase(), r))
-                        .collect()
-                })
-                .collect(),
-            ch_exact,
-            ch_wildcard,
+            stages: &context.stages,
+            zone_by_name: &context.zone_by_name,
+            maps,
             chains: Vec::new(),
             stage_lists: HashMap::new(),
             origins: HashMap::new(),
             record_chains: HashMap::new(),
             hostname_chains: HashMap::new(),
         }
+    }
+
+    /// The outcome of a lower-case exact name, as the full build gives it:
+    /// its custom hostname, else the record of that name in the zone it
+    /// falls in, else none.
+    fn exact_outcome(&mut self, name: &str) -> Option<Outcome> {
+        if let Some((p, ch)) = self.ch_exact(name) {
+            return Some(self.hostname_outcome(name, p, ch));
+        }
+        let z = self.zone_of(name)?;
+        let record = self.zones[z]
+            .dns_records
+            .iter()
+            .find(|r| r.name.eq_ignore_ascii_case(name))?;
+        let suffix = parent(name).unwrap_or_default();
+        Some(self.record_outcome(name, z, record, suffix))
+    }
+
+    /// The record of lower-case `name` in zone `z` (the last one, as a map
+    /// built from the records keeps it).
+    fn record(&self, z: usize, name: &str) -> Option<&'s DnsRecord> {
+        match &self.maps {
+            Some(maps) => maps.records[z].get(name).copied(),
+            None => self.zones[z]
+                .dns_records
+                .iter()
+                .rfind(|r| r.name.len() == name.len() && r.name.eq_ignore_ascii_case(name)),
+        }
+    }
+
+    /// The exact custom hostname of lower-case `name`.
+    fn ch_exact(&self, name: &str) -> Option<(usize, &'s CustomHostname)> {
+        match &self.maps {
+            Some(maps) => maps.ch_exact.get(name).copied(),
+            None => self.scan_hostnames(name),
+        }
+    }
+
+    /// The custom hostname whose lower-case hostname is `name`, scanning every
+    /// zone (comparing lengths first keeps most names unread).
+    fn scan_hostnames(&self, name: &str) -> Option<(usize, &'s CustomHostname)> {
+        let zones: &'s [ZoneState] = self.zones;
+        zones.iter().enumerate().rev().find_map(|(z, zs)| {
+            zs.custom_hostnames
+                .iter()
+                .rfind(|ch| {
+                    ch.hostname.len() == name.len() && ch.hostname.eq_ignore_ascii_case(name)
+                })
+                .map(|ch| (z, ch))
+        })
     }
 
     /// The zone a lower-case name falls in: the longest apex it lies within.
@@ -205,16 +337,18 @@ impl<'s, 'p> Builder<'s, 'p> {
     /// The record answering a lower-case name in zone `z`: exact, else the
     /// wildcard one label up.
     fn record_for(&self, z: usize, name: &str) -> Option<&'s DnsRecord> {
-        let records = &self.records[z];
-        records.get(name).copied().or_else(|| {
+        self.record(z, name).or_else(|| {
             let parent = parent(name)?;
-            records.get(&format!("*.{parent}")).copied()
+            self.record(z, &format!("*.{parent}"))
         })
     }
 
     /// The wildcard custom hostname `*.{suffix}`.
     fn wildcard_hostname(&self, suffix: &str) -> Option<(usize, &'s CustomHostname)> {
-        self.ch_wildcard.get(suffix).copied()
+        match &self.maps {
+            Some(maps) => maps.ch_wildcard.get(suffix).copied(),
+            None => self.scan_hostnames(&format!("*.{suffix}")),
+        }
     }
 
     fn zone_label(&self, z: usize) -> String {
@@ -356,7 +490,7 @@ impl<'s, 'p> Builder<'s, 'p> {
                 Some(f) => (f.origin.to_ascii_lowercase(), OriginSni::RequestHost),
             },
         };
-        let Some(record) = self.records[p].get(&origin_name).copied() else {
+        let Some(record) = self.record(p, &origin_name) else {
             return Err(EdgeError::new(
                 ErrorKind::OriginUnresolvable,
                 format!(
@@ -369,9 +503,7 @@ impl<'s, 'p> Builder<'s, 'p> {
             let target = record.content.to_ascii_lowercase();
             let next_zone = self.zone_of(&target).filter(|&q| q != p);
             let next_hostname = self
-                .ch_exact
-                .get(&target)
-                .copied()
+                .ch_exact(&target)
                 .or_else(|| parent(&target).and_then(|s| self.wildcard_hostname(s)))
                 .filter(|&(q, _)| q != p);
             let other_account =

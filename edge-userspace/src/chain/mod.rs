@@ -2,6 +2,7 @@
 //! indexed [`Snapshot`] of the state with every hostname's chain (or error)
 //! precomputed, so the data path resolves a hostname with one hash lookup.
 
+pub mod affected;
 mod build;
 pub mod error;
 pub mod model;
@@ -9,6 +10,7 @@ pub mod snapshot;
 #[cfg(test)]
 mod tests;
 
+pub use affected::{Affected, affected};
 pub use error::{EdgeError, ErrorKind};
 pub use model::{Chain, ChainHostname, HostHeader, Origin, OriginSni, OriginTls, Stage};
 pub use snapshot::{Live, Route, Snapshot};

@@ -3,7 +3,7 @@ use std::sync::Arc;
 use serde_json::json;
 
 use super::*;
-use crate::state::{CnameCheck, State};
+use crate::state::{Change, CnameCheck, State};
 
 /// One state holding every case of the reference; written in the config
 /// file's JSON so the Cloudflare field names are exercised too.
@@ -616,4 +616,300 @@ fn snapshot_is_shared_across_threads() {
         live.load().resolve("o2o.example.com").unwrap_err().code(),
         1001
     );
+}
+
+/// What a name resolves to, ids aside: the chain's route or the error.
+fn same_outcome(a: &Option<snapshot::Outcome>, b: &Option<snapshot::Outcome>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(Ok(a)), Some(Ok(b))) => a.same_route(b),
+        (Some(Err(a)), Some(Err(b))) => a == b,
+        _ => false,
+    }
+}
+
+/// `derived` answers every name of `state` (and `extra`) as a snapshot built
+/// whole from `state` does, and its chain table is consistent with its names.
+fn assert_equivalent(derived: &Snapshot, state: &State, extra: &[String]) {
+    let full = Snapshot::build(state);
+    let mut names: Vec<String> = state
+        .zones
+        .iter()
+        .flat_map(|z| {
+            z.dns_records
+                .iter()
+                .map(|r| r.name.to_ascii_lowercase())
+                .chain(
+                    z.custom_hostnames
+                        .iter()
+                        .map(|h| h.hostname.to_ascii_lowercase()),
+                )
+        })
+        .filter(|n| !n.starts_with("*."))
+        .chain(extra.iter().cloned())
+        .collect();
+    names.sort();
+    names.dedup();
+    for name in &names {
+        let (d, f) = (derived.outcome_of(name), full.outcome_of(name));
+        assert!(same_outcome(&d, &f), "{name}: derived {d:?}, full {f:?}");
+        assert_eq!(
+            derived.resolve(name).is_ok(),
+            full.resolve(name).is_ok(),
+            "{name}"
+        );
+        assert_eq!(derived.is_shadowed(name), full.is_shadowed(name), "{name}");
+    }
+    assert_eq!(derived.len(), full.len());
+    let mut by_id: std::collections::HashMap<u32, Arc<Chain>> = Default::default();
+    for route in derived.routes() {
+        if route.blocked {
+            continue;
+        }
+        let chain = derived
+            .chain(route.chain_id)
+            .expect("a routed chain is live");
+        assert_eq!(chain.id, route.chain_id);
+        if let Some(other) = by_id.insert(chain.id, chain.clone()) {
+            assert!(Arc::ptr_eq(&other, chain), "one chain per id");
+        }
+    }
+    for id in 1..=derived.max_chain_id() {
+        if let Some(chain) = derived.chain(id) {
+            assert!(
+                by_id.contains_key(&id),
+                "chain {id} is live but no name uses it"
+            );
+            assert_eq!(chain.id, id);
+        }
+    }
+}
+
+/// Applies `change` to `state` as the apply step does: derived from
+/// `snapshot` when the change is narrow, rebuilt otherwise.
+fn step(snapshot: &Snapshot, state: &State, change: Change) -> Option<(Snapshot, State)> {
+    let next = state.apply(change.clone()).ok()?;
+    let derived = match affected(state, &next, std::slice::from_ref(&change)) {
+        Some(affected) => {
+            let zones: Vec<&str> = affected.rulesets.iter().map(String::as_str).collect();
+            let derived = snapshot.update(&next, &affected.names, &zones);
+            assert_eq!(
+                derived.changed_since(snapshot.generation()).map(<[_]>::len),
+                Some(affected.names.len())
+            );
+            derived
+        }
+        None => snapshot.rebuild(&next),
+    };
+    Some((derived, next))
+}
+
+mod derived {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::state::{CustomHostname, DnsRecord, HostnameStatus, RecordType};
+
+    const NAMES: &[&str] = &[
+        "www.example.com",
+        "o2o.example.com",
+        "grey.example.com",
+        "new.example.com",
+        "shop.shops.com",
+        "deep.wildrec.com",
+        "fallback.saasprovider.com",
+        "customers.saasprovider.com",
+        "fresh.saasprovider.com",
+        "elsewhere.test",
+        "other.elsewhere.test",
+        "x.victim.com",
+    ];
+    const CONTENTS: &[&str] = &[
+        "192.0.2.9",
+        "customers.saasprovider.com",
+        "fallback.saasprovider.com",
+        "o2o.example.com",
+        "customers.nofallback.com",
+        "2001:db8::9",
+    ];
+
+    fn change() -> impl Strategy<Value = Change> {
+        let ch_id = 0..6usize;
+        let put_ch = (
+            ch_id.clone(),
+            0..NAMES.len(),
+            0..4usize,
+            proptest::option::of(0..3usize),
+        )
+            .prop_map(|(id, name, status, origin)| Change::PutCustomHostname {
+                zone_id: "zp".into(),
+                custom_hostname: CustomHostname {
+                    id: format!("gen-ch-{id}"),
+                    hostname: NAMES[name].to_uppercase(),
+                    custom_origin_server: origin.map(|o| {
+                        [
+                            "fallback.saasprovider.com",
+                            "customers.saasprovider.com",
+                            "nope.saasprovider.com",
+                        ][o]
+                            .into()
+                    }),
+                    custom_origin_sni: None,
+                    custom_metadata: None,
+                    ssl: Default::default(),
+                    status: [
+                        HostnameStatus::Active,
+                        HostnameStatus::Pending,
+                        HostnameStatus::Blocked,
+                        HostnameStatus::Moved,
+                    ][status],
+                    verification_errors: Vec::new(),
+                    ownership_verification: None,
+                },
+            });
+        let delete_ch = ch_id.prop_map(|id| Change::DeleteCustomHostname {
+            zone_id: "zp".into(),
+            id: format!("gen-ch-{id}"),
+        });
+        let zones = ["zp", "zc", "zshops", "zwildrec", "zvictim"];
+        let record_id = 0..6usize;
+        let put_record = (
+            record_id.clone(),
+            0..zones.len(),
+            0..NAMES.len(),
+            0..CONTENTS.len(),
+            any::<bool>(),
+        )
+            .prop_map(move |(id, zone, name, content, proxied)| {
+                let content = CONTENTS[content];
+                let record_type = if content.parse::<std::net::Ipv4Addr>().is_ok() {
+                    RecordType::A
+                } else if content.contains(':') {
+                    RecordType::Aaaa
+                } else {
+                    RecordType::Cname
+                };
+                Change::PutDnsRecord {
+                    zone_id: zones[zone].into(),
+                    record: DnsRecord {
+                        id: format!("gen-r-{id}"),
+                        record_type,
+                        name: NAMES[name].into(),
+                        content: content.into(),
+                        proxied,
+                        ttl: 1,
+                    },
+                }
+            });
+        let delete_record =
+            (record_id, 0..zones.len()).prop_map(move |(id, zone)| Change::DeleteDnsRecord {
+                zone_id: zones[zone].into(),
+                id: format!("gen-r-{id}"),
+            });
+        prop_oneof![put_ch, delete_ch, put_record, delete_record]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Deriving snapshot after snapshot from writes answers every name
+        /// as building each state whole does.
+        #[test]
+        fn derived_snapshots_equal_full_builds(changes in proptest::collection::vec(change(), 1..24)) {
+            let extra: Vec<String> = NAMES.iter().map(|n| n.to_string()).collect();
+            let mut state = fixture();
+            let mut snapshot = Snapshot::build(&state);
+            for change in changes {
+                if let Some((next_snapshot, next_state)) = step(&snapshot, &state, change) {
+                    assert_equivalent(&next_snapshot, &next_state, &extra);
+                    snapshot = next_snapshot;
+                    state = next_state;
+                }
+            }
+        }
+    }
+
+    /// Enough derived snapshots in a row to fold the overlay into new indexes
+    /// several times: outcomes and ids stay.
+    #[test]
+    fn overlay_folds_into_new_indexes() {
+        let mut state = fixture();
+        let mut snapshot = Snapshot::build(&state);
+        let mut ids = Vec::new();
+        for i in 0..2600 {
+            let change = Change::PutCustomHostname {
+                zone_id: "zp".into(),
+                custom_hostname: CustomHostname {
+                    id: format!("fold-{i}"),
+                    hostname: format!("fold{i}.example.net"),
+                    custom_origin_server: None,
+                    custom_origin_sni: None,
+                    custom_metadata: None,
+                    ssl: Default::default(),
+                    status: HostnameStatus::Active,
+                    verification_errors: Vec::new(),
+                    ownership_verification: None,
+                },
+            };
+            let next = state.apply_all([change.clone()]).unwrap();
+            let affected = affected(&state, &next, &[change]).expect("a narrow change");
+            snapshot = snapshot.update(&next, &affected.names, &[]);
+            state = next;
+            ids.push(
+                snapshot
+                    .resolve(&format!("fold{i}.example.net"))
+                    .unwrap()
+                    .id,
+            );
+        }
+        for (i, id) in ids.iter().enumerate() {
+            assert_eq!(
+                snapshot
+                    .resolve(&format!("fold{i}.example.net"))
+                    .unwrap()
+                    .id,
+                *id
+            );
+        }
+        assert_equivalent(&snapshot, &state, &[]);
+    }
+}
+
+/// Many names changed at once are looked up through maps of the state, not
+/// a scan per name: the same outcomes either way.
+#[test]
+fn many_changed_names_derive_like_a_full_build() {
+    let mut state = fixture();
+    let names: Vec<String> = (0..20).map(|i| format!("many{i}.example.net")).collect();
+    let hostnames = &mut state
+        .zones
+        .iter_mut()
+        .find(|z| z.zone.id == "zp")
+        .unwrap()
+        .custom_hostnames;
+    for (i, name) in names.iter().enumerate() {
+        hostnames.push(
+            serde_json::from_value(
+                json!({"id": format!("many-{i}"), "hostname": name, "status": "active"}),
+            )
+            .unwrap(),
+        );
+    }
+    let before = Snapshot::build(&state);
+    let mut blocked = state.clone();
+    for hostname in &mut blocked
+        .zones
+        .iter_mut()
+        .find(|z| z.zone.id == "zp")
+        .unwrap()
+        .custom_hostnames
+    {
+        if hostname.id.starts_with("many-") {
+            hostname.status = crate::state::HostnameStatus::Blocked;
+        }
+    }
+    let derived = before.update(&blocked, &names, &[]);
+    assert_equivalent(&derived, &blocked, &names);
+    let back = derived.update(&state, &names, &[]);
+    assert_equivalent(&back, &state, &names);
 }

@@ -29,7 +29,7 @@ use crate::config::Config;
 use crate::downstream::LocalCa;
 use crate::metrics::Metrics;
 use crate::routing::Routing;
-use crate::serve::apply::{Applier, ApplyError};
+use crate::serve::apply::{Applier, ApplyError, Write};
 use crate::state::{Change, State};
 use crate::xdp::XdpRuntime;
 pub use envelope::ApiError;
@@ -181,7 +181,11 @@ impl Control {
             next = next.apply_all(observed.iter().cloned())?;
             changes.extend(observed);
         }
-        self.commit(&mut writer, next, |store, next| {
+        let write = Write {
+            previous: &current,
+            changes: &changes,
+        };
+        self.commit(&mut writer, next, Some(write), |store, next| {
             store.commit(&changes, next)
         })?;
         Ok(answer)
@@ -191,17 +195,18 @@ impl Control {
     pub(crate) fn replace(&self, next: State) -> Result<(), ApiError> {
         next.validate()?;
         let mut writer = self.writer();
-        self.commit(&mut writer, next, |store, next| store.replace(next))
+        self.commit(&mut writer, next, None, |store, next| store.replace(next))
     }
 
     fn commit(
         &self,
         writer: &mut Writer,
         next: State,
+        write: Option<Write<'_>>,
         durable: impl FnOnce(&Store, &State) -> Result<()>,
     ) -> Result<(), ApiError> {
         let Writer { store, applier } = writer;
-        applier.apply(&next, || durable(store, &next))?;
+        applier.apply(&next, write, || durable(store, &next))?;
         let next = Arc::new(next);
         self.inner.state.store(next.clone());
         self.inner.published.send_replace(next);

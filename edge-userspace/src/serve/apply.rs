@@ -11,11 +11,12 @@ use anyhow::{Context, Result};
 use arc_swap::ArcSwap;
 use rustls::sign::CertifiedKey;
 
+use crate::chain::affected;
 use crate::config::{CertificateTier, Config};
 use crate::downstream::certs::load_pem;
 use crate::downstream::{CertStore, LocalCa, MinTls, Tier, TlsAcceptor};
 use crate::routing::Routing;
-use crate::state::{HostnameStatus, MinTlsVersion, State};
+use crate::state::{Change, HostnameStatus, MinTlsVersion, State};
 use crate::xdp::{XdpError, XdpRuntime};
 
 /// Why an apply changed nothing.
@@ -27,6 +28,14 @@ pub enum ApplyError {
     /// The caller's commit failed; nothing went live.
     #[error("{0:#}")]
     Commit(anyhow::Error),
+}
+
+/// A write the caller validated: the live state it started from and its
+/// changes, which took that state to the one applied.
+#[derive(Clone, Copy)]
+pub struct Write<'a> {
+    pub previous: &'a State,
+    pub changes: &'a [Change],
 }
 
 /// What serves traffic, and what is needed to rebuild it.
@@ -100,16 +109,32 @@ impl Applier {
     /// Makes `state` live: compile everything (an error changes nothing),
     /// run `commit`, then switch certificates and routing. Certificates go
     /// first, so that a new hostname never routes before it can handshake.
+    /// With `write` (the state `state` was made from, and how), a narrow
+    /// write recomputes only the names and zones it touched.
     pub fn apply(
         &mut self,
         state: &State,
+        write: Option<Write<'_>>,
         commit: impl FnOnce() -> Result<()>,
     ) -> Result<(), ApplyError> {
-        let routing =
-            Routing::build(state, Some(&self.routing.load())).map_err(ApplyError::Invalid)?;
-        let mut minted = Minted::default();
-        let certs = certificates(&self.files, &self.ca, &self.minted, &mut minted, state)
-            .map_err(ApplyError::Invalid)?;
+        let live = self.routing.load();
+        let routing = match write.and_then(|w| affected(w.previous, state, w.changes)) {
+            Some(affected) => live.update(state, &affected),
+            None => Routing::build(state, Some(&live)),
+        }
+        .map_err(ApplyError::Invalid)?;
+        drop(live);
+        // Certificates follow zones and active custom hostnames only: a
+        // write of records or rules keeps the store it would rebuild.
+        let certs = match write {
+            Some(write) if !write.changes.iter().any(changes_certificates) => None,
+            _ => {
+                let mut minted = Minted::default();
+                let certs = certificates(&self.files, &self.ca, &self.minted, &mut minted, state)
+                    .map_err(ApplyError::Invalid)?;
+                Some((certs, minted))
+            }
+        };
         // The kernel's routes go first (new before removed, put back if
         // anything fails), so a new hostname is routed by the time it is live.
         if let Some(xdp) = &self.xdp {
@@ -126,13 +151,15 @@ impl Applier {
             }
             return Err(ApplyError::Commit(error));
         }
-        // Building a rustls configuration around a store cannot fail once the
-        // acceptor exists (same provider, same versions).
-        if let Err(error) = self.acceptor.reload(Arc::new(certs)) {
-            tracing::error!("certificates not switched: {error:#}");
+        if let Some((certs, minted)) = certs {
+            // Building a rustls configuration around a store cannot fail once
+            // the acceptor exists (same provider, same versions).
+            if let Err(error) = self.acceptor.reload(Arc::new(certs)) {
+                tracing::error!("certificates not switched: {error:#}");
+            }
+            self.minted = minted;
         }
         self.routing.store(Arc::new(routing));
-        self.minted = minted;
         Ok(())
     }
 
@@ -143,8 +170,28 @@ impl Applier {
             &mut self.files,
             certificate_files(config).map_err(ApplyError::Invalid)?,
         );
-        self.apply(state, || Ok(()))
+        self.apply(state, None, || Ok(()))
             .inspect_err(|_| self.files = previous)
+    }
+}
+
+/// Whether `change` can change which names have certificates or their TLS
+/// policy: zones (apex and wildcard) and custom hostnames (active ones,
+/// minimum TLS version).
+fn changes_certificates(change: &Change) -> bool {
+    match change {
+        Change::PutAccount { .. }
+        | Change::DeleteAccount { .. }
+        | Change::PutDnsRecord { .. }
+        | Change::DeleteDnsRecord { .. }
+        | Change::PutFallbackOrigin { .. }
+        | Change::PutCustomHostnameSettings { .. }
+        | Change::PutRuleset { .. } => false,
+        Change::PutZone { .. }
+        | Change::DeleteZone { .. }
+        | Change::PutCustomHostname { .. }
+        | Change::DeleteCustomHostname { .. }
+        | Change::Observe { .. } => true,
     }
 }
 

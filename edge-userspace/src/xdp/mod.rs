@@ -34,4 +34,4 @@ pub use program::{
 pub use routes::{HostnameError, RouteAction, RouteTarget, Routes, RoutesFull, route_key};
 pub use runtime::{XdpError, XdpRuntime};
 pub use settings::{Settings, UnknownSni};
-pub use sync::{Plan, RouteSync, USERSPACE_CHAIN, plan, wanted};
+pub use sync::{Plan, RouteSync, USERSPACE_CHAIN, Wanted, wanted};

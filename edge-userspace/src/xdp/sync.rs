@@ -1,47 +1,78 @@
 //! Keeps the kernel's routes map equal to a chain snapshot. `edge serve` calls it
-//! at start and on every reload; the control socket will call it the same way.
-//! Updates go in before removals so that a hostname that stays live never
-//! has a moment without a route.
+//! at start, on every reload and on every control-socket write. Updates go in
+//! before removals so that a hostname that stays live never has a moment
+//! without a route.
+//!
+//! A write changes a few names of a million: when the snapshot was derived
+//! from the one the map holds ([`Snapshot::changed_since`]), only the names
+//! it changed are looked at; otherwise (start, attach, a rebuilt snapshot,
+//! after a failure) the whole snapshot is compared by SNI hash.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
+
+use edge_common::sni;
 
 use crate::chain::Snapshot;
 
-use super::{RouteAction, RouteTarget, Routes, route_key};
+use super::{RouteAction, RouteTarget, Routes};
 
 /// The chain id of routes that send a flow to userspace: no chain has it
 /// (ids start at 1), so the proxy resolves the name itself.
 pub const USERSPACE_CHAIN: u32 = 0;
 
-/// The routes a snapshot asks the kernel for, by lower-case hostname: every
-/// chain's names, blocked names (drop), and names whose edge error would
-/// otherwise be hidden by their wildcard's chain (passed to userspace).
-pub fn wanted(snapshot: &Snapshot) -> BTreeMap<String, RouteTarget> {
+/// A route the snapshot asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Wanted<'a> {
+    /// Lower-case; `*.example.com` for a wildcard.
+    pub host: &'a str,
+    pub target: RouteTarget,
+}
+
+fn target(chain_id: u32, action: RouteAction) -> RouteTarget {
+    RouteTarget {
+        chain_id,
+        queue: 0,
+        action,
+    }
+}
+
+/// The routes a snapshot asks the kernel for, by SNI hash: every chain's
+/// names, blocked names (drop), and names whose edge error would otherwise be
+/// hidden by their wildcard's chain (passed to userspace).
+pub fn wanted(snapshot: &Snapshot) -> HashMap<u64, Wanted<'_>> {
     let routes = snapshot.routes().map(|route| {
         let action = if route.blocked {
             RouteAction::Drop
         } else {
             RouteAction::Pass
         };
-        (route.hostname, route.chain_id, action)
+        (route.hostname, target(route.chain_id, action))
     });
     let shadowed = snapshot
         .shadowed()
-        .map(|hostname| (hostname, USERSPACE_CHAIN, RouteAction::Pass));
+        .map(|host| (host, target(USERSPACE_CHAIN, RouteAction::Pass)));
     routes
         .chain(shadowed)
-        .map(|(hostname, chain_id, action)| {
-            let target = RouteTarget {
-                chain_id,
-                queue: 0,
-                action,
-            };
-            (hostname.to_owned(), target)
-        })
+        .map(|(host, target)| (sni::hash(host.as_bytes()), Wanted { host, target }))
         .collect()
 }
 
-/// What must change to go from `current` to `next`.
+/// The route the snapshot asks for under one name (as [`wanted`] holds it).
+fn wanted_one(snapshot: &Snapshot, host: &str) -> Option<RouteTarget> {
+    if let Some(route) = snapshot.route(host) {
+        let action = if route.blocked {
+            RouteAction::Drop
+        } else {
+            RouteAction::Pass
+        };
+        return Some(target(route.chain_id, action));
+    }
+    snapshot
+        .is_shadowed(host)
+        .then(|| target(USERSPACE_CHAIN, RouteAction::Pass))
+}
+
+/// What must change in the map.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Plan {
     /// New or changed routes, written first.
@@ -50,45 +81,100 @@ pub struct Plan {
     pub removals: Vec<String>,
 }
 
-pub fn plan(current: &BTreeMap<String, RouteTarget>, next: &BTreeMap<String, RouteTarget>) -> Plan {
-    let upserts = next
-        .iter()
-        .filter(|(host, target)| current.get(*host) != Some(*target))
-        .map(|(host, target)| (host.clone(), *target))
-        .collect();
-    let removals = current
-        .keys()
-        .filter(|host| !next.contains_key(*host))
-        .cloned()
-        .collect();
-    Plan { upserts, removals }
+#[derive(Debug)]
+struct Installed {
+    host: Box<str>,
+    target: RouteTarget,
 }
 
-/// The routes map as this process last wrote it.
+/// The routes map as this process last wrote it, by SNI hash (the map's key).
 #[derive(Debug, Default)]
 pub struct RouteSync {
-    installed: BTreeMap<String, RouteTarget>,
+    installed: HashMap<u64, Installed>,
+    /// The generation of the snapshot the map equals, when the last apply
+    /// finished: the base that [`Snapshot::changed_since`] is asked about.
+    synced: Option<u64>,
 }
 
 impl RouteSync {
-    /// Brings `routes` to `snapshot`, returning how many entries changed.
-    /// A snapshot the maps cannot hold is refused with [`RoutesFull`](super::RoutesFull) before
-    /// anything is written. On any other error the entries already written
-    /// stay and are remembered, so the next call retries only what is still
-    /// missing.
+    /// Brings `routes` to `snapshot`, returning how many entries changed:
+    /// only the names the snapshot changed when it derives from the one the
+    /// map holds, else the whole snapshot. A snapshot the maps cannot hold is
+    /// refused with [`RoutesFull`](super::RoutesFull) before anything is
+    /// written. On any other error the entries already written stay and are
+    /// remembered, so the next call retries only what is still missing.
     pub fn apply(&mut self, routes: &mut Routes, snapshot: &Snapshot) -> anyhow::Result<usize> {
+        let plan = match self.synced.and_then(|base| snapshot.changed_since(base)) {
+            Some(names) => self.plan_names(snapshot, names),
+            None => self.plan(snapshot),
+        };
+        self.execute(routes, snapshot, plan)
+    }
+
+    /// [`RouteSync::apply`] comparing the whole snapshot, whatever it derives from.
+    pub fn apply_all(&mut self, routes: &mut Routes, snapshot: &Snapshot) -> anyhow::Result<usize> {
+        let plan = self.plan(snapshot);
+        self.execute(routes, snapshot, plan)
+    }
+
+    /// What must change to go from the installed routes to `snapshot`'s,
+    /// comparing every name (no syscall).
+    pub fn plan(&self, snapshot: &Snapshot) -> Plan {
         let next = wanted(snapshot);
-        routes.check_fits(next.len(), snapshot.max_chain_id())?;
-        let plan = plan(&self.installed, &next);
+        let upserts = next
+            .iter()
+            .filter(|(key, wanted)| {
+                self.installed
+                    .get(key)
+                    .is_none_or(|installed| installed.target != wanted.target)
+            })
+            .map(|(_, wanted)| (wanted.host.to_owned(), wanted.target))
+            .collect();
+        let removals = self
+            .installed
+            .iter()
+            .filter(|(key, _)| !next.contains_key(key))
+            .map(|(_, installed)| installed.host.to_string())
+            .collect();
+        Plan { upserts, removals }
+    }
+
+    /// The same plan, looking only at `names` (every other name is as installed).
+    fn plan_names(&self, snapshot: &Snapshot, names: &[Box<str>]) -> Plan {
+        let mut plan = Plan::default();
+        for host in names {
+            let installed = self.installed.get(&sni::hash(host.as_bytes()));
+            match wanted_one(snapshot, host) {
+                Some(target) if installed.is_none_or(|i| i.target != target) => {
+                    plan.upserts.push((host.to_string(), target));
+                }
+                Some(_) => {}
+                None if installed.is_some() => plan.removals.push(host.to_string()),
+                None => {}
+            }
+        }
+        plan
+    }
+
+    fn execute(
+        &mut self,
+        routes: &mut Routes,
+        snapshot: &Snapshot,
+        plan: Plan,
+    ) -> anyhow::Result<usize> {
+        let added = plan
+            .upserts
+            .iter()
+            .filter(|(host, _)| !self.installed.contains_key(&sni::hash(host.as_bytes())))
+            .count();
+        let needed = self.installed.len() + added - plan.removals.len();
+        routes.check_fits(needed, snapshot.max_chain_id())?;
+        // From here the map may end between two snapshots.
+        self.synced = None;
         let changed = plan.upserts.len() + plan.removals.len();
         // Upserts first keep every staying name routed throughout; when the
         // old and the new names together would overflow the map, the gone
         // names make room first (they only lose their route early).
-        let added = plan
-            .upserts
-            .iter()
-            .filter(|(host, _)| !self.installed.contains_key(host))
-            .count();
         let (before, after) = if self.installed.len() + added > routes.max_routes() as usize {
             (plan.removals, Vec::new())
         } else {
@@ -97,16 +183,24 @@ impl RouteSync {
         self.remove(routes, before)?;
         for (host, target) in plan.upserts {
             routes.insert(&host, target)?;
-            self.installed.insert(host, target);
+            let key = sni::hash(host.as_bytes());
+            self.installed.insert(
+                key,
+                Installed {
+                    host: host.into(),
+                    target,
+                },
+            );
         }
         self.remove(routes, after)?;
+        self.synced = Some(snapshot.generation());
         Ok(changed)
     }
 
     fn remove(&mut self, routes: &mut Routes, removals: Vec<String>) -> anyhow::Result<()> {
         for host in removals {
             routes.remove(&host)?;
-            self.installed.remove(&host);
+            self.installed.remove(&sni::hash(host.as_bytes()));
         }
         Ok(())
     }
@@ -120,8 +214,8 @@ impl RouteSync {
     /// (which holds SNI hashes only).
     pub fn names(&self) -> HashMap<u64, &str> {
         self.installed
-            .keys()
-            .filter_map(|host| Some((route_key(host).ok()?, host.as_str())))
+            .iter()
+            .map(|(key, installed)| (*key, &*installed.host))
             .collect()
     }
 }
@@ -130,43 +224,8 @@ impl RouteSync {
 mod tests {
     use super::*;
 
-    fn target(chain_id: u32, action: RouteAction) -> RouteTarget {
-        RouteTarget {
-            chain_id,
-            queue: 0,
-            action,
-        }
-    }
-
-    #[test]
-    fn plan_upserts_new_and_changed_and_removes_gone() {
-        let current = BTreeMap::from([
-            ("a.example".to_owned(), target(1, RouteAction::Pass)),
-            ("b.example".to_owned(), target(2, RouteAction::Pass)),
-            ("c.example".to_owned(), target(3, RouteAction::Pass)),
-        ]);
-        let next = BTreeMap::from([
-            ("a.example".to_owned(), target(1, RouteAction::Pass)),
-            ("b.example".to_owned(), target(0, RouteAction::Drop)),
-            ("d.example".to_owned(), target(4, RouteAction::Pass)),
-        ]);
-        let plan = plan(&current, &next);
-        assert_eq!(
-            plan.upserts,
-            vec![
-                ("b.example".to_owned(), target(0, RouteAction::Drop)),
-                ("d.example".to_owned(), target(4, RouteAction::Pass)),
-            ]
-        );
-        assert_eq!(plan.removals, vec!["c.example".to_owned()]);
-    }
-
-    /// A pending name below an active wildcard answers 1016 in userspace; the
-    /// kernel must not give it the wildcard's chain, so it gets a route of
-    /// its own to userspace. Pending names without a wildcard stay unknown.
-    #[test]
-    fn names_shadowed_by_a_wildcard_go_to_userspace() {
-        let state: crate::state::State = serde_json::from_value(serde_json::json!({
+    fn shops() -> crate::state::State {
+        serde_json::from_value(serde_json::json!({
             "accounts": [{"id": "acct-provider", "name": "Provider"}],
             "zones": [{
                 "zone": {"id": "zp", "name": "saasprovider.com", "account": {"id": "acct-provider"}},
@@ -180,27 +239,122 @@ mod tests {
                     {"id": "c1", "hostname": "*.shops.com", "status": "active"},
                     {"id": "c2", "hostname": "pending.shops.com", "status": "pending"},
                     {"id": "c3", "hostname": "blocked.shops.com", "status": "blocked"},
-                    {"id": "c4", "hostname": "pending.elsewhere.com", "status": "pending"}
+                    {"id": "c4", "hostname": "pending.elsewhere.com", "status": "pending"},
+                    {"id": "c5", "hostname": "a.example", "status": "active"},
+                    {"id": "c6", "hostname": "b.example", "status": "active"},
+                    {"id": "c7", "hostname": "c.example", "status": "active"}
                 ]
             }]
         }))
-        .unwrap();
-        let snapshot = Snapshot::build(&state);
+        .unwrap()
+    }
+
+    fn get<'a>(wanted: &'a HashMap<u64, Wanted<'a>>, host: &str) -> Option<RouteTarget> {
+        wanted.get(&sni::hash(host.as_bytes())).map(|w| {
+            assert_eq!(w.host, host);
+            w.target
+        })
+    }
+
+    /// Installs `snapshot`'s routes as a sync that wrote them would hold them.
+    fn synced(snapshot: &Snapshot) -> RouteSync {
+        let installed = wanted(snapshot)
+            .into_iter()
+            .map(|(key, w)| {
+                let installed = Installed {
+                    host: w.host.into(),
+                    target: w.target,
+                };
+                (key, installed)
+            })
+            .collect();
+        RouteSync {
+            installed,
+            synced: Some(snapshot.generation()),
+        }
+    }
+
+    fn sorted(mut plan: Plan) -> Plan {
+        plan.upserts.sort_by(|a, b| a.0.cmp(&b.0));
+        plan.removals.sort();
+        plan
+    }
+
+    #[test]
+    fn plan_upserts_new_and_changed_and_removes_gone() {
+        let state = shops();
+        let before = Snapshot::build(&state);
+        let mut next = state.clone();
+        let hostnames = &mut next.zones[0].custom_hostnames;
+        hostnames.retain(|h| h.id != "c7");
+        hostnames[4].status = crate::state::HostnameStatus::Blocked;
+        hostnames.push(
+            serde_json::from_value(serde_json::json!(
+                {"id": "c8", "hostname": "d.example", "status": "active"}
+            ))
+            .unwrap(),
+        );
+        let after = before.rebuild(&next);
+        let plan = sorted(synced(&before).plan(&after));
+        let d = after.resolve("d.example").unwrap().id;
+        assert_eq!(
+            plan.upserts,
+            vec![
+                ("a.example".to_owned(), target(0, RouteAction::Drop)),
+                ("d.example".to_owned(), target(d, RouteAction::Pass)),
+            ]
+        );
+        assert_eq!(plan.removals, vec!["c.example".to_owned()]);
+    }
+
+    /// The plan of a derived snapshot looks at its changed names only, and
+    /// agrees with comparing everything.
+    #[test]
+    fn derived_snapshot_plans_its_changed_names() {
+        let state = shops();
+        let before = Snapshot::build(&state);
+        let mut next = state.clone();
+        next.zones[0].custom_hostnames[4].status = crate::state::HostnameStatus::Blocked;
+        next.zones[0].custom_hostnames.retain(|h| h.id != "c7");
+        let names = ["a.example".to_owned(), "c.example".to_owned()];
+        let after = before.update(&next, &names, &[]);
+        let changed = after.changed_since(before.generation()).unwrap();
+        assert_eq!(changed.len(), 2);
+        let sync = synced(&before);
+        assert_eq!(
+            sorted(sync.plan_names(&after, changed)),
+            sorted(sync.plan(&after))
+        );
+        assert!(after.changed_since(after.generation()).is_none());
+    }
+
+    /// A pending name below an active wildcard answers 1016 in userspace; the
+    /// kernel must not give it the wildcard's chain, so it gets a route of
+    /// its own to userspace. Pending names without a wildcard stay unknown.
+    #[test]
+    fn names_shadowed_by_a_wildcard_go_to_userspace() {
+        let snapshot = Snapshot::build(&shops());
         let wanted = wanted(&snapshot);
         let wildcard = snapshot.resolve("any.shops.com").unwrap().id;
-        assert_eq!(wanted["*.shops.com"], target(wildcard, RouteAction::Pass));
         assert_eq!(
-            wanted["pending.shops.com"],
-            target(USERSPACE_CHAIN, RouteAction::Pass)
+            get(&wanted, "*.shops.com"),
+            Some(target(wildcard, RouteAction::Pass))
         );
-        assert_eq!(wanted["blocked.shops.com"], target(0, RouteAction::Drop));
-        assert!(!wanted.contains_key("pending.elsewhere.com"));
+        let userspace = Some(target(USERSPACE_CHAIN, RouteAction::Pass));
+        assert_eq!(get(&wanted, "pending.shops.com"), userspace);
+        assert_eq!(wanted_one(&snapshot, "pending.shops.com"), userspace);
+        assert_eq!(
+            get(&wanted, "blocked.shops.com"),
+            Some(target(0, RouteAction::Drop))
+        );
+        assert_eq!(get(&wanted, "pending.elsewhere.com"), None);
+        assert_eq!(wanted_one(&snapshot, "pending.elsewhere.com"), None);
         assert!(snapshot.resolve("pending.shops.com").is_err());
     }
 
     #[test]
-    fn plan_of_equal_sets_is_empty() {
-        let same = BTreeMap::from([("a.example".to_owned(), target(1, RouteAction::Pass))]);
-        assert_eq!(plan(&same, &same), Plan::default());
+    fn plan_of_the_installed_snapshot_is_empty() {
+        let snapshot = Snapshot::build(&shops());
+        assert_eq!(synced(&snapshot).plan(&snapshot), Plan::default());
     }
 }
