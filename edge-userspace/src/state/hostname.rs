@@ -31,19 +31,19 @@ pub fn check(name: &str, wildcard: Wildcard) -> Result<(), String> {
     if name.ends_with('.') {
         return Err(format!("`{name}` must not end with a dot"));
     }
-    let labels: Vec<&str> = name.split('.').collect();
-    if labels.len() < 2 {
+    let count = name.split('.').count();
+    if count < 2 {
         return Err(format!("`{name}` needs at least two labels"));
     }
-    for (i, label) in labels.iter().enumerate() {
-        if *label == "*" {
+    for (i, label) in name.split('.').enumerate() {
+        if label == "*" {
             if i != 0 {
                 return Err(format!("`{name}`: `*` is only allowed as the first label"));
             }
             if wildcard == Wildcard::Refused {
                 return Err(format!("`{name}`: a wildcard is not allowed here"));
             }
-            if labels.len() < 3 {
+            if count < 3 {
                 return Err(format!(
                     "`{name}`: a wildcard needs at least two labels below `*`"
                 ));
@@ -52,7 +52,7 @@ pub fn check(name: &str, wildcard: Wildcard) -> Result<(), String> {
         }
         check_label(name, label)?;
     }
-    let tld = labels[labels.len() - 1];
+    let tld = name.rsplit('.').next().unwrap_or(name);
     if tld.bytes().all(|b| b.is_ascii_digit()) {
         return Err(format!("`{name}`: the last label must not be numeric"));
     }

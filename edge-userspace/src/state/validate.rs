@@ -1,6 +1,7 @@
 //! Whole-state validation: each object's fields, then the references between
 //! objects (records inside their zone, origins that are proxied records, ...).
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -8,6 +9,19 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use super::hostname::{self, Wildcard};
 use super::model::*;
 use super::{State, ZoneState};
+
+/// The whole state is checked on every write, a million hostnames at the
+/// largest: keys are hashed with foldhash (seeded per process) rather than
+/// SipHash, and names already in lower case are borrowed, not copied.
+type Hasher = foldhash::fast::RandomState;
+
+fn lower(name: &str) -> Cow<'_, str> {
+    if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(name.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(name)
+    }
+}
 
 /// Cloudflare's limit on `custom_metadata`, serialised.
 pub const MAX_METADATA_BYTES: usize = 4096;
@@ -62,36 +76,40 @@ pub(super) fn state(state: &State) -> Result<(), ValidationError> {
         }
     }
 
-    let mut zone_ids = HashSet::new();
-    let mut zone_names = HashMap::new();
-    let mut record_ids = HashSet::new();
-    let mut hostname_ids = HashSet::new();
-    let mut hostnames: HashMap<String, &str> = HashMap::new();
+    let zones = state.zones.len();
+    let records_total = state.zones.iter().map(|z| z.dns_records.len()).sum();
+    let hostnames_total = state.zones.iter().map(|z| z.custom_hostnames.len()).sum();
+    let mut zone_ids = HashSet::with_capacity_and_hasher(zones, Hasher::default());
+    let mut zone_names = HashMap::with_capacity_and_hasher(zones, Hasher::default());
+    let mut record_ids = HashSet::with_capacity_and_hasher(records_total, Hasher::default());
+    let mut hostname_ids = HashSet::with_capacity_and_hasher(hostnames_total, Hasher::default());
+    let mut hostnames: HashMap<Cow<str>, &str, Hasher> =
+        HashMap::with_capacity_and_hasher(hostnames_total, Hasher::default());
     for zs in &state.zones {
         let zone = &zs.zone;
-        let object = format!("zone `{}`", zone.id);
+        let object = || format!("zone `{}`", zone.id);
         if zone.id.is_empty() {
-            return Err(ValidationError::new(object, "id", "must not be empty"));
+            return Err(ValidationError::new(object(), "id", "must not be empty"));
         }
         if !zone_ids.insert(zone.id.as_str()) {
             return Err(ValidationError::new(
-                object,
+                object(),
                 "id",
                 "is used by another zone",
             ));
         }
         hostname::check(&zone.name, Wildcard::Refused)
-            .map_err(|m| ValidationError::new(&object, "name", m))?;
-        if let Some(other) = zone_names.insert(zone.name.to_ascii_lowercase(), zone.id.as_str()) {
+            .map_err(|m| ValidationError::new(object(), "name", m))?;
+        if let Some(other) = zone_names.insert(lower(&zone.name), zone.id.as_str()) {
             return Err(ValidationError::new(
-                object,
+                object(),
                 "name",
                 format!("`{}` is already zone `{other}`", zone.name),
             ));
         }
         if !account_ids.contains(zone.account.id.as_str()) {
             return Err(ValidationError::new(
-                object,
+                object(),
                 "account.id",
                 format!("no account `{}`", zone.account.id),
             ));
@@ -107,7 +125,7 @@ pub(super) fn state(state: &State) -> Result<(), ValidationError> {
                     "is used by another custom hostname",
                 ));
             }
-            if let Some(other) = hostnames.insert(ch.hostname.to_ascii_lowercase(), &ch.id) {
+            if let Some(other) = hostnames.insert(lower(&ch.hostname), &ch.id) {
                 return Err(ValidationError::new(
                     object(),
                     "hostname",
@@ -121,14 +139,14 @@ pub(super) fn state(state: &State) -> Result<(), ValidationError> {
 }
 
 /// Records by lower-cased name.
-type RecordsByName<'a> = HashMap<String, &'a DnsRecord>;
+type RecordsByName<'a> = HashMap<Cow<'a, str>, &'a DnsRecord, Hasher>;
 
 fn records<'a>(
     zs: &'a ZoneState,
-    ids: &mut HashSet<&'a str>,
+    ids: &mut HashSet<&'a str, Hasher>,
 ) -> Result<RecordsByName<'a>, ValidationError> {
     let zone = &zs.zone;
-    let mut names = HashMap::new();
+    let mut names = HashMap::with_capacity_and_hasher(zs.dns_records.len(), Hasher::default());
     for record in &zs.dns_records {
         let object = format!("DNS record `{}` in zone `{}`", record.id, zone.id);
         if record.id.is_empty() {
@@ -151,10 +169,7 @@ fn records<'a>(
             ));
         }
         // One record per name: an origin is one address, and CNAME excludes others anyway.
-        if names
-            .insert(record.name.to_ascii_lowercase(), record)
-            .is_some()
-        {
+        if names.insert(lower(&record.name), record).is_some() {
             return Err(ValidationError::new(
                 object,
                 "name",
@@ -205,8 +220,10 @@ fn custom_hostname(
     ch: &CustomHostname,
 ) -> Result<(), ValidationError> {
     let zone = &zs.zone;
-    let object = format!("custom hostname `{}` in zone `{}`", ch.id, zone.id);
-    let err = |field: &str, message: String| ValidationError::new(&object, field, message);
+    let err = |field: &str, message: String| {
+        let object = format!("custom hostname `{}` in zone `{}`", ch.id, zone.id);
+        ValidationError::new(object, field, message)
+    };
     if ch.id.is_empty() {
         return Err(err("id", "must not be empty".into()));
     }
@@ -256,11 +273,15 @@ fn custom_hostname(
         }
     }
     if let Some(ov) = &ch.ownership_verification {
-        let expected = format!("_cf-custom-hostname.{}", ch.hostname);
-        if !ov.name.eq_ignore_ascii_case(&expected) {
+        const PREFIX: &str = "_cf-custom-hostname.";
+        let (name, prefix) = (ov.name.as_bytes(), PREFIX.as_bytes());
+        let matches = name.len() == prefix.len() + ch.hostname.len()
+            && name[..prefix.len()].eq_ignore_ascii_case(prefix)
+            && name[prefix.len()..].eq_ignore_ascii_case(ch.hostname.as_bytes());
+        if !matches {
             return Err(err(
                 "ownership_verification.name",
-                format!("must be `{expected}`"),
+                format!("must be `{PREFIX}{}`", ch.hostname),
             ));
         }
         if ov.value.is_empty() {
@@ -294,7 +315,7 @@ fn provider_settings(zs: &ZoneState, records: &RecordsByName) -> Result<(), Vali
 /// that the provider's settings apply to them.
 fn proxied_record(zs: &ZoneState, records: &RecordsByName, name: &str) -> Result<(), String> {
     let zone = &zs.zone.name;
-    match records.get(&name.to_ascii_lowercase()) {
+    match records.get(lower(name).as_ref()) {
         None => Err(format!("`{name}` is not a DNS record of zone `{zone}`")),
         Some(r) if !r.proxied => Err(format!(
             "`{name}` is a DNS-only record of zone `{zone}`; it must be proxied"
