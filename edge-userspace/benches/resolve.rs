@@ -99,21 +99,21 @@ fn custom_hostname(n: usize, hostname: String) -> CustomHostname {
 }
 
 fn state() -> State {
-    let mut state = State::default();
+    let (mut accounts, mut zones) = (Vec::new(), Vec::new());
     for p in 0..PROVIDERS {
-        state.accounts.push(Account {
+        accounts.push(Account {
             id: format!("provider{p}"),
             name: format!("Provider {p}"),
         });
         let name = format!("saas{p}.com");
         let mut zs = zone(id(1, p), name.clone(), format!("provider{p}"));
-        zs.dns_records.push(record(
+        zs.dns_records.put(record(
             id(2, p * 2),
             format!("customers.{name}"),
             RecordType::A,
             "192.0.2.10".into(),
         ));
-        zs.dns_records.push(record(
+        zs.dns_records.put(record(
             id(2, p * 2 + 1),
             format!("fallback.{name}"),
             RecordType::A,
@@ -126,16 +126,16 @@ fn state() -> State {
             origin: format!("fallback.{name}"),
             status: FallbackOriginStatus::Active,
         });
-        state.zones.push(zs);
+        zones.push(zs);
     }
     for c in 0..CUSTOMERS {
         if c % 10 == 0 {
-            state.accounts.push(Account {
+            accounts.push(Account {
                 id: format!("customer{}", c / 10),
                 name: format!("Customer {}", c / 10),
             });
         }
-        state.zones.push(zone(
+        zones.push(zone(
             id(1, PROVIDERS + c),
             format!("customer{c}.com"),
             format!("customer{}", c / 10),
@@ -146,25 +146,24 @@ fn state() -> State {
         if j % 3 == 0 {
             // A proxied CNAME in the customer's own zone: an O2O chain.
             let c = j % CUSTOMERS;
-            state.zones[PROVIDERS + c].dns_records.push(record(
+            zones[PROVIDERS + c].dns_records.put(record(
                 id(4, j),
                 hostname(j),
                 RecordType::Cname,
                 format!("customers.saas{p}.com"),
             ));
         }
-        state.zones[p]
+        zones[p]
             .custom_hostnames
-            .push(custom_hostname(j, hostname(j)));
+            .put(custom_hostname(j, hostname(j)));
     }
     for w in 0..WILDCARDS {
-        state.zones[w % PROVIDERS]
-            .custom_hostnames
-            .push(custom_hostname(
-                HOSTNAMES + w,
-                format!("*.tenant{w}.saasapps.net"),
-            ));
+        zones[w % PROVIDERS].custom_hostnames.put(custom_hostname(
+            HOSTNAMES + w,
+            format!("*.tenant{w}.saasapps.net"),
+        ));
     }
+    let state = State::new(accounts.into_iter().collect(), zones.into_iter().collect());
     state.validate().expect("bench state is valid");
     state
 }

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use edge_userspace::chain::{Snapshot, affected};
 use edge_userspace::control::store::Store;
 use edge_userspace::routing::Routing;
-use edge_userspace::state::{Change, HostnameStatus, State};
+use edge_userspace::state::{Change, CustomHostname, HostnameStatus, State};
 use edge_userspace::xdp::{
     Classifier, LoadOptions, RouteAction, RouteSync, RouteTarget, Routes, routes_max, wanted,
 };
@@ -64,11 +64,20 @@ fn state(hostnames: usize) -> State {
 
 /// `count` hostnames of the state blocked: a snapshot differing in `count` routes.
 fn blocked(base: &State, count: usize) -> State {
-    let mut state = base.clone();
-    for hostname in state.zones[0].custom_hostnames.iter_mut().take(count) {
-        hostname.status = HostnameStatus::Blocked;
-    }
-    state
+    let block = base
+        .zone("zp")
+        .expect("provider zone")
+        .custom_hostnames
+        .iter()
+        .take(count)
+        .map(|hostname| Change::PutCustomHostname {
+            zone_id: "zp".into(),
+            custom_hostname: CustomHostname {
+                status: HostnameStatus::Blocked,
+                ..hostname.clone()
+            },
+        });
+    base.apply_all(block).expect("blocking is a valid write")
 }
 
 /// The change the control socket makes for `POST /zones/zp/custom_hostnames`
@@ -230,8 +239,14 @@ fn derived(
     next_state: &State,
     changed: usize,
 ) -> (Duration, Duration, Duration) {
-    let names: Vec<String> = next_state.zones[0].custom_hostnames[..changed]
+    let names: Vec<String> = next_state
+        .zones()
         .iter()
+        .next()
+        .expect("provider zone")
+        .custom_hostnames
+        .iter()
+        .take(changed)
         .map(|h| h.hostname.to_ascii_lowercase())
         .collect();
     let (mut updates, mut there, mut back) = (Vec::new(), Vec::new(), Vec::new());

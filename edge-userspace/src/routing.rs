@@ -68,8 +68,8 @@ impl Routing {
     /// their compiled rules.
     pub fn build(state: &State, previous: Option<&Routing>) -> Result<Routing> {
         state.validate()?;
-        let mut zones = HashMap::with_capacity(state.zones.len());
-        for zone in &state.zones {
+        let mut zones = HashMap::with_capacity(state.zones().len());
+        for zone in state.zones() {
             let id: Arc<str> = Arc::from(zone.zone.id.as_str());
             let unchanged = previous.and_then(|previous| {
                 let compiled = previous.zones.get(&id)?;
@@ -165,7 +165,7 @@ const MAX_CNAME_HOPS: usize = 8;
 
 impl OwnAddresses {
     fn build(state: &State) -> Self {
-        let records = || state.zones.iter().flat_map(|zone| &zone.dns_records);
+        let records = || state.zones().iter().flat_map(|zone| &zone.dns_records);
         let mut by_name: HashMap<String, Vec<IpAddr>> = HashMap::new();
         for record in records() {
             if matches!(record.record_type, RecordType::A | RecordType::Aaaa)

@@ -10,7 +10,9 @@ use std::time::Duration;
 use anyhow::Result;
 use edge_tests::dns::{ChallengeServer, DnsServer};
 use edge_userspace::state::activation::transition;
-use edge_userspace::state::{CnameCheck, CustomHostname, HostnameStatus, Observation, State};
+use edge_userspace::state::{
+    Change, CnameCheck, CustomHostname, HostnameStatus, Observation, State,
+};
 use edge_userspace::verify::{
     Checker, Dns, Provider, REFLECTED_BODY, StatusChange, StatusSink, Verifier, VerifyConfig,
     VerifyError,
@@ -68,10 +70,11 @@ fn token(id: &str) -> String {
 }
 
 fn hostname(state: &State, id: &str) -> CustomHostname {
-    state.zones[0]
+    state
+        .zone(ZONE)
+        .unwrap()
         .custom_hostnames
-        .iter()
-        .find(|h| h.id == id)
+        .get(id)
         .unwrap()
         .clone()
 }
@@ -604,10 +607,14 @@ async fn refresh_retries_now_and_new_hostnames_are_checked_at_once() -> Result<(
 
     // A hostname the control plane adds is checked at once, not after 60 s.
     dns.cname("fresh.example.com", TARGET).await?;
-    let mut next = (**run.states.borrow()).clone();
-    next.zones[0]
-        .custom_hostnames
-        .push(hostname(&state(&[("fresh", "fresh.example.com")]), "fresh"));
+    let next = run
+        .states
+        .borrow()
+        .apply(Change::PutCustomHostname {
+            zone_id: ZONE.into(),
+            custom_hostname: hostname(&state(&[("fresh", "fresh.example.com")]), "fresh"),
+        })
+        .unwrap();
     run.states.send_replace(Arc::new(next));
     let fresh = run.next().await;
     assert_eq!(

@@ -14,7 +14,7 @@
 //! and custom hostnames that an origin CNAMEs to.
 
 use crate::state::hostname::is_wildcard;
-use crate::state::{Change, RecordType, State, ZoneState};
+use crate::state::{Change, State};
 
 /// What a narrow write changes.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -77,18 +77,11 @@ pub fn affected(previous: &State, next: &State, changes: &[Change]) -> Option<Af
 }
 
 fn record_name<'s>(state: &'s State, zone_id: &str, id: &str) -> Option<&'s str> {
-    let zone = state.zone(zone_id)?;
-    let record = zone.dns_records.iter().find(|r| r.id == id)?;
-    Some(&record.name)
+    Some(&state.zone(zone_id)?.dns_records.get(id)?.name)
 }
 
 fn hostname_name<'s>(state: &'s State, zone_id: &str, id: &str) -> Option<&'s str> {
-    let zone = state.zone(zone_id)?;
-    let hostname = zone
-        .custom_hostnames
-        .iter()
-        .find(|h| h.id.len() == id.len() && h.id == id)?;
-    Some(&hostname.hostname)
+    Some(&state.zone(zone_id)?.custom_hostnames.get(id)?.hostname)
 }
 
 /// A record named `name` in zone `zone_id` decides that name's outcome, and
@@ -103,19 +96,14 @@ fn record_name_affects(
     if is_wildcard(name) {
         return None;
     }
-    let is_origin = |zone: Option<&ZoneState>| {
-        zone.is_some_and(|zone| {
+    let is_origin = |state: &State| {
+        state.zone(zone_id).is_some_and(|zone| {
             zone.fallback_origin
                 .as_ref()
                 .is_some_and(|f| f.origin.eq_ignore_ascii_case(name))
-                || zone.custom_hostnames.iter().any(|h| {
-                    h.custom_origin_server
-                        .as_deref()
-                        .is_some_and(|server| server.eq_ignore_ascii_case(name))
-                })
-        })
+        }) || state.is_custom_origin(zone_id, name)
     };
-    if is_origin(previous.zone(zone_id)) || is_origin(next.zone(zone_id)) {
+    if is_origin(previous) || is_origin(next) {
         return None;
     }
     affected.names.push(name.to_ascii_lowercase());
@@ -129,11 +117,7 @@ fn hostname_affects(next: &State, name: &str, affected: &mut Affected) -> Option
     if is_wildcard(name) {
         return None;
     }
-    let cname_target = next
-        .zones
-        .iter()
-        .flat_map(|zone| &zone.dns_records)
-        .any(|r| r.record_type == RecordType::Cname && r.content.eq_ignore_ascii_case(name));
+    let cname_target = next.is_cname_target(name);
     if cname_target {
         return None;
     }

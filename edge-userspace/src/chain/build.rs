@@ -24,7 +24,7 @@ pub(super) fn build(state: &State, previous: Option<&Snapshot>) -> Snapshot {
     let mut b = Builder::new(state, &context, Ids::new(previous), Some(Maps::new(state)));
     let mut exact: Vec<(String, Outcome)> = Vec::new();
     let mut wildcard: Vec<(String, Outcome)> = Vec::new();
-    for (z, zs) in state.zones.iter().enumerate() {
+    for (z, zs) in state.zones().iter().enumerate() {
         for record in &zs.dns_records {
             let name = record.name.to_ascii_lowercase();
             if b.zone_of(&name) != Some(z) {
@@ -47,7 +47,7 @@ pub(super) fn build(state: &State, previous: Option<&Snapshot>) -> Snapshot {
     }
     let wildcard_records: std::collections::HashSet<String> =
         wildcard.iter().map(|(n, _)| n.clone()).collect();
-    for (z, zs) in state.zones.iter().enumerate() {
+    for (z, zs) in state.zones().iter().enumerate() {
         for ch in &zs.custom_hostnames {
             let name = ch.hostname.to_ascii_lowercase();
             if is_wildcard(&name) {
@@ -62,7 +62,7 @@ pub(super) fn build(state: &State, previous: Option<&Snapshot>) -> Snapshot {
         }
     }
     let zones = state
-        .zones
+        .zones()
         .iter()
         .zip(&context.stages)
         .map(|(zs, stage)| (stage.zone_id.clone(), Arc::new(zs.zone.clone())))
@@ -123,7 +123,7 @@ pub(super) struct Context {
 
 impl Context {
     fn new(state: &State) -> Context {
-        let zones = &state.zones;
+        let zones = state.zones();
         Context {
             stages: zones
                 .iter()
@@ -154,7 +154,7 @@ struct Maps<'s> {
 
 impl<'s> Maps<'s> {
     fn new(state: &'s State) -> Self {
-        let zones = state.zones.as_slice();
+        let zones: Vec<&ZoneState> = state.zones().iter().collect();
         let mut ch_exact = HashMap::new();
         let mut ch_wildcard = HashMap::new();
         for (z, zs) in zones.iter().enumerate() {
@@ -240,7 +240,8 @@ impl<'p> Ids<'p> {
 }
 
 struct Builder<'s, 'p> {
-    zones: &'s [ZoneState],
+    /// By position, which chain ids and stage lists refer to.
+    zones: Vec<&'s ZoneState>,
     ids: Ids<'p>,
     stages: &'p [Stage],
     zone_by_name: &'p HashMap<String, usize>,
@@ -259,7 +260,7 @@ struct Builder<'s, 'p> {
 impl<'s, 'p> Builder<'s, 'p> {
     fn new(state: &'s State, context: &'p Context, ids: Ids<'p>, maps: Option<Maps<'s>>) -> Self {
         Builder {
-            zones: state.zones.as_slice(),
+            zones: state.zones().iter().collect(),
             ids,
             stages: &context.stages,
             zone_by_name: &context.zone_by_name,
@@ -311,8 +312,7 @@ impl<'s, 'p> Builder<'s, 'p> {
     /// The custom hostname whose lower-case hostname is `name`, scanning every
     /// zone (comparing lengths first keeps most names unread).
     fn scan_hostnames(&self, name: &str) -> Option<(usize, &'s CustomHostname)> {
-        let zones: &'s [ZoneState] = self.zones;
-        zones.iter().enumerate().rev().find_map(|(z, zs)| {
+        self.zones.iter().enumerate().rev().find_map(|(z, &zs)| {
             zs.custom_hostnames
                 .iter()
                 .rfind(|ch| {
@@ -421,7 +421,7 @@ impl<'s, 'p> Builder<'s, 'p> {
     /// The outcome of custom hostname `ch` of provider zone `p`, reached by the
     /// lower-case `name` (the hostname itself, or a record name it covers).
     fn hostname_outcome(&mut self, name: &str, p: usize, ch: &CustomHostname) -> Outcome {
-        let provider = &self.zones[p];
+        let provider: &'s ZoneState = self.zones[p];
         let what = || {
             format!(
                 "custom hostname {} ({}) of {}",

@@ -325,16 +325,17 @@ fn error_codes_and_statuses() {
 
 #[test]
 fn identical_record_chains_are_shared() {
-    let mut state = fixture();
-    let zone = state
-        .zones
-        .iter_mut()
-        .find(|z| z.zone.id == "zorg")
-        .unwrap();
-    let mut twin = zone.dns_records[0].clone();
+    let state = fixture();
+    let zone = state.zone("zorg").unwrap();
+    let mut twin = zone.dns_records.iter().next().unwrap().clone();
     twin.id = "r-o2".into();
     twin.name = "twin.example.org".into();
-    zone.dns_records.push(twin);
+    let state = state
+        .apply(Change::PutDnsRecord {
+            zone_id: "zorg".into(),
+            record: twin,
+        })
+        .unwrap();
     state.validate().unwrap();
     let snapshot = Snapshot::build(&state);
     let a = snapshot.resolve("www.example.org").unwrap();
@@ -439,13 +440,13 @@ fn activation_from_own_zones_then_routing() {
 
 #[test]
 fn long_names_and_many_entries() {
-    let mut state = fixture();
+    let state = fixture();
     let long_label = "l".repeat(60);
     let long = format!("{long_label}.{long_label}.{long_label}.{long_label}.example.com");
     assert!(long.len() > 240 && long.len() <= 255);
-    let zc = state.zones.iter_mut().find(|z| z.zone.id == "zc").unwrap();
-    for i in 0..2000 {
-        zc.dns_records.push(crate::state::DnsRecord {
+    let bulk = (0..2000).map(|i| Change::PutDnsRecord {
+        zone_id: "zc".into(),
+        record: crate::state::DnsRecord {
             id: format!("bulk{i}"),
             record_type: crate::state::RecordType::A,
             name: if i == 0 {
@@ -456,8 +457,9 @@ fn long_names_and_many_entries() {
             content: format!("198.18.{}.{}", i / 256, i % 256),
             proxied: true,
             ttl: 1,
-        });
-    }
+        },
+    });
+    let state = state.apply_all(bulk).unwrap();
     state.validate().unwrap();
     let snapshot = Snapshot::build(&state);
     let chain = snapshot.resolve(&long.to_ascii_uppercase()).unwrap();
@@ -490,7 +492,14 @@ fn unchanged_chains_keep_their_ids() {
         .apply(crate::state::Change::PutCustomHostname {
             zone_id: "zp".into(),
             custom_hostname: {
-                let mut ch = state.zone("zp").unwrap().custom_hostnames[1].clone();
+                let mut ch = state
+                    .zone("zp")
+                    .unwrap()
+                    .custom_hostnames
+                    .iter()
+                    .nth(1)
+                    .unwrap()
+                    .clone();
                 assert_eq!(ch.hostname, "grey.example.com");
                 ch.custom_origin_server = Some("custom-origin.saasprovider.com".into());
                 ch
@@ -633,7 +642,7 @@ fn same_outcome(a: &Option<snapshot::Outcome>, b: &Option<snapshot::Outcome>) ->
 fn assert_equivalent(derived: &Snapshot, state: &State, extra: &[String]) {
     let full = Snapshot::build(state);
     let mut names: Vec<String> = state
-        .zones
+        .zones()
         .iter()
         .flat_map(|z| {
             z.dns_records
@@ -879,35 +888,33 @@ mod derived {
 /// a scan per name: the same outcomes either way.
 #[test]
 fn many_changed_names_derive_like_a_full_build() {
-    let mut state = fixture();
     let names: Vec<String> = (0..20).map(|i| format!("many{i}.example.net")).collect();
-    let hostnames = &mut state
-        .zones
-        .iter_mut()
-        .find(|z| z.zone.id == "zp")
-        .unwrap()
-        .custom_hostnames;
-    for (i, name) in names.iter().enumerate() {
-        hostnames.push(
-            serde_json::from_value(
+    let add = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| Change::PutCustomHostname {
+            zone_id: "zp".into(),
+            custom_hostname: serde_json::from_value(
                 json!({"id": format!("many-{i}"), "hostname": name, "status": "active"}),
             )
             .unwrap(),
-        );
-    }
+        });
+    let state = fixture().apply_all(add).unwrap();
     let before = Snapshot::build(&state);
-    let mut blocked = state.clone();
-    for hostname in &mut blocked
-        .zones
-        .iter_mut()
-        .find(|z| z.zone.id == "zp")
+    let block = state
+        .zone("zp")
         .unwrap()
         .custom_hostnames
-    {
-        if hostname.id.starts_with("many-") {
-            hostname.status = crate::state::HostnameStatus::Blocked;
-        }
-    }
+        .iter()
+        .filter(|hostname| hostname.id.starts_with("many-"))
+        .map(|hostname| Change::PutCustomHostname {
+            zone_id: "zp".into(),
+            custom_hostname: crate::state::CustomHostname {
+                status: crate::state::HostnameStatus::Blocked,
+                ..hostname.clone()
+            },
+        });
+    let blocked = state.apply_all(block).unwrap();
     let derived = before.update(&blocked, &names, &[]);
     assert_equivalent(&derived, &blocked, &names);
     let back = derived.update(&state, &names, &[]);

@@ -47,7 +47,7 @@ pub(super) fn local_checks(current: &State, next: &State, changes: &[Change]) ->
         }
     }
     let mut observed = Vec::new();
-    for zone in &next.zones {
+    for zone in next.zones() {
         let provider = providers.contains(zone.zone.id.as_str());
         for hostname in &zone.custom_hostnames {
             let affected = provider

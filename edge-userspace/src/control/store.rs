@@ -15,7 +15,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::state::{
-    Account, Change, CustomHostname, CustomHostnameSettings, DnsRecord, FallbackOrigin, State,
+    Account, Change, CustomHostname, CustomHostnameSettings, FallbackOrigin, Keyed, State, Table,
     Zone, ZoneState,
 };
 
@@ -96,10 +96,10 @@ impl Store {
             txn.open_table(CUSTOM_HOSTNAMES)?.retain(|_, _| false)?;
             txn.open_table(FALLBACK_ORIGINS)?.retain(|_, _| false)?;
             txn.open_table(HOSTNAME_SETTINGS)?.retain(|_, _| false)?;
-            for account in &state.accounts {
+            for account in state.accounts() {
                 put(&txn, ACCOUNTS, account.id.as_str(), account)?;
             }
-            for zone in &state.zones {
+            for zone in state.zones() {
                 write_zone(&txn, zone)?;
             }
             txn.open_table(META)?.insert(SEEDED, b"1".as_slice())?;
@@ -128,12 +128,12 @@ impl Store {
         for row in read.open_table(DNS_RECORDS)?.iter()? {
             let (key, value) = row?;
             let zone = zone_of(key.value().0)?;
-            zones[zone].dns_records.push(decode(value.value())?);
+            zones[zone].dns_records.put(decode(value.value())?);
         }
         for row in read.open_table(CUSTOM_HOSTNAMES)?.iter()? {
             let (key, value) = row?;
             let zone = zone_of(key.value().0)?;
-            zones[zone].custom_hostnames.push(decode(value.value())?);
+            zones[zone].custom_hostnames.put(decode(value.value())?);
         }
         for row in read.open_table(FALLBACK_ORIGINS)?.iter()? {
             let (key, value) = row?;
@@ -145,11 +145,11 @@ impl Store {
             let zone = zone_of(key.value())?;
             zones[zone].custom_hostname_settings = Some(decode(value.value())?);
         }
-        let mut accounts = Vec::new();
+        let mut accounts = Table::default();
         for row in read.open_table(ACCOUNTS)?.iter()? {
-            accounts.push(decode::<Account>(row?.1.value())?);
+            accounts.put(decode::<Account>(row?.1.value())?);
         }
-        Ok(State { accounts, zones })
+        Ok(State::new(accounts, zones.into_iter().collect()))
     }
 }
 
@@ -166,9 +166,7 @@ fn write_change(txn: &WriteTransaction, change: &Change, next: &State) -> Result
         Change::PutZone { zone: z } => put(txn, ZONES, z.id.as_str(), &zone(&z.id)?.zone)?,
         Change::DeleteZone { id } => delete_zone(txn, id)?,
         Change::PutDnsRecord { zone_id, record } => {
-            let stored = find(&zone(zone_id)?.dns_records, |r: &DnsRecord| {
-                r.id == record.id
-            })?;
+            let stored = stored(&zone(zone_id)?.dns_records, &record.id)?;
             put(
                 txn,
                 DNS_RECORDS,
@@ -189,9 +187,7 @@ fn write_change(txn: &WriteTransaction, change: &Change, next: &State) -> Result
             custom_hostname_id: id,
             ..
         } => {
-            let stored = find(&zone(zone_id)?.custom_hostnames, |h: &CustomHostname| {
-                h.id == *id
-            })?;
+            let stored = stored(&zone(zone_id)?.custom_hostnames, id)?;
             put(
                 txn,
                 CUSTOM_HOSTNAMES,
@@ -290,10 +286,9 @@ fn put_or_remove<T: Serialize>(
     }
 }
 
-fn find<T>(items: &[T], pred: impl Fn(&T) -> bool) -> Result<&T> {
-    items
-        .iter()
-        .find(|item| pred(item))
+fn stored<'t, T: Keyed>(table: &'t Table<T>, id: &str) -> Result<&'t T> {
+    table
+        .get(id)
         .context("a changed object is not in the state being committed")
 }
 
@@ -312,14 +307,22 @@ mod tests {
             .state
     }
 
-    fn sorted(mut state: State) -> State {
-        state.accounts.sort_by(|a, b| a.id.cmp(&b.id));
-        state.zones.sort_by(|a, b| a.zone.id.cmp(&b.zone.id));
-        for zone in &mut state.zones {
-            zone.dns_records.sort_by(|a, b| a.id.cmp(&b.id));
-            zone.custom_hostnames.sort_by(|a, b| a.id.cmp(&b.id));
+    /// `state` in id order, as the store's tables read back.
+    fn sorted(state: State) -> State {
+        fn by_id<T: Keyed>(table: &Table<T>) -> Table<T> {
+            let mut items: Vec<T> = table.iter().cloned().collect();
+            items.sort_by(|a, b| a.key().cmp(b.key()));
+            items.into_iter().collect()
         }
-        state
+        let zones: Vec<ZoneState> = by_id(state.zones())
+            .iter()
+            .map(|zone| ZoneState {
+                dns_records: by_id(&zone.dns_records),
+                custom_hostnames: by_id(&zone.custom_hostnames),
+                ..zone.clone()
+            })
+            .collect();
+        State::new(by_id(state.accounts()), zones.into_iter().collect())
     }
 
     #[test]
@@ -361,7 +364,7 @@ mod tests {
         let next = state.apply_all(changes.clone()).unwrap();
         store.commit(&changes, &next).unwrap();
         let reopened = store.load().unwrap();
-        assert!(reopened.zones.is_empty());
+        assert!(reopened.zones().is_empty());
         let read = store.db.begin_read().unwrap();
         assert_eq!(read.open_table(DNS_RECORDS).unwrap().len().unwrap(), 0);
         assert_eq!(read.open_table(CUSTOM_HOSTNAMES).unwrap().len().unwrap(), 0);

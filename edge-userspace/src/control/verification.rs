@@ -103,7 +103,7 @@ impl Control {
 /// The writes for the `changes` whose hostname `state` still holds.
 fn still_present(state: &State, changes: &[StatusChange]) -> Vec<Change> {
     let present: HashSet<(&str, &str)> = state
-        .zones
+        .zones()
         .iter()
         .flat_map(|z| {
             z.custom_hostnames

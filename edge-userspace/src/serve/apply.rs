@@ -240,7 +240,7 @@ fn certificates(
         used.tier(tier).insert(name, key);
         Ok(())
     };
-    for zone in &state.zones {
+    for zone in state.zones() {
         ensure(&mut store, Tier::Zone, &zone.zone.name)?;
         ensure(&mut store, Tier::Zone, &format!("*.{}", zone.zone.name))?;
         for hostname in &zone.custom_hostnames {

@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use crate::config::{Config, DEMO};
 use crate::rules::model::{Action, Phase};
 use crate::serve::Bound;
+use crate::state::Change;
 
 /// The embedded config with the command line's addresses and directory.
 ///
@@ -25,22 +26,32 @@ pub fn config(
     config.state_dir = dir.unwrap_or(config.state_dir);
     if let Some(echo) = echo {
         config.echo_origin = Some(echo);
-        let route_rules = config
+        let changes: Vec<Change> = config
             .state
-            .zones
-            .iter_mut()
-            .filter_map(|zone| zone.zone.rulesets.get_mut(&Phase::HttpRequestOrigin))
-            .flat_map(|ruleset| ruleset.rules.iter_mut())
-            .filter(|rule| rule.action == Action::Route);
-        for rule in route_rules {
-            if let Some(origin) = rule
-                .action_parameters
-                .as_mut()
-                .and_then(|p| p.origin.as_mut())
-            {
-                origin.port = Some(echo.port());
-            }
-        }
+            .zones()
+            .iter()
+            .filter_map(|zone| {
+                let phase = Phase::HttpRequestOrigin;
+                let mut ruleset = zone.zone.rulesets.get(&phase)?.clone();
+                let origins = ruleset
+                    .rules
+                    .iter_mut()
+                    .filter(|rule| rule.action == Action::Route)
+                    .filter_map(|rule| rule.action_parameters.as_mut()?.origin.as_mut());
+                for origin in origins {
+                    origin.port = Some(echo.port());
+                }
+                Some(Change::PutRuleset {
+                    zone_id: zone.zone.id.clone(),
+                    phase,
+                    ruleset: Some(ruleset),
+                })
+            })
+            .collect();
+        config.state = config
+            .state
+            .apply_all(changes)
+            .context("pointing the demo's route rules at the echo origin")?;
     }
     Ok(config)
 }

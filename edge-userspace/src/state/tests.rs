@@ -238,3 +238,208 @@ fn json_uses_cloudflare_field_names() {
         }
     ));
 }
+
+/// A write is checked against the index of the rest of the state, not by
+/// validating everything: it must accept and refuse exactly what the whole
+/// validation does, and leave the index as a fresh build would.
+mod incremental {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::state::index::Index;
+
+    /// What validating the whole state after `changes` decides.
+    fn whole(state: &State, changes: &[Change]) -> Result<State, ValidationError> {
+        let mut next = state.clone();
+        let mut touched = Touched::default();
+        for change in changes {
+            next.mutate(change.clone(), &mut touched)?;
+        }
+        next.validate()?;
+        Ok(next)
+    }
+
+    const ZONE_NAMES: &[&str] = &["saas.com", "example.com", "Example.COM", "shop.example.com"];
+    const NAMES: &[&str] = &[
+        "customers.saas.com",
+        "fb.saas.com",
+        "grey.saas.com",
+        "origin.saas.com",
+        "www.example.com",
+        "WWW.example.com",
+        "shop.example.com",
+        "*.wild.saas.com",
+        "saas.com",
+        "example.com",
+        "out.side.org",
+        "bad..name",
+    ];
+
+    fn id(prefix: &'static str) -> impl Strategy<Value = String> {
+        (0..6u8).prop_map(move |i| format!("{prefix}{i}"))
+    }
+
+    fn name() -> impl Strategy<Value = String> {
+        prop::sample::select(NAMES).prop_map(str::to_owned)
+    }
+
+    fn zone_id() -> impl Strategy<Value = String> {
+        prop::sample::select(&["zp", "zc", "z2"][..]).prop_map(str::to_owned)
+    }
+
+    fn record() -> impl Strategy<Value = DnsRecord> {
+        let kind = prop::sample::select(&[RecordType::A, RecordType::Aaaa, RecordType::Cname][..]);
+        let content = prop::sample::select(
+            &[
+                "192.0.2.7",
+                "2001:db8::1",
+                "www.example.com",
+                "shop.example.com",
+            ][..],
+        );
+        (id("r"), kind, name(), content, any::<bool>()).prop_map(
+            |(id, record_type, name, content, proxied)| DnsRecord {
+                id,
+                record_type,
+                name,
+                content: content.into(),
+                proxied,
+                ttl: 1,
+            },
+        )
+    }
+
+    fn hostname() -> impl Strategy<Value = CustomHostname> {
+        let hostnames = prop::sample::select(
+            &[
+                "shop.example.com",
+                "SHOP.example.com",
+                "a.example.org",
+                "*.example.net",
+                "saas.com",
+            ][..],
+        );
+        let origin = prop::option::of(name());
+        (id("ch"), hostnames, origin).prop_map(|(id, hostname, origin)| {
+            let mut h = ch(&id, hostname);
+            h.custom_origin_server = origin;
+            h
+        })
+    }
+
+    fn change() -> impl Strategy<Value = Change> {
+        prop_oneof![
+            (id("a"), prop::sample::select(&["x", " "][..])).prop_map(|(id, name)| {
+                Change::PutAccount {
+                    account: Account {
+                        id,
+                        name: name.into(),
+                    },
+                }
+            }),
+            id("a").prop_map(|id| Change::DeleteAccount { id }),
+            (zone_id(), prop::sample::select(ZONE_NAMES), id("a")).prop_map(
+                |(id, name, account)| Change::PutZone {
+                    zone: Zone {
+                        id,
+                        name: name.into(),
+                        account: AccountRef { id: account },
+                        settings: Default::default(),
+                        rulesets: Default::default(),
+                    },
+                }
+            ),
+            zone_id().prop_map(|id| Change::DeleteZone { id }),
+            (zone_id(), record())
+                .prop_map(|(zone_id, record)| Change::PutDnsRecord { zone_id, record }),
+            (zone_id(), id("r")).prop_map(|(zone_id, id)| Change::DeleteDnsRecord { zone_id, id }),
+            (zone_id(), hostname()).prop_map(|(zone_id, custom_hostname)| {
+                Change::PutCustomHostname {
+                    zone_id,
+                    custom_hostname,
+                }
+            }),
+            (zone_id(), id("ch"))
+                .prop_map(|(zone_id, id)| Change::DeleteCustomHostname { zone_id, id }),
+            (zone_id(), prop::option::of(name())).prop_map(|(zone_id, origin)| {
+                Change::PutFallbackOrigin {
+                    zone_id,
+                    fallback_origin: origin.map(|origin| FallbackOrigin {
+                        origin,
+                        status: Default::default(),
+                    }),
+                }
+            }),
+            (zone_id(), prop::option::of(name())).prop_map(|(zone_id, target)| {
+                Change::PutCustomHostnameSettings {
+                    zone_id,
+                    settings: target.map(|cname_target| CustomHostnameSettings { cname_target }),
+                }
+            }),
+        ]
+    }
+
+    /// `base` with ids renamed into the generators' pools, so that changes
+    /// hit existing objects as often as new ones.
+    fn start() -> State {
+        let text = serde_json::to_string(&base())
+            .unwrap()
+            .replace("\"r5\"", "\"r0\"")
+            .replace("\"ch1\"", "\"ch0\"")
+            .replace("\"a1\"", "\"a0\"")
+            .replace("\"a2\"", "\"a3\"");
+        let state: State = serde_json::from_str(&text).unwrap();
+        // A proxied record that only custom hostnames can point at.
+        let origin = DnsRecord {
+            id: "r5".into(),
+            record_type: RecordType::A,
+            name: "origin.saas.com".into(),
+            content: "192.0.2.5".into(),
+            proxied: true,
+            ttl: 1,
+        };
+        let mut user = ch("ch5", "a.example.org");
+        user.custom_origin_server = Some("origin.saas.com".into());
+        whole(
+            &state,
+            &[
+                Change::PutDnsRecord {
+                    zone_id: "zp".into(),
+                    record: origin,
+                },
+                Change::PutCustomHostname {
+                    zone_id: "zp".into(),
+                    custom_hostname: user,
+                },
+            ],
+        )
+        .unwrap()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn writes_are_judged_as_whole_validation_judges_them(
+            batches in prop::collection::vec(prop::collection::vec(change(), 1..4), 1..16)
+        ) {
+            let mut state = start();
+            for changes in batches {
+                let incremental = state.apply_all(changes.iter().cloned());
+                let whole = whole(&state, &changes);
+                prop_assert_eq!(
+                    incremental.is_ok(),
+                    whole.is_ok(),
+                    "{:?}: incremental {:?}, whole {:?}",
+                    changes,
+                    incremental.as_ref().err(),
+                    whole.as_ref().err()
+                );
+                if let Ok(next) = incremental {
+                    prop_assert_eq!(&next.index, &Index::build(&next));
+                    state = next;
+                }
+            }
+        }
+    }
+}

@@ -216,7 +216,7 @@ impl<S: StatusSink> Task<S> {
     fn reconcile(&mut self, now: Instant) {
         let state = self.states.borrow_and_update().clone();
         let mut seen = HashSet::new();
-        for zone in &state.zones {
+        for zone in state.zones() {
             for ch in &zone.custom_hostnames {
                 if !matches!(
                     ch.status,

@@ -223,6 +223,7 @@ impl RouteSync {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::Change;
 
     fn shops() -> crate::state::State {
         serde_json::from_value(serde_json::json!({
@@ -247,6 +248,28 @@ mod tests {
             }]
         }))
         .unwrap()
+    }
+
+    /// Blocks `a.example` (c5) and deletes `c.example` (c7).
+    fn block_a_delete_c(state: &crate::state::State) -> [Change; 2] {
+        let mut a = state
+            .zone("zp")
+            .unwrap()
+            .custom_hostnames
+            .get("c5")
+            .unwrap()
+            .clone();
+        a.status = crate::state::HostnameStatus::Blocked;
+        [
+            Change::PutCustomHostname {
+                zone_id: "zp".into(),
+                custom_hostname: a,
+            },
+            Change::DeleteCustomHostname {
+                zone_id: "zp".into(),
+                id: "c7".into(),
+            },
+        ]
     }
 
     fn get<'a>(wanted: &'a HashMap<u64, Wanted<'a>>, host: &str) -> Option<RouteTarget> {
@@ -284,16 +307,16 @@ mod tests {
     fn plan_upserts_new_and_changed_and_removes_gone() {
         let state = shops();
         let before = Snapshot::build(&state);
-        let mut next = state.clone();
-        let hostnames = &mut next.zones[0].custom_hostnames;
-        hostnames.retain(|h| h.id != "c7");
-        hostnames[4].status = crate::state::HostnameStatus::Blocked;
-        hostnames.push(
-            serde_json::from_value(serde_json::json!(
+        let add = Change::PutCustomHostname {
+            zone_id: "zp".into(),
+            custom_hostname: serde_json::from_value(serde_json::json!(
                 {"id": "c8", "hostname": "d.example", "status": "active"}
             ))
             .unwrap(),
-        );
+        };
+        let next = state
+            .apply_all(block_a_delete_c(&state).into_iter().chain([add]))
+            .unwrap();
         let after = before.rebuild(&next);
         let plan = sorted(synced(&before).plan(&after));
         let d = after.resolve("d.example").unwrap().id;
@@ -313,9 +336,7 @@ mod tests {
     fn derived_snapshot_plans_its_changed_names() {
         let state = shops();
         let before = Snapshot::build(&state);
-        let mut next = state.clone();
-        next.zones[0].custom_hostnames[4].status = crate::state::HostnameStatus::Blocked;
-        next.zones[0].custom_hostnames.retain(|h| h.id != "c7");
+        let next = state.apply_all(block_a_delete_c(&state)).unwrap();
         let names = ["a.example".to_owned(), "c.example".to_owned()];
         let after = before.update(&next, &names, &[]);
         let changed = after.changed_since(before.generation()).unwrap();

@@ -116,7 +116,7 @@ fn zone<'s>(state: &'s State, key: &str) -> Result<&'s ZoneState, ApiError> {
         .zone(key)
         .or_else(|| {
             state
-                .zones
+                .zones()
                 .iter()
                 .find(|z| z.zone.name.eq_ignore_ascii_case(key))
         })

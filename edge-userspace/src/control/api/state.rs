@@ -19,9 +19,9 @@ pub(super) fn import(control: &Control, call: &Call) -> Result<Value, ApiError> 
     control.replace(state)?;
     let state = control.state();
     Ok(json!({
-        "accounts": state.accounts.len(),
-        "zones": state.zones.len(),
-        "dns_records": state.zones.iter().map(|z| z.dns_records.len()).sum::<usize>(),
-        "custom_hostnames": state.zones.iter().map(|z| z.custom_hostnames.len()).sum::<usize>(),
+        "accounts": state.accounts().len(),
+        "zones": state.zones().len(),
+        "dns_records": state.zones().iter().map(|z| z.dns_records.len()).sum::<usize>(),
+        "custom_hostnames": state.zones().iter().map(|z| z.custom_hostnames.len()).sum::<usize>(),
     }))
 }

@@ -33,7 +33,7 @@ pub(super) fn trace(control: &Control, call: &Call) -> Result<Value, ApiError> {
     let body: Request = call.json()?;
     let account = call.param("account");
     let state = control.state();
-    if !state.accounts.iter().any(|a| a.id == account) {
+    if !state.accounts().iter().any(|a| a.id == account) {
         return Err(ApiError::not_found(format!("no account `{account}`")));
     }
     let uri: Uri = body

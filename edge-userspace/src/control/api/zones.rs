@@ -22,7 +22,7 @@ struct Create {
 pub(super) fn view(state: &State, zs: &ZoneState) -> Value {
     let zone = &zs.zone;
     let account_name = state
-        .accounts
+        .accounts()
         .iter()
         .find(|a| a.id == zone.account.id)
         .map(|a| a.name.as_str());
@@ -39,7 +39,7 @@ pub(super) fn list(control: &Control, call: &Call) -> Result<Value, ApiError> {
     let state = control.state();
     let name = call.query("name");
     let zones: Vec<Value> = state
-        .zones
+        .zones()
         .iter()
         .filter(|z| name.is_none_or(|n| z.zone.name.eq_ignore_ascii_case(n)))
         .map(|z| view(&state, z))
@@ -59,7 +59,7 @@ pub(super) fn create(control: &Control, call: &Call) -> Result<Value, ApiError> 
     let id = new_id()?;
     control.write(|state| {
         let mut changes = Vec::new();
-        if !state.accounts.iter().any(|a| a.id == body.account.id) {
+        if !state.accounts().iter().any(|a| a.id == body.account.id) {
             changes.push(Change::PutAccount {
                 account: Account {
                     id: body.account.id.clone(),
