@@ -5,7 +5,6 @@
 //! because Cloudflare serves a zone's own certificate over a custom hostname's when both cover
 //! the name, so a customer who onboards their own zone keeps their own certificate.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
@@ -38,12 +37,16 @@ pub enum MinTls {
     Tls13,
 }
 
+/// Persistent maps: a write of one custom hostname among a million copies
+/// the live store in O(1) and changes its own name.
+type Map<V> = imbl::HashMap<String, V>;
+
 /// The certificates and TLS policy of every hostname, looked up by SNI.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct CertStore {
-    zone: HashMap<String, Arc<CertifiedKey>>,
-    custom: HashMap<String, Arc<CertifiedKey>>,
-    min_tls: HashMap<String, MinTls>,
+    zone: Map<Arc<CertifiedKey>>,
+    custom: Map<Arc<CertifiedKey>>,
+    min_tls: Map<MinTls>,
 }
 
 impl fmt::Debug for CertStore {
@@ -90,6 +93,16 @@ impl CertStore {
         Ok(())
     }
 
+    /// Forgets the custom-hostname tier's certificate for exactly `name`.
+    pub fn remove_custom(&mut self, name: &str) {
+        self.custom.remove(&name.to_ascii_lowercase());
+    }
+
+    /// Forgets the minimum TLS version set for exactly `name`.
+    pub fn remove_min_tls(&mut self, name: &str) {
+        self.min_tls.remove(&name.to_ascii_lowercase());
+    }
+
     /// Sets the minimum TLS version for a hostname (exact or `*.` wildcard).
     pub fn set_min_tls(&mut self, name: &str, min: MinTls) {
         self.min_tls.insert(name.to_ascii_lowercase(), min);
@@ -111,7 +124,7 @@ impl CertStore {
 
 /// Exact name first, then the wildcard one label up (`*.example.com` covers
 /// `a.example.com`, not `example.com` and not `a.b.example.com`, as in X.509).
-fn lookup<'a, V>(map: &'a HashMap<String, V>, name: &str) -> Option<&'a V> {
+fn lookup<'a, V: Clone>(map: &'a Map<V>, name: &str) -> Option<&'a V> {
     map.get(name).or_else(|| {
         let (_, parent) = name.split_once('.')?;
         map.get(&format!("*.{parent}"))
