@@ -21,7 +21,7 @@ use crate::rules::model::{Phase, Ruleset};
 pub use activation::{CnameCheck, Observation, Transition};
 use index::Index;
 pub use model::*;
-pub use table::{Keyed, Table};
+pub use table::{Diff, Keyed, Table};
 pub use validate::{MAX_METADATA_BYTES, ValidationError};
 
 /// Everything the edge serves. Each object keeps Cloudflare's JSON shape; the

@@ -83,6 +83,23 @@ impl<T: Keyed> Table<T> {
         self.items.remove(&seq)
     }
 
+    /// What changed from `self` to `newer`, in sequence order. Only the
+    /// parts of the two tables that they do not share are visited: after a
+    /// write, its own objects, not the million beside them.
+    pub fn diff<'a>(&'a self, newer: &'a Self) -> impl Iterator<Item = Diff<'a, T>>
+    where
+        T: PartialEq,
+    {
+        self.items.diff(&newer.items).map(|item| match item {
+            imbl::ordmap::DiffItem::Add(_, new) => Diff::Added(new),
+            imbl::ordmap::DiffItem::Remove(_, old) => Diff::Removed(old),
+            imbl::ordmap::DiffItem::Update {
+                old: (_, old),
+                new: (_, new),
+            } => Diff::Changed(old, new),
+        })
+    }
+
     /// The table of `items`, refused when two share an id.
     pub fn from_unique(items: impl IntoIterator<Item = T>) -> Result<Table<T>, String> {
         let mut table = Table::default();
@@ -117,9 +134,24 @@ impl<'a, T: Keyed> IntoIterator for &'a Table<T> {
     }
 }
 
+/// How one object differs between two versions of a table.
+#[derive(Debug, PartialEq)]
+pub enum Diff<'a, T> {
+    Added(&'a T),
+    Removed(&'a T),
+    Changed(&'a T, &'a T),
+}
+
+/// Same objects in the same order. Objects the two tables share are the
+/// same object, so comparing addresses first skips reading them.
 impl<T: Keyed + PartialEq> PartialEq for Table<T> {
     fn eq(&self, other: &Self) -> bool {
-        self.len() == other.len() && self.iter().eq(other.iter())
+        self.len() == other.len()
+            && (self.items.ptr_eq(&other.items)
+                || self
+                    .iter()
+                    .zip(other.iter())
+                    .all(|(a, b)| std::ptr::eq(a, b) || a == b))
     }
 }
 

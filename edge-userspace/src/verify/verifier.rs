@@ -2,7 +2,8 @@
 //! control plane's state), runs their checks when the back-off schedule says
 //! so, and reports what changed to a [`StatusSink`].
 
-use std::collections::{HashMap, HashSet};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::future::Future;
 use std::sync::Arc;
 
@@ -12,7 +13,9 @@ use tokio::time::Instant;
 
 use super::{Checker, Retry, VerifyConfig, VerifyError};
 use crate::state::activation::transition;
-use crate::state::{Change, CnameCheck, CustomHostname, HostnameStatus, Observation, State};
+use crate::state::{
+    Change, CnameCheck, CustomHostname, Diff, HostnameStatus, Observation, State, Table,
+};
 
 /// One hostname's status change, found by a check.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,6 +87,8 @@ impl Verifier {
             states,
             sink,
             tracks: HashMap::new(),
+            seen: Arc::default(),
+            queue: Queue::default(),
         };
         Ok(Verifier {
             commands,
@@ -176,24 +181,68 @@ struct Task<S> {
     states: watch::Receiver<Arc<State>>,
     sink: Arc<S>,
     tracks: HashMap<Key, Track>,
+    /// The state `tracks` follows.
+    seen: Arc<State>,
+    queue: Queue,
+}
+
+/// When tracks are due, earliest first, so that finding the due ones costs
+/// those, not a walk of every watched hostname. An entry whose track has
+/// since been rescheduled or dropped is stale and skipped.
+#[derive(Default)]
+struct Queue(BinaryHeap<Reverse<(Instant, Key)>>);
+
+impl Queue {
+    fn schedule(&mut self, key: &Key, track: &Track) {
+        if let Some(at) = track.due {
+            self.0.push(Reverse((at, key.clone())));
+        }
+    }
+
+    fn is_current(tracks: &HashMap<Key, Track>, at: Instant, key: &Key) -> bool {
+        tracks.get(key).is_some_and(|t| t.due == Some(at))
+    }
+
+    /// The tracks due at `now`, each once.
+    fn take_due(&mut self, tracks: &HashMap<Key, Track>, now: Instant) -> Vec<Key> {
+        let mut due = Vec::new();
+        while let Some(Reverse((at, _))) = self.0.peek()
+            && *at <= now
+        {
+            let Some(Reverse((at, key))) = self.0.pop() else {
+                break;
+            };
+            if Self::is_current(tracks, at, &key) {
+                due.push(key);
+            }
+        }
+        due.sort_unstable();
+        due.dedup();
+        due
+    }
+
+    /// When the next track is due.
+    fn next(&mut self, tracks: &HashMap<Key, Track>) -> Option<Instant> {
+        while let Some(Reverse((at, key))) = self.0.peek() {
+            if Self::is_current(tracks, *at, key) {
+                return Some(*at);
+            }
+            self.0.pop();
+        }
+        None
+    }
 }
 
 impl<S: StatusSink> Task<S> {
     async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
         self.reconcile(Instant::now());
         loop {
-            let now = Instant::now();
-            let due: Vec<Key> = self
-                .tracks
-                .iter()
-                .filter(|(_, t)| t.due.is_some_and(|d| d <= now))
-                .map(|(k, _)| k.clone())
-                .collect();
+            let due = self.queue.take_due(&self.tracks, Instant::now());
             if !due.is_empty() {
                 self.check(due).await;
                 continue;
             }
-            let next = self.tracks.values().filter_map(|t| t.due).min();
+            let next = self.queue.next(&self.tracks);
             tokio::select! {
                 changed = self.states.changed() => match changed {
                     Ok(()) => self.reconcile(Instant::now()),
@@ -212,29 +261,51 @@ impl<S: StatusSink> Task<S> {
 
     /// Follows the control plane's state: watches hostnames awaiting or
     /// holding validation, forgets deleted or blocked ones, and starts over
-    /// for one whose name or status an operator changed.
+    /// for one whose name or status an operator changed. Only what changed
+    /// since the state seen last is looked at: the zones, and in each the
+    /// hostnames the two states do not share.
     fn reconcile(&mut self, now: Instant) {
-        let state = self.states.borrow_and_update().clone();
-        let mut seen = HashSet::new();
-        for zone in state.zones() {
-            for ch in &zone.custom_hostnames {
-                if !matches!(
-                    ch.status,
-                    HostnameStatus::Pending | HostnameStatus::Active | HostnameStatus::Moved
-                ) {
-                    continue;
-                }
-                let key = (zone.zone.id.clone(), ch.id.clone());
-                match self.tracks.get(&key) {
-                    Some(t) if t.hostname == ch.hostname && t.status == ch.status => {}
-                    _ => {
-                        self.tracks.insert(key.clone(), Track::new(ch, now));
+        let next = self.states.borrow_and_update().clone();
+        let previous = std::mem::replace(&mut self.seen, next.clone());
+        let empty = Table::default();
+        for zone in next.zones() {
+            let id = &zone.zone.id;
+            let before = previous.zone(id).map_or(&empty, |z| &z.custom_hostnames);
+            for change in before.diff(&zone.custom_hostnames) {
+                match change {
+                    Diff::Removed(ch) => {
+                        self.tracks.remove(&(id.clone(), ch.id.clone()));
                     }
+                    Diff::Added(ch) | Diff::Changed(_, ch) => self.watch(id, ch, now),
                 }
-                seen.insert(key);
             }
         }
-        self.tracks.retain(|key, _| seen.contains(key));
+        for zone in previous.zones() {
+            if next.zone(&zone.zone.id).is_none() {
+                for ch in &zone.custom_hostnames {
+                    self.tracks.remove(&(zone.zone.id.clone(), ch.id.clone()));
+                }
+            }
+        }
+    }
+
+    fn watch(&mut self, zone_id: &str, ch: &CustomHostname, now: Instant) {
+        let key = (zone_id.to_owned(), ch.id.clone());
+        if !matches!(
+            ch.status,
+            HostnameStatus::Pending | HostnameStatus::Active | HostnameStatus::Moved
+        ) {
+            self.tracks.remove(&key);
+            return;
+        }
+        match self.tracks.get(&key) {
+            Some(t) if t.hostname == ch.hostname && t.status == ch.status => {}
+            _ => {
+                let track = Track::new(ch, now);
+                self.queue.schedule(&key, &track);
+                self.tracks.insert(key, track);
+            }
+        }
     }
 
     fn refresh(&mut self, zone_id: String, id: String) -> Result<(), VerifyError> {
@@ -244,6 +315,7 @@ impl<S: StatusSink> Task<S> {
         match self.tracks.get_mut(&key) {
             Some(track) => {
                 track.restart(Instant::now());
+                self.queue.schedule(&key, track);
                 Ok(())
             }
             None => Err(VerifyError::UnknownHostname {
@@ -269,6 +341,7 @@ impl<S: StatusSink> Task<S> {
                 // one that never does (its task panicked).
                 if let Some(track) = self.tracks.get_mut(key) {
                     track.due = Some(Instant::now() + self.config.error_retry());
+                    self.queue.schedule(key, track);
                 }
                 let (checker, state, key) = (self.checker.clone(), state.clone(), key.clone());
                 checks.spawn(async move {
@@ -299,6 +372,7 @@ impl<S: StatusSink> Task<S> {
                 if let (Some(track), Some(ch)) = (self.tracks.get_mut(&key), find(&state, &key)) {
                     track.status = ch.status;
                     track.due = Some(retry_at);
+                    self.queue.schedule(&key, track);
                 }
             }
         }
@@ -319,6 +393,7 @@ impl<S: StatusSink> Task<S> {
             Err(error) => {
                 tracing::warn!(hostname = %ch.hostname, %error, "hostname validation check failed");
                 track.checked(now, &self.config);
+                self.queue.schedule(key, track);
                 return None;
             }
         };
@@ -327,6 +402,7 @@ impl<S: StatusSink> Task<S> {
             if ch.status == HostnameStatus::Active && !here && !track.pointed_here {
                 tracing::debug!(hostname = %ch.hostname, "active by pre-validation, DNS not pointing here yet");
                 track.checked(now, &self.config);
+                self.queue.schedule(key, track);
                 return None;
             }
             track.pointed_here |= here;
@@ -339,6 +415,7 @@ impl<S: StatusSink> Task<S> {
             track.retry = Retry::start(now.into_std());
         }
         track.checked(now, &self.config);
+        self.queue.schedule(key, track);
         changed.then(|| StatusChange {
             zone_id: key.0.clone(),
             custom_hostname_id: key.1.clone(),
@@ -352,12 +429,7 @@ impl<S: StatusSink> Task<S> {
 }
 
 fn find(state: &State, (zone_id, id): &Key) -> Option<CustomHostname> {
-    state
-        .zone(zone_id)?
-        .custom_hostnames
-        .iter()
-        .find(|h| &h.id == id)
-        .cloned()
+    state.zone(zone_id)?.custom_hostnames.get(id).cloned()
 }
 
 async fn sleep_until(at: Option<Instant>) {
