@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 
 use crate::state::activation::transition;
 use crate::state::hostname::is_within;
-use crate::state::{Change, Observation, State};
+use crate::state::{Change, CustomHostname, Observation, State};
 
 /// `Observe` changes for the hostnames `changes` may have moved.
 pub(super) fn local_checks(current: &State, next: &State, changes: &[Change]) -> Vec<Change> {
@@ -46,32 +46,50 @@ pub(super) fn local_checks(current: &State, next: &State, changes: &[Change]) ->
             _ => {}
         }
     }
-    let mut observed = Vec::new();
-    for zone in next.zones() {
-        let provider = providers.contains(zone.zone.id.as_str());
-        for hostname in &zone.custom_hostnames {
-            let affected = provider
-                || hostnames.contains(&(zone.zone.id.as_str(), hostname.id.as_str()))
-                || apexes
+    // A write of custom hostnames alone can move only those; records,
+    // zones and CNAME targets can move any hostname below them.
+    let candidates: Vec<(&str, &CustomHostname)> = if apexes.is_empty() && providers.is_empty() {
+        hostnames
+            .iter()
+            .filter_map(|&(zone_id, id)| {
+                let zone = next.zone(zone_id)?;
+                Some((zone.zone.id.as_str(), zone.custom_hostnames.get(id)?))
+            })
+            .collect()
+    } else {
+        next.zones()
+            .iter()
+            .flat_map(|zone| {
+                let provider = providers.contains(zone.zone.id.as_str());
+                let (apexes, hostnames) = (&apexes, &hostnames);
+                zone.custom_hostnames
                     .iter()
-                    .any(|apex| is_within(&hostname.hostname, apex));
-            if !affected {
-                continue;
-            }
-            let Some(result) = next.cname_check(&hostname.hostname, &zone.zone.id) else {
-                continue;
-            };
-            let observation = Observation::Cname { result };
-            let after = transition(hostname, &observation);
-            if after.status != hostname.status
-                || after.verification_errors != hostname.verification_errors
-            {
-                observed.push(Change::Observe {
-                    zone_id: zone.zone.id.clone(),
-                    custom_hostname_id: hostname.id.clone(),
-                    observation,
-                });
-            }
+                    .filter(move |hostname| {
+                        provider
+                            || hostnames.contains(&(zone.zone.id.as_str(), hostname.id.as_str()))
+                            || apexes
+                                .iter()
+                                .any(|apex| is_within(&hostname.hostname, apex))
+                    })
+                    .map(move |hostname| (zone.zone.id.as_str(), hostname))
+            })
+            .collect()
+    };
+    let mut observed = Vec::new();
+    for (zone_id, hostname) in candidates {
+        let Some(result) = next.cname_check(&hostname.hostname, zone_id) else {
+            continue;
+        };
+        let observation = Observation::Cname { result };
+        let after = transition(hostname, &observation);
+        if after.status != hostname.status
+            || after.verification_errors != hostname.verification_errors
+        {
+            observed.push(Change::Observe {
+                zone_id: zone_id.to_owned(),
+                custom_hostname_id: hostname.id.clone(),
+                observation,
+            });
         }
     }
     observed

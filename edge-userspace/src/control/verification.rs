@@ -7,7 +7,6 @@
 //! becomes active carries traffic at once and nothing it finds is lost in a
 //! crash. There is no second write path.
 
-use std::collections::HashSet;
 use std::sync::{Arc, PoisonError, Weak};
 
 use tokio::sync::watch;
@@ -102,18 +101,13 @@ impl Control {
 
 /// The writes for the `changes` whose hostname `state` still holds.
 fn still_present(state: &State, changes: &[StatusChange]) -> Vec<Change> {
-    let present: HashSet<(&str, &str)> = state
-        .zones()
-        .iter()
-        .flat_map(|z| {
-            z.custom_hostnames
-                .iter()
-                .map(|h| (z.zone.id.as_str(), h.id.as_str()))
-        })
-        .collect();
     changes
         .iter()
-        .filter(|c| present.contains(&(c.zone_id.as_str(), c.custom_hostname_id.as_str())))
+        .filter(|c| {
+            state
+                .zone(&c.zone_id)
+                .is_some_and(|z| z.custom_hostnames.get(&c.custom_hostname_id).is_some())
+        })
         .map(StatusChange::to_change)
         .collect()
 }

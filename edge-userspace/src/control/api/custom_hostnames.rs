@@ -60,15 +60,12 @@ fn view(zs: &ZoneState, ch: &CustomHostname) -> Value {
 }
 
 fn hostname<'z>(zs: &'z ZoneState, id: &str) -> Result<&'z CustomHostname, ApiError> {
-    zs.custom_hostnames
-        .iter()
-        .find(|h| h.id == id)
-        .ok_or_else(|| {
-            ApiError::not_found(format!(
-                "no custom hostname `{id}` in zone `{}`",
-                zs.zone.name
-            ))
-        })
+    zs.custom_hostnames.get(id).ok_or_else(|| {
+        ApiError::not_found(format!(
+            "no custom hostname `{id}` in zone `{}`",
+            zs.zone.name
+        ))
+    })
 }
 
 pub(super) fn list(control: &Control, call: &Call) -> Result<Value, ApiError> {

@@ -46,7 +46,7 @@ fn full_name(zs: &ZoneState, name: &str) -> String {
 }
 
 fn record<'z>(zs: &'z ZoneState, id: &str) -> Result<&'z DnsRecord, ApiError> {
-    zs.dns_records.iter().find(|r| r.id == id).ok_or_else(|| {
+    zs.dns_records.get(id).ok_or_else(|| {
         ApiError::not_found(format!("no DNS record `{id}` in zone `{}`", zs.zone.name))
     })
 }
