@@ -78,8 +78,8 @@ pub(super) fn build(state: &State, previous: Option<&Snapshot>) -> Snapshot {
 /// The snapshot of `state` derived from `previous`, recomputing only the
 /// exact lower-case `names` (see [`Snapshot::update`]). The state's zones are
 /// those `previous` was built from, so their order and names still hold;
-/// for a few names, lookups the full build answers from maps of the whole
-/// state scan it instead, which costs far less than building the maps.
+/// lookups the full build answers from maps of the whole state go to the
+/// state's own index instead, which costs far less than building the maps.
 pub(super) fn update(
     previous: &Snapshot,
     state: &State,
@@ -87,8 +87,7 @@ pub(super) fn update(
     zones: &[&str],
 ) -> Snapshot {
     let context = previous.context.clone();
-    // A scan per name beats building the maps only for a few names.
-    let maps = (names.len() > SCAN_NAMES).then(|| Maps::new(state));
+    let maps = (names.len() > INDEXED_NAMES).then(|| Maps::new(state));
     let mut b = Builder::new(state, &context, Ids::derived(previous), maps);
     let changed = names
         .iter()
@@ -109,10 +108,11 @@ pub(super) fn update(
     previous.derive(changed, zones, free, max)
 }
 
-/// Up to this many changed names are looked up by scanning the state, each
-/// scan a pass over every custom hostname; more build the full build's maps
-/// once.
-const SCAN_NAMES: usize = 8;
+/// Up to this many changed names are looked up in the state's index (some
+/// microseconds each); more build the full build's maps once, which costs
+/// about a microsecond per hostname of the state. Tests lower it so that
+/// their small states take both paths.
+const INDEXED_NAMES: usize = if cfg!(test) { 8 } else { 100_000 };
 
 /// What the state's zones give every build: their stages and their names.
 /// Kept by the snapshot, so that a derived snapshot need not recompute it.
@@ -240,12 +240,16 @@ impl<'p> Ids<'p> {
 }
 
 struct Builder<'s, 'p> {
+    state: &'s State,
     /// By position, which chain ids and stage lists refer to.
     zones: Vec<&'s ZoneState>,
+    /// Each zone's sequence number in the state's table, ascending with
+    /// position.
+    zone_seqs: Vec<u64>,
     ids: Ids<'p>,
     stages: &'p [Stage],
     zone_by_name: &'p HashMap<String, usize>,
-    /// `None`: look names up by scanning the state (a derived snapshot).
+    /// `None`: look names up in the state's index (a derived snapshot).
     maps: Option<Maps<'s>>,
     chains: Vec<Arc<Chain>>,
     stage_lists: HashMap<(Option<usize>, usize), Arc<[Stage]>>,
@@ -260,7 +264,9 @@ struct Builder<'s, 'p> {
 impl<'s, 'p> Builder<'s, 'p> {
     fn new(state: &'s State, context: &'p Context, ids: Ids<'p>, maps: Option<Maps<'s>>) -> Self {
         Builder {
+            state,
             zones: state.zones().iter().collect(),
+            zone_seqs: state.zones().iter_seq().map(|(seq, _)| seq).collect(),
             ids,
             stages: &context.stages,
             zone_by_name: &context.zone_by_name,
@@ -305,21 +311,17 @@ impl<'s, 'p> Builder<'s, 'p> {
     fn ch_exact(&self, name: &str) -> Option<(usize, &'s CustomHostname)> {
         match &self.maps {
             Some(maps) => maps.ch_exact.get(name).copied(),
-            None => self.scan_hostnames(name),
+            None => self.indexed_hostname(name),
         }
     }
 
-    /// The custom hostname whose lower-case hostname is `name`, scanning every
-    /// zone (comparing lengths first keeps most names unread).
-    fn scan_hostnames(&self, name: &str) -> Option<(usize, &'s CustomHostname)> {
-        self.zones.iter().enumerate().rev().find_map(|(z, &zs)| {
-            zs.custom_hostnames
-                .iter()
-                .rfind(|ch| {
-                    ch.hostname.len() == name.len() && ch.hostname.eq_ignore_ascii_case(name)
-                })
-                .map(|ch| (z, ch))
-        })
+    /// The custom hostname whose lower-case hostname is `name`, from the
+    /// state's index, with its zone's position.
+    fn indexed_hostname(&self, name: &str) -> Option<(usize, &'s CustomHostname)> {
+        let (zone, hostname) = self.state.custom_hostname(name)?;
+        let seq = self.state.zones().seq_of(&zone.zone.id)?;
+        let z = self.zone_seqs.binary_search(&seq).ok()?;
+        Some((z, hostname))
     }
 
     /// The zone a lower-case name falls in: the longest apex it lies within.
@@ -347,7 +349,7 @@ impl<'s, 'p> Builder<'s, 'p> {
     fn wildcard_hostname(&self, suffix: &str) -> Option<(usize, &'s CustomHostname)> {
         match &self.maps {
             Some(maps) => maps.ch_wildcard.get(suffix).copied(),
-            None => self.scan_hostnames(&format!("*.{suffix}")),
+            None => self.indexed_hostname(&format!("*.{suffix}")),
         }
     }
 

@@ -885,7 +885,7 @@ mod derived {
 }
 
 /// Many names changed at once are looked up through maps of the state, not
-/// a scan per name: the same outcomes either way.
+/// the state's index per name: the same outcomes either way.
 #[test]
 fn many_changed_names_derive_like_a_full_build() {
     let names: Vec<String> = (0..20).map(|i| format!("many{i}.example.net")).collect();

@@ -62,6 +62,31 @@ impl Counts {
     }
 }
 
+/// A custom hostname's place: its zone's and its own sequence number in
+/// their tables.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Place {
+    pub(super) zone: u64,
+    pub(super) hostname: u64,
+}
+
+/// The places of the hostnames under one hash: one in a valid state but
+/// for a collision of hashes, more while a refused write is checked.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) enum Places {
+    One(Place),
+    Many(Vec<Place>),
+}
+
+impl Places {
+    pub(super) fn as_slice(&self) -> &[Place] {
+        match self {
+            Places::One(place) => std::slice::from_ref(place),
+            Places::Many(places) => places,
+        }
+    }
+}
+
 #[derive(Clone, Default, Debug, PartialEq)]
 pub(super) struct Index {
     /// Lower-case apex -> ids of the zones with it (one, in a valid state).
@@ -70,8 +95,10 @@ pub(super) struct Index {
     pub(super) record_ids: Counts,
     /// Custom hostname ids, edge-wide.
     pub(super) hostname_ids: Counts,
-    /// Custom hostnames (lower case), edge-wide.
-    pub(super) hostnames: Counts,
+    /// Custom hostnames (lower case), edge-wide, with where they are: a
+    /// derived snapshot looks up the names a write changed here instead of
+    /// walking every hostname.
+    pub(super) hostnames: Map<u64, Places>,
     /// Contents of CNAME records (lower case), edge-wide: a custom hostname
     /// that a record points at shapes other names' chains.
     pub(super) cname_targets: Counts,
@@ -83,29 +110,37 @@ pub(super) struct Index {
 impl Index {
     pub(super) fn build(state: &State) -> Index {
         let mut index = Index::default();
-        for zone in state.zones() {
-            index.add_zone(zone);
+        for (seq, zone) in state.zones().iter_seq() {
+            index.add_zone(seq, zone);
         }
         index
     }
 
-    pub(super) fn add_zone(&mut self, zone: &ZoneState) {
+    pub(super) fn add_zone(&mut self, zone_seq: u64, zone: &ZoneState) {
         self.add_zone_name(&zone.zone.name, &zone.zone.id);
         for record in &zone.dns_records {
             self.add_record(record);
         }
-        for hostname in &zone.custom_hostnames {
-            self.add_hostname(&zone.zone.id, hostname);
+        for (seq, hostname) in zone.custom_hostnames.iter_seq() {
+            let place = Place {
+                zone: zone_seq,
+                hostname: seq,
+            };
+            self.add_hostname(&zone.zone.id, place, hostname);
         }
     }
 
-    pub(super) fn remove_zone(&mut self, zone: &ZoneState) {
+    pub(super) fn remove_zone(&mut self, zone_seq: u64, zone: &ZoneState) {
         self.remove_zone_name(&zone.zone.name, &zone.zone.id);
         for record in &zone.dns_records {
             self.remove_record(record);
         }
-        for hostname in &zone.custom_hostnames {
-            self.remove_hostname(&zone.zone.id, hostname);
+        for (seq, hostname) in zone.custom_hostnames.iter_seq() {
+            let place = Place {
+                zone: zone_seq,
+                hostname: seq,
+            };
+            self.remove_hostname(&zone.zone.id, place, hostname);
         }
     }
 
@@ -140,17 +175,51 @@ impl Index {
         }
     }
 
-    pub(super) fn add_hostname(&mut self, zone_id: &str, hostname: &CustomHostname) {
+    pub(super) fn add_hostname(&mut self, zone_id: &str, place: Place, hostname: &CustomHostname) {
         self.hostname_ids.add(id_key(&hostname.id));
-        self.hostnames.add(key("", &hostname.hostname));
+        let entry = self.hostnames.entry(key("", &hostname.hostname));
+        match entry {
+            imbl::hashmap::Entry::Vacant(vacant) => {
+                vacant.insert(Places::One(place));
+            }
+            imbl::hashmap::Entry::Occupied(mut occupied) => {
+                let mut places = occupied.get().as_slice().to_vec();
+                places.push(place);
+                occupied.insert(Places::Many(places));
+            }
+        }
         if let Some(server) = &hostname.custom_origin_server {
             self.origins.add(key(zone_id, server));
         }
     }
 
-    pub(super) fn remove_hostname(&mut self, zone_id: &str, hostname: &CustomHostname) {
+    pub(super) fn remove_hostname(
+        &mut self,
+        zone_id: &str,
+        place: Place,
+        hostname: &CustomHostname,
+    ) {
         self.hostname_ids.sub(id_key(&hostname.id));
-        self.hostnames.sub(key("", &hostname.hostname));
+        let name = key("", &hostname.hostname);
+        if let Some(places) = self.hostnames.get(&name) {
+            let rest: Vec<Place> = places
+                .as_slice()
+                .iter()
+                .copied()
+                .filter(|other| *other != place)
+                .collect();
+            match rest.as_slice() {
+                [] => {
+                    self.hostnames.remove(&name);
+                }
+                [one] => {
+                    self.hostnames.insert(name, Places::One(*one));
+                }
+                _ => {
+                    self.hostnames.insert(name, Places::Many(rest));
+                }
+            }
+        }
         if let Some(server) = &hostname.custom_origin_server {
             self.origins.sub(key(zone_id, server));
         }

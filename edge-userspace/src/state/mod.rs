@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::rules::model::{Phase, Ruleset};
 
 pub use activation::{CnameCheck, Observation, Transition};
-use index::Index;
+use index::{Index, Place};
 pub use model::*;
 pub use table::{Diff, Keyed, Table};
 pub use validate::{MAX_METADATA_BYTES, ValidationError};
@@ -266,6 +266,19 @@ impl State {
         activation::cname_check(self, hostname, provider_zone_id)
     }
 
+    /// The custom hostname named `name` (in any case), with its zone.
+    pub fn custom_hostname(&self, name: &str) -> Option<(&ZoneState, &CustomHostname)> {
+        let places = self.index.hostnames.get(&index::key("", name))?;
+        places.as_slice().iter().find_map(|place| {
+            let zone = self.zones.get_seq(place.zone)?;
+            let hostname = zone.custom_hostnames.get_seq(place.hostname)?;
+            hostname
+                .hostname
+                .eq_ignore_ascii_case(name)
+                .then_some((zone, hostname))
+        })
+    }
+
     /// Whether some CNAME record on this edge points at `name`.
     pub fn is_cname_target(&self, name: &str) -> bool {
         self.index.cname_targets.get(index::key("", name)) > 0
@@ -324,10 +337,11 @@ impl State {
                 }
             }
             Change::DeleteZone { id } => {
+                let seq = zones.seq_of(&id);
                 let zone = zones
                     .remove(&id)
                     .ok_or_else(|| missing("id", "zone", &id))?;
-                index.remove_zone(&zone);
+                index.remove_zone(seq.unwrap_or_default(), &zone);
             }
             Change::PutDnsRecord { zone_id, record } => {
                 let zone = zone_mut(zones, &zone_id)?;
@@ -351,22 +365,33 @@ impl State {
                 zone_id,
                 custom_hostname,
             } => {
+                let zone_seq = zones.seq_of(&zone_id).unwrap_or_default();
                 let zone = zone_mut(zones, &zone_id)?;
-                touched
-                    .hostnames
-                    .push((zone_id.clone(), custom_hostname.id.clone()));
-                index.add_hostname(&zone_id, &custom_hostname);
-                if let Some(old) = zone.custom_hostnames.put(custom_hostname) {
-                    index.remove_hostname(&zone_id, &old);
+                let id = custom_hostname.id.clone();
+                let new = custom_hostname.clone();
+                let old = zone.custom_hostnames.put(custom_hostname);
+                let place = Place {
+                    zone: zone_seq,
+                    hostname: zone.custom_hostnames.seq_of(&id).unwrap_or_default(),
+                };
+                if let Some(old) = old {
+                    index.remove_hostname(&zone_id, place, &old);
                 }
+                index.add_hostname(&zone_id, place, &new);
+                touched.hostnames.push((zone_id, id));
             }
             Change::DeleteCustomHostname { zone_id, id } => {
+                let zone_seq = zones.seq_of(&zone_id).unwrap_or_default();
                 let zone = zone_mut(zones, &zone_id)?;
+                let place = Place {
+                    zone: zone_seq,
+                    hostname: zone.custom_hostnames.seq_of(&id).unwrap_or_default(),
+                };
                 let old = zone
                     .custom_hostnames
                     .remove(&id)
                     .ok_or_else(|| missing("id", "custom hostname", &id))?;
-                index.remove_hostname(&zone_id, &old);
+                index.remove_hostname(&zone_id, place, &old);
             }
             Change::PutFallbackOrigin {
                 zone_id,

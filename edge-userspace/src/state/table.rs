@@ -59,6 +59,21 @@ impl<T: Keyed> Table<T> {
         self.items.get(self.seq.get(id)?)
     }
 
+    /// The insertion sequence number of `id`: stable while the object is
+    /// in the table, so an index can point at it without holding its id.
+    pub fn seq_of(&self, id: &str) -> Option<u64> {
+        self.seq.get(id).copied()
+    }
+
+    pub fn get_seq(&self, seq: u64) -> Option<&T> {
+        self.items.get(&seq)
+    }
+
+    /// Objects with their sequence numbers.
+    pub fn iter_seq(&self) -> impl Iterator<Item = (u64, &T)> {
+        self.items.iter().map(|(seq, item)| (*seq, item))
+    }
+
     pub fn get_mut(&mut self, id: &str) -> Option<&mut T> {
         let seq = *self.seq.get(id)?;
         self.items.get_mut(&seq)

@@ -195,7 +195,8 @@ pub(super) fn touched(state: &State, touched: &Touched) -> Result<(), Validation
         {
             return Err(hostname_id_taken(&zs.zone, ch));
         }
-        if state.index.hostnames.get(index::key("", &ch.hostname)) > 1
+        let holders = state.index.hostnames.get(&index::key("", &ch.hostname));
+        if holders.is_some_and(|places| places.as_slice().len() > 1)
             && let Some(other) = all().find(|other| {
                 other.id != ch.id && other.hostname.eq_ignore_ascii_case(&ch.hostname)
             })
