@@ -11,6 +11,7 @@ use regex::bytes::Regex;
 
 use super::ast::{Arg, IndexKey, Node, Ord, Rhs};
 use super::context::{Ctx, HeaderSource, Val, cookie_values};
+use super::prefilter::Pattern;
 use super::scheme::{Field, Func};
 use super::sets::{IntSet, IpSet};
 use super::wildcard::{self, Wildcard};
@@ -90,7 +91,7 @@ pub(crate) enum Matcher {
     BytesNe(Box<[u8]>),
     BytesOrd(Ord, Box<[u8]>),
     Contains(memmem::Finder<'static>),
-    Regex(Regex),
+    Regex(Pattern),
     Wildcard(Wildcard),
     /// Small sets are scanned (length first); large ones hashed.
     BytesInSmall(Box<[Box<[u8]>]>),
@@ -111,7 +112,7 @@ impl Matcher {
             Matcher::BytesInSmall(set) => set.iter().any(|s| s.as_ref() == b),
             Matcher::BytesOrd(op, lit) => op.holds(b.cmp(lit.as_ref())),
             Matcher::Contains(f) => f.find(b).is_some(),
-            Matcher::Regex(re) => re.is_match(b),
+            Matcher::Regex(p) => p.is_match(b),
             Matcher::Wildcard(w) => w.matches(b),
             Matcher::BytesIn(set) => set.contains(b),
             _ => false,
@@ -141,7 +142,7 @@ impl Matcher {
                 Matcher::BytesInSmall(set.iter().map(|b| b.clone().into_boxed_slice()).collect())
             }
             Rhs::Contains(b) => Matcher::Contains(memmem::Finder::new(b).into_owned()),
-            Rhs::Matches(re) => Matcher::Regex(compile_regex(re)),
+            Rhs::Matches(re) => Matcher::Regex(Pattern::new(compile_regex(re))),
             Rhs::Wildcard { pattern, strict } => Matcher::Wildcard(Wildcard::new(pattern, *strict)),
             Rhs::BytesIn(set) => {
                 Matcher::BytesIn(set.iter().map(|b| b.clone().into_boxed_slice()).collect())
