@@ -84,26 +84,77 @@ pub struct Ctx<'a> {
     /// and user agent, many phases read neither.
     host: OnceCell<&'a [u8]>,
     user_agent: OnceCell<&'a [u8]>,
-    headers: HeaderMemo<'a>,
+    headers: Memo<HeaderLookup<'a>>,
+    cookies: Memo<CookieLookup<'a>>,
 }
 
-/// Recent `headers["name"]` lookups of the phase: rules of a phase often test
-/// the same header (`x-variant`, `x-debug`, …), and each map lookup hashes
-/// the name byte by byte. The name is a clone (a reference count for custom
-/// names) so the memo does not borrow the expressions.
-#[derive(Default)]
-struct HeaderMemo<'a> {
-    entries: RefCell<[Option<HeaderLookup<'a>>; HEADER_MEMO]>,
+/// Recent lookups of the phase: rules of a phase often test the same header
+/// (`x-variant`, `x-debug`, …) or cookie (`session`), and each header map
+/// lookup hashes the name byte by byte, each cookie lookup splits the
+/// `Cookie` header again. Oldest entry replaced first.
+struct Memo<T> {
+    entries: RefCell<[Option<T>; MEMO]>,
     next: Cell<usize>,
 }
 
-const HEADER_MEMO: usize = 4;
+const MEMO: usize = 4;
 
+impl<T> Default for Memo<T> {
+    fn default() -> Self {
+        Memo {
+            entries: RefCell::new([const { None }; MEMO]),
+            next: Cell::new(0),
+        }
+    }
+}
+
+impl<T: Copy> Memo<T> {
+    fn get_or_insert(&self, hit: impl Fn(&T) -> bool, compute: impl FnOnce() -> T) -> T {
+        if let Some(found) = self.entries.borrow().iter().flatten().find(|e| hit(e)) {
+            return *found;
+        }
+        let value = compute();
+        let slot = self.next.get();
+        self.entries.borrow_mut()[slot] = Some(value);
+        self.next.set((slot + 1) % MEMO);
+        value
+    }
+}
+
+/// A header or cookie name held inline: the memo neither allocates nor
+/// touches a reference count shared by every worker thread running the same
+/// rules. Longer names are not memoised.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct NameKey {
+    len: u8,
+    bytes: [u8; NAME_KEY],
+}
+
+const NAME_KEY: usize = 31;
+
+impl NameKey {
+    fn new(name: &[u8]) -> Option<Self> {
+        let mut bytes = [0; NAME_KEY];
+        bytes.get_mut(..name.len())?.copy_from_slice(name);
+        Some(NameKey {
+            len: name.len() as u8,
+            bytes,
+        })
+    }
+}
+
+#[derive(Clone, Copy)]
 struct HeaderLookup<'a> {
     src: HeaderSource,
-    name: HeaderName,
+    name: NameKey,
     first: Option<&'a HeaderValue>,
     more: bool,
+}
+
+#[derive(Clone, Copy)]
+struct CookieLookup<'a> {
+    name: NameKey,
+    first: Option<&'a [u8]>,
 }
 
 static EMPTY_HEADERS: std::sync::LazyLock<HeaderMap> = std::sync::LazyLock::new(HeaderMap::new);
@@ -122,7 +173,8 @@ impl<'a> Ctx<'a> {
             resp,
             host: OnceCell::new(),
             user_agent: OnceCell::new(),
-            headers: HeaderMemo::default(),
+            headers: Memo::default(),
+            cookies: Memo::default(),
         }
     }
 
@@ -132,23 +184,43 @@ impl<'a> Ctx<'a> {
         src: HeaderSource,
         name: &HeaderName,
     ) -> (Option<&'a HeaderValue>, bool) {
-        let mut entries = self.headers.entries.borrow_mut();
-        for l in entries.iter().flatten() {
-            if l.src == src && l.name == name {
-                return (l.first, l.more);
-            }
-        }
-        let mut values = self.headers(src).get_all(name).iter();
-        let (first, more) = (values.next(), values.next().is_some());
-        let slot = self.headers.next.get();
-        entries[slot] = Some(HeaderLookup {
-            src,
-            name: name.clone(),
-            first,
-            more,
-        });
-        self.headers.next.set((slot + 1) % HEADER_MEMO);
-        (first, more)
+        let lookup = || {
+            let mut values = self.headers(src).get_all(name).iter();
+            (values.next(), values.next().is_some())
+        };
+        let Some(key) = NameKey::new(name.as_str().as_bytes()) else {
+            return lookup();
+        };
+        let l = self.headers.get_or_insert(
+            |l| l.src == src && l.name == key,
+            || {
+                let (first, more) = lookup();
+                HeaderLookup {
+                    src,
+                    name: key,
+                    first,
+                    more,
+                }
+            },
+        );
+        (l.first, l.more)
+    }
+
+    /// The first value of cookie `name` (`cookies["name"][0]`).
+    pub(crate) fn cookie_first(&self, name: &[u8]) -> Option<&'a [u8]> {
+        let lookup = || cookie_values(&self.req.headers, name).next();
+        let Some(key) = NameKey::new(name) else {
+            return lookup();
+        };
+        self.cookies
+            .get_or_insert(
+                |l| l.name == key,
+                || CookieLookup {
+                    name: key,
+                    first: lookup(),
+                },
+            )
+            .first
     }
 
     pub fn headers(&self, src: HeaderSource) -> &'a HeaderMap {
@@ -293,10 +365,13 @@ pub(crate) fn extension(path: &str) -> Cow<'_, [u8]> {
 }
 
 /// Values of cookie `name` in the `Cookie` headers, in order.
-pub(crate) fn cookie_values<'a>(
+pub(crate) fn cookie_values<'a, 'n>(
     headers: &'a HeaderMap,
-    name: &'a [u8],
-) -> impl Iterator<Item = &'a [u8]> + 'a {
+    name: &'n [u8],
+) -> impl Iterator<Item = &'a [u8]> + 'n
+where
+    'a: 'n,
+{
     headers
         .get_all(COOKIE)
         .iter()

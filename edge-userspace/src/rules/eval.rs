@@ -50,10 +50,17 @@ impl ArraySrc {
     }
 
     fn nth<'a, 'c: 'a>(&'a self, ctx: &Ctx<'c>, n: usize) -> Option<Val<'a>> {
-        // `headers["x"][0]`, the usual form, straight from the phase's memo.
-        if let (ArraySrc::Header(src, Some(name)), 0) = (self, n) {
-            let first = ctx.header_first(*src, name).0?;
-            return Some(Val::Bytes(Cow::Borrowed(first.as_bytes())));
+        // `headers["x"][0]` and `cookies["x"][0]`, the usual forms, straight
+        // from the phase's memo.
+        match (self, n) {
+            (ArraySrc::Header(src, Some(name)), 0) => {
+                let first = ctx.header_first(*src, name).0?;
+                return Some(Val::Bytes(Cow::Borrowed(first.as_bytes())));
+            }
+            (ArraySrc::Cookie(name), 0) => {
+                return ctx.cookie_first(name).map(|v| Val::Bytes(Cow::Borrowed(v)));
+            }
+            _ => {}
         }
         let mut i = 0;
         let mut out = None;
