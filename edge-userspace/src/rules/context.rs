@@ -84,31 +84,30 @@ pub struct Ctx<'a> {
     /// and user agent, many phases read neither.
     host: OnceCell<&'a [u8]>,
     user_agent: OnceCell<&'a [u8]>,
-    headers: Memo<HeaderLookup<'a>>,
-    cookies: Memo<CookieLookup<'a>>,
+    headers: Memo<HeaderLookup<'a>, 4>,
+    cookies: Memo<CookieLookup<'a>, 2>,
 }
 
 /// Recent lookups of the phase: rules of a phase often test the same header
 /// (`x-variant`, `x-debug`, …) or cookie (`session`), and each header map
 /// lookup hashes the name byte by byte, each cookie lookup splits the
-/// `Cookie` header again. Oldest entry replaced first.
-struct Memo<T> {
-    entries: RefCell<[Option<T>; MEMO]>,
+/// `Cookie` header again. Oldest entry replaced first; sized for the few
+/// names a phase typically reads, as the context is built for every phase.
+struct Memo<T, const N: usize> {
+    entries: RefCell<[Option<T>; N]>,
     next: Cell<usize>,
 }
 
-const MEMO: usize = 4;
-
-impl<T> Default for Memo<T> {
+impl<T, const N: usize> Default for Memo<T, N> {
     fn default() -> Self {
         Memo {
-            entries: RefCell::new([const { None }; MEMO]),
+            entries: RefCell::new([const { None }; N]),
             next: Cell::new(0),
         }
     }
 }
 
-impl<T: Copy> Memo<T> {
+impl<T: Copy, const N: usize> Memo<T, N> {
     fn get_or_insert(&self, hit: impl Fn(&T) -> bool, compute: impl FnOnce() -> T) -> T {
         if let Some(found) = self.entries.borrow().iter().flatten().find(|e| hit(e)) {
             return *found;
@@ -116,7 +115,7 @@ impl<T: Copy> Memo<T> {
         let value = compute();
         let slot = self.next.get();
         self.entries.borrow_mut()[slot] = Some(value);
-        self.next.set((slot + 1) % MEMO);
+        self.next.set((slot + 1) % N);
         value
     }
 }
@@ -124,7 +123,7 @@ impl<T: Copy> Memo<T> {
 /// A header or cookie name held inline: the memo neither allocates nor
 /// touches a reference count shared by every worker thread running the same
 /// rules. Longer names are not memoised.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct NameKey {
     len: u8,
     bytes: [u8; NAME_KEY],
@@ -140,6 +139,46 @@ impl NameKey {
             len: name.len() as u8,
             bytes,
         })
+    }
+}
+
+/// A header name a rule reads, with its memo key built when the expression
+/// is compiled.
+#[derive(Debug, Clone)]
+pub(crate) struct HeaderKey {
+    pub(crate) name: HeaderName,
+    key: Option<NameKey>,
+}
+
+impl HeaderKey {
+    pub(crate) fn new(name: HeaderName) -> Self {
+        let key = NameKey::new(name.as_str().as_bytes());
+        HeaderKey { name, key }
+    }
+}
+
+impl PartialEq for HeaderKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+    }
+}
+
+impl Eq for HeaderKey {}
+
+/// A cookie name a rule reads, with its memo key built when the expression
+/// is compiled.
+#[derive(Debug, Clone)]
+pub(crate) struct CookieKey {
+    pub(crate) name: Box<[u8]>,
+    key: Option<NameKey>,
+}
+
+impl CookieKey {
+    pub(crate) fn new(name: &[u8]) -> Self {
+        CookieKey {
+            name: name.into(),
+            key: NameKey::new(name),
+        }
     }
 }
 
@@ -182,13 +221,13 @@ impl<'a> Ctx<'a> {
     pub(crate) fn header_first(
         &self,
         src: HeaderSource,
-        name: &HeaderName,
+        name: &HeaderKey,
     ) -> (Option<&'a HeaderValue>, bool) {
         let lookup = || {
-            let mut values = self.headers(src).get_all(name).iter();
+            let mut values = self.headers(src).get_all(&name.name).iter();
             (values.next(), values.next().is_some())
         };
-        let Some(key) = NameKey::new(name.as_str().as_bytes()) else {
+        let Some(key) = name.key else {
             return lookup();
         };
         let l = self.headers.get_or_insert(
@@ -207,9 +246,9 @@ impl<'a> Ctx<'a> {
     }
 
     /// The first value of cookie `name` (`cookies["name"][0]`).
-    pub(crate) fn cookie_first(&self, name: &[u8]) -> Option<&'a [u8]> {
-        let lookup = || cookie_values(&self.req.headers, name).next();
-        let Some(key) = NameKey::new(name) else {
+    pub(crate) fn cookie_first(&self, name: &CookieKey) -> Option<&'a [u8]> {
+        let lookup = || cookie_values(&self.req.headers, &name.name).next();
+        let Some(key) = name.key else {
             return lookup();
         };
         self.cookies

@@ -10,8 +10,8 @@ use memchr::memmem;
 use regex::bytes::Regex;
 
 use super::ast::{Arg, IndexKey, Node, Ord, Rhs};
-use super::context::{Ctx, HeaderSource, Val, cookie_values};
-use super::prefilter::Pattern;
+use super::context::{CookieKey, Ctx, HeaderKey, HeaderSource, Val, cookie_values};
+use super::prefilter::{Pattern, has_prefix};
 use super::scheme::{Field, Func};
 use super::sets::{IntSet, IpSet};
 use super::wildcard::{self, Wildcard};
@@ -22,8 +22,8 @@ pub(crate) enum ArraySrc {
     Names(HeaderSource),
     Values(HeaderSource),
     /// `None`: the key is not a valid header name, so the array is empty.
-    Header(HeaderSource, Option<HeaderName>),
-    Cookie(Box<[u8]>),
+    Header(HeaderSource, Option<HeaderKey>),
+    Cookie(CookieKey),
 }
 
 impl ArraySrc {
@@ -40,12 +40,12 @@ impl ArraySrc {
                 (first, false) => first.is_some_and(|v| f(b(v.as_bytes()))),
                 (_, true) => ctx
                     .headers(*src)
-                    .get_all(name)
+                    .get_all(&name.name)
                     .iter()
                     .any(|v| f(b(v.as_bytes()))),
             },
             ArraySrc::Header(_, None) => false,
-            ArraySrc::Cookie(name) => cookie_values(&ctx.req.headers, name).any(|v| f(b(v))),
+            ArraySrc::Cookie(name) => cookie_values(&ctx.req.headers, &name.name).any(|v| f(b(v))),
         }
     }
 
@@ -219,10 +219,12 @@ fn array_src(node: &Node) -> ArraySrc {
         ) => ArraySrc::Names(map_src(*f)),
         Node::Field(f) => ArraySrc::Values(map_src(*f)),
         Node::Index(map, IndexKey::Key(k)) => match map.as_ref() {
-            Node::Field(Field::Cookies) => ArraySrc::Cookie(k.as_bytes().into()),
+            Node::Field(Field::Cookies) => ArraySrc::Cookie(CookieKey::new(k.as_bytes())),
             Node::Field(f) => ArraySrc::Header(
                 map_src(*f),
-                HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes()).ok(),
+                HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes())
+                    .ok()
+                    .map(HeaderKey::new),
             ),
             _ => ArraySrc::Header(HeaderSource::Request, None),
         },
@@ -390,7 +392,7 @@ impl CExpr {
             CExpr::Any(src, pred) => src.find(ctx, |e| pred.test(ctx, Some(&e))),
             CExpr::All(src, pred) => !src.find(ctx, |e| !pred.test(ctx, Some(&e))),
             CExpr::StartsWith(a, b) => match (a.borrowed(ctx), b.as_ref()) {
-                (Some(v), CExpr::Lit(l)) => v.starts_with(l),
+                (Some(v), CExpr::Lit(l)) => has_prefix(v, l),
                 _ => a
                     .eval(ctx, elem)
                     .bytes()

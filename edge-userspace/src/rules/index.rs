@@ -13,11 +13,10 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 
 use foldhash::fast::RandomState;
-use http::HeaderName;
 
 use super::ast::{IndexKey, Node, Ord, Rhs};
 use super::compiled::CompiledRule;
-use super::context::{Ctx, HeaderSource, Val};
+use super::context::{Ctx, HeaderKey, HeaderSource, Val};
 use super::scheme::Field;
 
 /// Fields a guard may test: their value is borrowed straight from the request
@@ -38,7 +37,7 @@ const MIN_GUARDED: usize = 3;
 
 /// At most this many indexed fields per phase (the ones guarding the most
 /// rules), so the per-request merge stays on the stack.
-const MAX_TABLES: usize = 8;
+const MAX_TABLES: usize = 4;
 
 /// What a guard tests: a borrowed request field, the first value of a
 /// request header (`""` when absent, as `headers["x"][0]` evaluates), or the
@@ -46,7 +45,7 @@ const MAX_TABLES: usize = 8;
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum GuardKey {
     Field(Field),
-    Header(HeaderName),
+    Header(HeaderKey),
     ResponseCode,
 }
 
@@ -78,9 +77,9 @@ fn guard_key(lhs: &Node) -> Option<GuardKey> {
             {
                 // Lower-cased as the evaluator does; an invalid name reads
                 // an empty array, which no guard needs to cover.
-                HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes())
+                http::HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes())
                     .ok()
-                    .map(GuardKey::Header)
+                    .map(|n| GuardKey::Header(HeaderKey::new(n)))
             }
             _ => None,
         },

@@ -26,8 +26,15 @@ impl Pattern {
 
     #[inline]
     pub(crate) fn is_match(&self, b: &[u8]) -> bool {
-        b.starts_with(&self.prefix) && self.re.is_match(b)
+        has_prefix(b, &self.prefix) && self.re.is_match(b)
     }
+}
+
+/// `hay.starts_with(prefix)` without a call into libc's `memcmp`: prefixes
+/// in rules are short and most values differ from them in the first bytes.
+#[inline]
+pub(crate) fn has_prefix(hay: &[u8], prefix: &[u8]) -> bool {
+    hay.len() >= prefix.len() && hay.iter().zip(prefix).all(|(a, b)| a == b)
 }
 
 /// The literal after a leading `^` (or `\A`), read from the parsed pattern so
@@ -65,6 +72,25 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    #[test]
+    fn has_prefix_is_starts_with() {
+        for (hay, prefix) in [
+            ("", ""),
+            ("a", ""),
+            ("", "a"),
+            ("ab", "a"),
+            ("ab", "b"),
+            ("ab", "abc"),
+            ("abc", "abc"),
+        ] {
+            assert_eq!(
+                has_prefix(hay.as_bytes(), prefix.as_bytes()),
+                hay.starts_with(prefix),
+                "{hay:?} {prefix:?}"
+            );
+        }
+    }
 
     fn prefix(p: &str) -> Vec<u8> {
         anchored_prefix(p).into_vec()

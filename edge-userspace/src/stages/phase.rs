@@ -271,8 +271,9 @@ fn evaluate(
     match trace {
         Some(t) => evaluate_rules(rules.iter(), ctx, state, changes, Some(t)),
         None => {
-            let candidates = phase.index().candidates(ctx).map(|pos| &rules[pos]);
-            evaluate_rules(candidates, ctx, state, changes, None)
+            // Borrowed, not moved: the candidate lists are a few cache lines.
+            let mut candidates = phase.index().candidates(ctx).map(|pos| &rules[pos]);
+            evaluate_rules(&mut candidates, ctx, state, changes, None)
         }
     }
 }
