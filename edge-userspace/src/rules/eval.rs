@@ -163,6 +163,9 @@ impl Matcher {
     }
 }
 
+/// `concat` with up to this many arguments (nearly all) sizes its result up front.
+const CONCAT_PARTS: usize = 4;
+
 /// Up to this many strings a scan beats hashing.
 const SMALL_SET: usize = 8;
 
@@ -445,6 +448,18 @@ impl CExpr {
             }
             CExpr::LenBytes(e) => Val::Int(bytes(e).len() as i64),
             CExpr::LenArray(src) => Val::Int(src.len(ctx) as i64),
+            CExpr::Concat(parts) if parts.len() <= CONCAT_PARTS => {
+                // Values first, so the result is allocated once at its size.
+                let mut vals: [Cow<'a, [u8]>; CONCAT_PARTS] = Default::default();
+                for (v, p) in vals.iter_mut().zip(parts.iter()) {
+                    *v = bytes(p);
+                }
+                let mut out = Vec::with_capacity(vals.iter().map(|v| v.len()).sum());
+                for v in &vals {
+                    out.extend_from_slice(v);
+                }
+                owned(out)
+            }
             CExpr::Concat(parts) => {
                 let mut out = Vec::new();
                 for p in parts.iter() {
