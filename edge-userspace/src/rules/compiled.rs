@@ -153,10 +153,16 @@ impl PhaseRules {
     }
 }
 
+const PHASES: usize = Phase::REQUEST.len() + Phase::RESPONSE.len();
+// Every phase runs and the last declared one indexes the last slot.
+const _: () = assert!(Phase::HttpResponseHeadersTransform as usize + 1 == PHASES);
+
 /// One zone's rules, every phase compiled.
 #[derive(Debug, Default)]
 pub struct ZoneRules {
-    phases: BTreeMap<Phase, PhaseRules>,
+    /// By `Phase as usize`: every stage looks up each of its phases per
+    /// request, and an array index is cheaper than a tree walk.
+    phases: [PhaseRules; PHASES],
     needs_raw_headers: bool,
 }
 
@@ -170,7 +176,7 @@ impl ZoneRules {
         rulesets: &BTreeMap<Phase, Ruleset>,
         clock: Arc<dyn Clock>,
     ) -> Result<ZoneRules, RulesError> {
-        let mut phases = BTreeMap::new();
+        let mut phases: [PhaseRules; PHASES] = Default::default();
         let mut needs_raw_headers = false;
         for (&phase, ruleset) in rulesets {
             let mut rules = Vec::with_capacity(ruleset.rules.len());
@@ -189,7 +195,7 @@ impl ZoneRules {
                 rules.push(compiled);
             }
             let index = RuleIndex::new(&rules);
-            phases.insert(phase, PhaseRules { rules, index });
+            phases[phase as usize] = PhaseRules { rules, index };
         }
         Ok(ZoneRules {
             phases,
@@ -198,12 +204,12 @@ impl ZoneRules {
     }
 
     pub fn rules(&self, phase: Phase) -> &[CompiledRule] {
-        self.phases.get(&phase).map_or(&[], PhaseRules::rules)
+        self.phases[phase as usize].rules()
     }
 
     /// A phase's rules with their index; `None` when the zone has none.
     pub fn phase(&self, phase: Phase) -> Option<&PhaseRules> {
-        self.phases.get(&phase).filter(|p| !p.rules.is_empty())
+        Some(&self.phases[phase as usize]).filter(|p| !p.rules.is_empty())
     }
 
     /// Whether some rule reads `raw.http.request.headers*`, so the runner must
@@ -213,7 +219,7 @@ impl ZoneRules {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.phases.values().all(|p| p.rules.is_empty())
+        self.phases.iter().all(|p| p.rules.is_empty())
     }
 }
 

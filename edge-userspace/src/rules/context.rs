@@ -84,26 +84,116 @@ pub struct Ctx<'a> {
     /// and user agent, many phases read neither.
     host: OnceCell<&'a [u8]>,
     user_agent: OnceCell<&'a [u8]>,
-    headers: HeaderMemo<'a>,
+    headers: Memo<HeaderLookup<'a>, 4>,
+    cookies: Memo<CookieLookup<'a>, 2>,
 }
 
-/// Recent `headers["name"]` lookups of the phase: rules of a phase often test
-/// the same header (`x-variant`, `x-debug`, …), and each map lookup hashes
-/// the name byte by byte. The name is a clone (a reference count for custom
-/// names) so the memo does not borrow the expressions.
-#[derive(Default)]
-struct HeaderMemo<'a> {
-    entries: RefCell<[Option<HeaderLookup<'a>>; HEADER_MEMO]>,
+/// Recent lookups of the phase: rules of a phase often test the same header
+/// (`x-variant`, `x-debug`, …) or cookie (`session`), and each header map
+/// lookup hashes the name byte by byte, each cookie lookup splits the
+/// `Cookie` header again. Oldest entry replaced first; sized for the few
+/// names a phase typically reads, as the context is built for every phase.
+struct Memo<T, const N: usize> {
+    entries: RefCell<[Option<T>; N]>,
     next: Cell<usize>,
 }
 
-const HEADER_MEMO: usize = 4;
+impl<T, const N: usize> Default for Memo<T, N> {
+    fn default() -> Self {
+        Memo {
+            entries: RefCell::new([const { None }; N]),
+            next: Cell::new(0),
+        }
+    }
+}
 
+impl<T: Copy, const N: usize> Memo<T, N> {
+    fn get_or_insert(&self, hit: impl Fn(&T) -> bool, compute: impl FnOnce() -> T) -> T {
+        if let Some(found) = self.entries.borrow().iter().flatten().find(|e| hit(e)) {
+            return *found;
+        }
+        let value = compute();
+        let slot = self.next.get();
+        self.entries.borrow_mut()[slot] = Some(value);
+        self.next.set((slot + 1) % N);
+        value
+    }
+}
+
+/// A header or cookie name held inline: the memo neither allocates nor
+/// touches a reference count shared by every worker thread running the same
+/// rules. Longer names are not memoised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct NameKey {
+    len: u8,
+    bytes: [u8; NAME_KEY],
+}
+
+const NAME_KEY: usize = 31;
+
+impl NameKey {
+    fn new(name: &[u8]) -> Option<Self> {
+        let mut bytes = [0; NAME_KEY];
+        bytes.get_mut(..name.len())?.copy_from_slice(name);
+        Some(NameKey {
+            len: name.len() as u8,
+            bytes,
+        })
+    }
+}
+
+/// A header name a rule reads, with its memo key built when the expression
+/// is compiled.
+#[derive(Debug, Clone)]
+pub(crate) struct HeaderKey {
+    pub(crate) name: HeaderName,
+    key: Option<NameKey>,
+}
+
+impl HeaderKey {
+    pub(crate) fn new(name: HeaderName) -> Self {
+        let key = NameKey::new(name.as_str().as_bytes());
+        HeaderKey { name, key }
+    }
+}
+
+impl PartialEq for HeaderKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+    }
+}
+
+impl Eq for HeaderKey {}
+
+/// A cookie name a rule reads, with its memo key built when the expression
+/// is compiled.
+#[derive(Debug, Clone)]
+pub(crate) struct CookieKey {
+    pub(crate) name: Box<[u8]>,
+    key: Option<NameKey>,
+}
+
+impl CookieKey {
+    pub(crate) fn new(name: &[u8]) -> Self {
+        CookieKey {
+            name: name.into(),
+            key: NameKey::new(name),
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
 struct HeaderLookup<'a> {
     src: HeaderSource,
-    name: HeaderName,
+    name: NameKey,
     first: Option<&'a HeaderValue>,
     more: bool,
+}
+
+#[derive(Clone, Copy)]
+struct CookieLookup<'a> {
+    name: NameKey,
+    first: Option<&'a [u8]>,
 }
 
 static EMPTY_HEADERS: std::sync::LazyLock<HeaderMap> = std::sync::LazyLock::new(HeaderMap::new);
@@ -122,7 +212,8 @@ impl<'a> Ctx<'a> {
             resp,
             host: OnceCell::new(),
             user_agent: OnceCell::new(),
-            headers: HeaderMemo::default(),
+            headers: Memo::default(),
+            cookies: Memo::default(),
         }
     }
 
@@ -130,25 +221,45 @@ impl<'a> Ctx<'a> {
     pub(crate) fn header_first(
         &self,
         src: HeaderSource,
-        name: &HeaderName,
+        name: &HeaderKey,
     ) -> (Option<&'a HeaderValue>, bool) {
-        let mut entries = self.headers.entries.borrow_mut();
-        for l in entries.iter().flatten() {
-            if l.src == src && l.name == name {
-                return (l.first, l.more);
-            }
-        }
-        let mut values = self.headers(src).get_all(name).iter();
-        let (first, more) = (values.next(), values.next().is_some());
-        let slot = self.headers.next.get();
-        entries[slot] = Some(HeaderLookup {
-            src,
-            name: name.clone(),
-            first,
-            more,
-        });
-        self.headers.next.set((slot + 1) % HEADER_MEMO);
-        (first, more)
+        let lookup = || {
+            let mut values = self.headers(src).get_all(&name.name).iter();
+            (values.next(), values.next().is_some())
+        };
+        let Some(key) = name.key else {
+            return lookup();
+        };
+        let l = self.headers.get_or_insert(
+            |l| l.src == src && l.name == key,
+            || {
+                let (first, more) = lookup();
+                HeaderLookup {
+                    src,
+                    name: key,
+                    first,
+                    more,
+                }
+            },
+        );
+        (l.first, l.more)
+    }
+
+    /// The first value of cookie `name` (`cookies["name"][0]`).
+    pub(crate) fn cookie_first(&self, name: &CookieKey) -> Option<&'a [u8]> {
+        let lookup = || cookie_values(&self.req.headers, &name.name).next();
+        let Some(key) = name.key else {
+            return lookup();
+        };
+        self.cookies
+            .get_or_insert(
+                |l| l.name == key,
+                || CookieLookup {
+                    name: key,
+                    first: lookup(),
+                },
+            )
+            .first
     }
 
     pub fn headers(&self, src: HeaderSource) -> &'a HeaderMap {
@@ -293,10 +404,13 @@ pub(crate) fn extension(path: &str) -> Cow<'_, [u8]> {
 }
 
 /// Values of cookie `name` in the `Cookie` headers, in order.
-pub(crate) fn cookie_values<'a>(
+pub(crate) fn cookie_values<'a, 'n>(
     headers: &'a HeaderMap,
-    name: &'a [u8],
-) -> impl Iterator<Item = &'a [u8]> + 'a {
+    name: &'n [u8],
+) -> impl Iterator<Item = &'a [u8]> + 'n
+where
+    'a: 'n,
+{
     headers
         .get_all(COOKIE)
         .iter()

@@ -10,7 +10,8 @@ use memchr::memmem;
 use regex::bytes::Regex;
 
 use super::ast::{Arg, IndexKey, Node, Ord, Rhs};
-use super::context::{Ctx, HeaderSource, Val, cookie_values};
+use super::context::{CookieKey, Ctx, HeaderKey, HeaderSource, Val, cookie_values};
+use super::prefilter::{Pattern, has_prefix};
 use super::scheme::{Field, Func};
 use super::sets::{IntSet, IpSet};
 use super::wildcard::{self, Wildcard};
@@ -21,8 +22,8 @@ pub(crate) enum ArraySrc {
     Names(HeaderSource),
     Values(HeaderSource),
     /// `None`: the key is not a valid header name, so the array is empty.
-    Header(HeaderSource, Option<HeaderName>),
-    Cookie(Box<[u8]>),
+    Header(HeaderSource, Option<HeaderKey>),
+    Cookie(CookieKey),
 }
 
 impl ArraySrc {
@@ -39,20 +40,27 @@ impl ArraySrc {
                 (first, false) => first.is_some_and(|v| f(b(v.as_bytes()))),
                 (_, true) => ctx
                     .headers(*src)
-                    .get_all(name)
+                    .get_all(&name.name)
                     .iter()
                     .any(|v| f(b(v.as_bytes()))),
             },
             ArraySrc::Header(_, None) => false,
-            ArraySrc::Cookie(name) => cookie_values(&ctx.req.headers, name).any(|v| f(b(v))),
+            ArraySrc::Cookie(name) => cookie_values(&ctx.req.headers, &name.name).any(|v| f(b(v))),
         }
     }
 
     fn nth<'a, 'c: 'a>(&'a self, ctx: &Ctx<'c>, n: usize) -> Option<Val<'a>> {
-        // `headers["x"][0]`, the usual form, straight from the phase's memo.
-        if let (ArraySrc::Header(src, Some(name)), 0) = (self, n) {
-            let first = ctx.header_first(*src, name).0?;
-            return Some(Val::Bytes(Cow::Borrowed(first.as_bytes())));
+        // `headers["x"][0]` and `cookies["x"][0]`, the usual forms, straight
+        // from the phase's memo.
+        match (self, n) {
+            (ArraySrc::Header(src, Some(name)), 0) => {
+                let first = ctx.header_first(*src, name).0?;
+                return Some(Val::Bytes(Cow::Borrowed(first.as_bytes())));
+            }
+            (ArraySrc::Cookie(name), 0) => {
+                return ctx.cookie_first(name).map(|v| Val::Bytes(Cow::Borrowed(v)));
+            }
+            _ => {}
         }
         let mut i = 0;
         let mut out = None;
@@ -90,7 +98,7 @@ pub(crate) enum Matcher {
     BytesNe(Box<[u8]>),
     BytesOrd(Ord, Box<[u8]>),
     Contains(memmem::Finder<'static>),
-    Regex(Regex),
+    Regex(Pattern),
     Wildcard(Wildcard),
     /// Small sets are scanned (length first); large ones hashed.
     BytesInSmall(Box<[Box<[u8]>]>),
@@ -111,7 +119,7 @@ impl Matcher {
             Matcher::BytesInSmall(set) => set.iter().any(|s| s.as_ref() == b),
             Matcher::BytesOrd(op, lit) => op.holds(b.cmp(lit.as_ref())),
             Matcher::Contains(f) => f.find(b).is_some(),
-            Matcher::Regex(re) => re.is_match(b),
+            Matcher::Regex(p) => p.is_match(b),
             Matcher::Wildcard(w) => w.matches(b),
             Matcher::BytesIn(set) => set.contains(b),
             _ => false,
@@ -141,7 +149,7 @@ impl Matcher {
                 Matcher::BytesInSmall(set.iter().map(|b| b.clone().into_boxed_slice()).collect())
             }
             Rhs::Contains(b) => Matcher::Contains(memmem::Finder::new(b).into_owned()),
-            Rhs::Matches(re) => Matcher::Regex(compile_regex(re)),
+            Rhs::Matches(re) => Matcher::Regex(Pattern::new(compile_regex(re))),
             Rhs::Wildcard { pattern, strict } => Matcher::Wildcard(Wildcard::new(pattern, *strict)),
             Rhs::BytesIn(set) => {
                 Matcher::BytesIn(set.iter().map(|b| b.clone().into_boxed_slice()).collect())
@@ -154,6 +162,9 @@ impl Matcher {
         }
     }
 }
+
+/// `concat` with up to this many arguments (nearly all) sizes its result up front.
+const CONCAT_PARTS: usize = 4;
 
 /// Up to this many strings a scan beats hashing.
 const SMALL_SET: usize = 8;
@@ -211,10 +222,12 @@ fn array_src(node: &Node) -> ArraySrc {
         ) => ArraySrc::Names(map_src(*f)),
         Node::Field(f) => ArraySrc::Values(map_src(*f)),
         Node::Index(map, IndexKey::Key(k)) => match map.as_ref() {
-            Node::Field(Field::Cookies) => ArraySrc::Cookie(k.as_bytes().into()),
+            Node::Field(Field::Cookies) => ArraySrc::Cookie(CookieKey::new(k.as_bytes())),
             Node::Field(f) => ArraySrc::Header(
                 map_src(*f),
-                HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes()).ok(),
+                HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes())
+                    .ok()
+                    .map(HeaderKey::new),
             ),
             _ => ArraySrc::Header(HeaderSource::Request, None),
         },
@@ -382,7 +395,7 @@ impl CExpr {
             CExpr::Any(src, pred) => src.find(ctx, |e| pred.test(ctx, Some(&e))),
             CExpr::All(src, pred) => !src.find(ctx, |e| !pred.test(ctx, Some(&e))),
             CExpr::StartsWith(a, b) => match (a.borrowed(ctx), b.as_ref()) {
-                (Some(v), CExpr::Lit(l)) => v.starts_with(l),
+                (Some(v), CExpr::Lit(l)) => has_prefix(v, l),
                 _ => a
                     .eval(ctx, elem)
                     .bytes()
@@ -435,6 +448,18 @@ impl CExpr {
             }
             CExpr::LenBytes(e) => Val::Int(bytes(e).len() as i64),
             CExpr::LenArray(src) => Val::Int(src.len(ctx) as i64),
+            CExpr::Concat(parts) if parts.len() <= CONCAT_PARTS => {
+                // Values first, so the result is allocated once at its size.
+                let mut vals: [Cow<'a, [u8]>; CONCAT_PARTS] = Default::default();
+                for (v, p) in vals.iter_mut().zip(parts.iter()) {
+                    *v = bytes(p);
+                }
+                let mut out = Vec::with_capacity(vals.iter().map(|v| v.len()).sum());
+                for v in &vals {
+                    out.extend_from_slice(v);
+                }
+                owned(out)
+            }
             CExpr::Concat(parts) => {
                 let mut out = Vec::new();
                 for p in parts.iter() {

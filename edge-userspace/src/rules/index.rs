@@ -1,19 +1,22 @@
 //! Per-phase index of rules by the literal they require: a rule whose filter
 //! is, or has a top-level conjunct, `field eq "x"` or `field in {"x" "y"}` on
-//! a request field read without copying (host, method, path, …) can only
-//! match requests whose field is one of those literals. Redirect, origin and
-//! many firewall rules look like this, so one hash lookup per indexed field
-//! replaces evaluating every such rule; rules without a guard are evaluated
-//! as before. Candidates come out in rule order, so first-match, skip and
-//! terminate semantics do not change.
+//! a request field read without copying (host, method, path, …) or on the
+//! first value of a request header (`http.request.headers["x"][0]`) can only
+//! match requests whose value is one of those literals; likewise
+//! `http.response.code eq 404` in response phases. Redirect, origin,
+//! header-routing, response-header and many firewall rules look like this, so one hash lookup
+//! per indexed field replaces evaluating every such rule; rules without a
+//! guard are evaluated as before. Candidates come out in rule order, so
+//! first-match, skip and terminate semantics do not change.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use foldhash::fast::RandomState;
 
-use super::ast::{Node, Ord, Rhs};
+use super::ast::{IndexKey, Node, Ord, Rhs};
 use super::compiled::CompiledRule;
-use super::context::Ctx;
+use super::context::{Ctx, HeaderKey, HeaderSource, Val};
 use super::scheme::Field;
 
 /// Fields a guard may test: their value is borrowed straight from the request
@@ -32,18 +35,79 @@ pub(crate) const INDEXABLE: [Field; 7] = [
 /// comparison each, mostly) is cheaper than hashing the field value.
 const MIN_GUARDED: usize = 3;
 
-/// The literals a rule's filter requires of one field, if it has such a conjunct.
-fn guard(node: &Node) -> Option<(Field, Vec<&[u8]>)> {
-    match node {
-        Node::Compare(lhs, rhs) => match (lhs.as_ref(), rhs) {
-            (Node::Field(f), Rhs::Bytes(Ord::Eq, lit)) if INDEXABLE.contains(f) => {
-                Some((*f, vec![lit.as_slice()]))
-            }
-            (Node::Field(f), Rhs::BytesIn(set)) if INDEXABLE.contains(f) => {
-                Some((*f, set.iter().map(Vec::as_slice).collect()))
+/// At most this many indexed fields per phase (the ones guarding the most
+/// rules), so the per-request merge stays on the stack.
+const MAX_TABLES: usize = 4;
+
+/// What a guard tests: a borrowed request field, the first value of a
+/// request header (`""` when absent, as `headers["x"][0]` evaluates), or the
+/// response code (its literals keyed by their big-endian bytes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum GuardKey {
+    Field(Field),
+    Header(HeaderKey),
+    ResponseCode,
+}
+
+impl GuardKey {
+    /// The request's value, looked up in the table by `find`.
+    fn with_value<R>(&self, ctx: &Ctx<'_>, find: impl FnOnce(&[u8]) -> R) -> R {
+        match self {
+            GuardKey::Field(f) => find(ctx.borrowed_bytes(*f).unwrap_or_default()),
+            GuardKey::Header(name) => find(
+                ctx.header_first(HeaderSource::Request, name)
+                    .0
+                    .map_or(b"", |v| v.as_bytes()),
+            ),
+            GuardKey::ResponseCode => match ctx.field(Field::ResponseCode) {
+                Val::Int(code) => find(&code.to_be_bytes()),
+                _ => find(b""),
+            },
+        }
+    }
+}
+
+/// The key of a comparison's left side, if it is one a guard may test.
+fn guard_key(lhs: &Node) -> Option<GuardKey> {
+    match lhs {
+        Node::Field(f) if INDEXABLE.contains(f) => Some(GuardKey::Field(*f)),
+        Node::Index(map, IndexKey::Pos(0)) => match map.as_ref() {
+            Node::Index(field, IndexKey::Key(name))
+                if matches!(field.as_ref(), Node::Field(Field::Headers)) =>
+            {
+                // Lower-cased as the evaluator does; an invalid name reads
+                // an empty array, which no guard needs to cover.
+                http::HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes())
+                    .ok()
+                    .map(|n| GuardKey::Header(HeaderKey::new(n)))
             }
             _ => None,
         },
+        Node::Field(Field::ResponseCode) => Some(GuardKey::ResponseCode),
+        _ => None,
+    }
+}
+
+/// The literals a rule's filter requires of one field, if it has such a conjunct.
+fn guard(node: &Node) -> Option<(GuardKey, Vec<Cow<'_, [u8]>>)> {
+    match node {
+        Node::Compare(lhs, rhs) => {
+            let code = |i: i64| Cow::Owned(i.to_be_bytes().to_vec());
+            let lits = match rhs {
+                Rhs::Bytes(Ord::Eq, lit) => vec![Cow::Borrowed(lit.as_slice())],
+                Rhs::BytesIn(set) => set.iter().map(|l| Cow::Borrowed(l.as_slice())).collect(),
+                Rhs::Int(Ord::Eq, i) => vec![code(*i)],
+                // Single numbers only: a range would list every number in it.
+                Rhs::IntIn(ranges) if ranges.iter().all(|(a, b)| a == b) => {
+                    ranges.iter().map(|(a, _)| code(*a)).collect()
+                }
+                _ => return None,
+            };
+            let key = guard_key(lhs)?;
+            // Bytes literals guard bytes fields, numbers the response code.
+            let numeric = matches!(rhs, Rhs::Int(..) | Rhs::IntIn(_));
+            (numeric == (key == GuardKey::ResponseCode)).then_some((key, lits))
+        }
         Node::And(items) => items.iter().find_map(guard),
         _ => None,
     }
@@ -51,7 +115,7 @@ fn guard(node: &Node) -> Option<(Field, Vec<&[u8]>)> {
 
 #[derive(Debug)]
 struct FieldTable {
-    field: Field,
+    key: GuardKey,
     /// Bit `n` is set when some literal is `n` bytes long (bit 63: 63 or
     /// more): most requests match no literal, and most of those are told
     /// so by their length without hashing.
@@ -78,20 +142,27 @@ impl RuleIndex {
             .iter()
             .map(|r| guard(r.filter.ast()).filter(|_| r.enabled))
             .collect();
-        let mut tables = Vec::new();
-        for field in INDEXABLE {
-            let guarded = guards.iter().flatten().filter(|(f, _)| *f == field);
-            if guarded.count() < MIN_GUARDED {
-                continue;
+        // Keys in first-use order with their rule counts; the busiest are indexed.
+        let mut keys: Vec<(&GuardKey, usize)> = Vec::new();
+        for (key, _) in guards.iter().flatten() {
+            match keys.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, n)) => *n += 1,
+                None => keys.push((key, 1)),
             }
+        }
+        keys.retain(|(_, n)| *n >= MIN_GUARDED);
+        keys.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
+        keys.truncate(MAX_TABLES);
+        let mut tables = Vec::new();
+        for (key, _) in keys {
             let mut by_value: HashMap<Box<[u8]>, Vec<u32>, RandomState> = HashMap::default();
             for (pos, g) in guards.iter().enumerate() {
-                let Some((f, lits)) = g else { continue };
-                if *f != field {
+                let Some((k, lits)) = g else { continue };
+                if k != key {
                     continue;
                 }
                 for lit in lits {
-                    let list = by_value.entry(Box::from(*lit)).or_default();
+                    let list = by_value.entry(Box::from(lit.as_ref())).or_default();
                     // `in {"a" "a"}` names a literal twice; list the rule once.
                     if list.last() != Some(&(pos as u32)) {
                         list.push(pos as u32);
@@ -99,7 +170,7 @@ impl RuleIndex {
                 }
             }
             tables.push(FieldTable {
-                field,
+                key: key.clone(),
                 lengths: by_value.keys().fold(0, |m, k| m | length_bit(k.len())),
                 by_value: by_value
                     .into_iter()
@@ -107,9 +178,9 @@ impl RuleIndex {
                     .collect(),
             });
         }
-        let indexed = |g: &Option<(Field, Vec<&[u8]>)>| {
+        let indexed = |g: &Option<(GuardKey, Vec<Cow<'_, [u8]>>)>| {
             g.as_ref()
-                .is_some_and(|(f, _)| tables.iter().any(|t| t.field == *f))
+                .is_some_and(|(k, _)| tables.iter().any(|t| t.key == *k))
         };
         let always = rules
             .iter()
@@ -128,15 +199,17 @@ impl RuleIndex {
     /// every enabled rule except those whose guard literal differs from the
     /// request's field value.
     pub fn candidates<'i>(&'i self, ctx: &Ctx<'_>) -> Candidates<'i> {
-        let mut lists = [&[][..]; INDEXABLE.len() + 1];
+        let mut lists = [&[][..]; MAX_TABLES + 1];
         lists[0] = &self.always;
         let mut n = 1;
         for t in self.tables.iter() {
-            let value = ctx.borrowed_bytes(t.field).unwrap_or_default();
-            if t.lengths & length_bit(value.len()) == 0 {
-                continue;
-            }
-            if let Some(list) = t.by_value.get(value) {
+            let found = t.key.with_value(ctx, |value| {
+                if t.lengths & length_bit(value.len()) == 0 {
+                    return None;
+                }
+                t.by_value.get(value)
+            });
+            if let Some(list) = found {
                 lists[n] = list;
                 n += 1;
             }
@@ -147,7 +220,7 @@ impl RuleIndex {
 
 /// A merge of ascending position lists; each rule is in at most one of them.
 pub struct Candidates<'i> {
-    lists: [&'i [u32]; INDEXABLE.len() + 1],
+    lists: [&'i [u32]; MAX_TABLES + 1],
     n: usize,
 }
 

@@ -11,6 +11,7 @@ pub mod index;
 pub mod lexer;
 pub mod model;
 pub mod parser;
+mod prefilter;
 pub mod ratelimit;
 pub mod scheme;
 mod sets;

@@ -1,8 +1,8 @@
 //! Runs a chain's zone rules on a request head, in place: the customer stage,
 //! then the provider stage, then (for responses) the other way round. The
-//! edge-owned `cf-connecting-o2o` header is stripped before every stage and
-//! set only right before the provider stage of an O2O chain, so neither the
-//! client nor the customer zone can forge it.
+//! edge-owned `cf-connecting-o2o` header is stripped before the first stage
+//! and set only right before the provider stage of an O2O chain, so neither
+//! the client nor the customer zone can forge it.
 
 mod phase;
 pub mod trace;
@@ -152,8 +152,11 @@ pub fn run_request(
 ) -> RequestOutcome {
     let mut route = RouteOverride::default();
     let provider = stages.len().checked_sub(1);
+    // Stripped once: rules cannot set or remove edge-owned headers
+    // (`EDGE_OWNED_HEADERS`, refused when compiling), so no stage can bring
+    // it back, and each lookup hashes the 17-byte custom name.
+    req.headers.remove(&CF_CONNECTING_O2O);
     for (i, (zone, rules)) in stages.iter().enumerate() {
-        req.headers.remove(&CF_CONNECTING_O2O);
         if o2o && stages.len() > 1 && Some(i) == provider {
             req.headers
                 .insert(CF_CONNECTING_O2O.clone(), HeaderValue::from_static("1"));

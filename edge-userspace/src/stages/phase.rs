@@ -271,8 +271,9 @@ fn evaluate(
     match trace {
         Some(t) => evaluate_rules(rules.iter(), ctx, state, changes, Some(t)),
         None => {
-            let candidates = phase.index().candidates(ctx).map(|pos| &rules[pos]);
-            evaluate_rules(candidates, ctx, state, changes, None)
+            // Borrowed, not moved: the candidate lists are a few cache lines.
+            let mut candidates = phase.index().candidates(ctx).map(|pos| &rules[pos]);
+            evaluate_rules(&mut candidates, ctx, state, changes, None)
         }
     }
 }
@@ -379,14 +380,18 @@ fn apply_uri(req: &mut request::Parts, path: Option<Vec<u8>>, query: Option<Vec<
         pq.push(b'?');
         pq.extend_from_slice(q);
     }
-    let mut parts = req.uri.clone().into_parts();
-    match PathAndQuery::try_from(pq) {
-        Ok(pq) => parts.path_and_query = Some(pq),
-        Err(_) => {
-            tracing::warn!("rewritten URI is invalid; rewrite dropped");
-            return;
-        }
+    let Ok(pq) = PathAndQuery::try_from(pq) else {
+        tracing::warn!("rewritten URI is invalid; rewrite dropped");
+        return;
+    };
+    if req.uri.scheme().is_none() && req.uri.authority().is_none() {
+        // Origin form (HTTP/1.1): the path and query are the whole URI, so
+        // nothing of the old one needs cloning.
+        req.uri = Uri::from(pq);
+        return;
     }
+    let mut parts = req.uri.clone().into_parts();
+    parts.path_and_query = Some(pq);
     if let Ok(uri) = Uri::from_parts(parts) {
         req.uri = uri;
     }

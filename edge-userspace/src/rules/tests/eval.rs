@@ -358,3 +358,81 @@ fn header_lookups_through_one_context_equal_fresh_contexts() {
     // every name (a missing position reads as "", x-b[1] is 3).
     assert_eq!(matched, 18 + 5 + 7 + 7);
 }
+
+/// One context (one phase) answering many lookups: more names than the
+/// memo holds, repeated in changing order, names too long to memoise, and
+/// absent ones, all agree with a fresh context per expression.
+#[test]
+fn memoised_header_and_cookie_lookups_agree_with_fresh_ones() {
+    let long = "x-a-header-name-longer-than-thirty-one-bytes";
+    let req = parts(
+        "GET",
+        "/",
+        &[
+            ("cookie", "a=1; b=2; c=3"),
+            ("cookie", "d=4; a=5; e=6"),
+            ("x-1", "one"),
+            ("x-2", "two"),
+            ("x-2", "deux"),
+            ("x-3", "three"),
+            ("x-4", "four"),
+            ("x-5", "five"),
+            (long, "long"),
+        ],
+    );
+    let c = client("192.0.2.1");
+    let raw = RawRequest::capture(&req, true);
+    let mut sources = Vec::new();
+    for name in [
+        "a",
+        "b",
+        "c",
+        "d",
+        "e",
+        "f",
+        "a-cookie-name-longer-than-thirty-one-bytes",
+    ] {
+        for want in ["1", "5", ""] {
+            sources.push(format!(r#"http.request.cookies["{name}"][0] eq "{want}""#));
+        }
+        sources.push(format!(r#"http.request.cookies["{name}"][1] eq "5""#));
+    }
+    for name in ["x-1", "x-2", "X-3", "x-4", "x-5", "x-6", long] {
+        for want in ["one", "two", "deux", "long", ""] {
+            sources.push(format!(r#"http.request.headers["{name}"][0] eq "{want}""#));
+            sources.push(format!(
+                r#"raw.http.request.headers["{name}"][0] eq "{want}""#
+            ));
+        }
+        sources.push(format!(r#"len(http.request.headers["{name}"]) eq 2"#));
+    }
+    let exprs: Vec<Expression> = sources
+        .iter()
+        .map(|s| Expression::compile(s, ExprKind::REQUEST_FILTER).expect(s))
+        .collect();
+    let fresh: Vec<bool> = exprs
+        .iter()
+        .map(|e| e.matches(&Ctx::new(&req, &raw, &c, None)))
+        .collect();
+    assert!(fresh.iter().filter(|m| **m).count() >= 10, "{fresh:?}");
+    let shared = Ctx::new(&req, &raw, &c, None);
+    for round in 0..3 {
+        // Forwards, backwards, then interleaved, so entries are evicted and refilled.
+        let order: Vec<usize> = match round {
+            0 => (0..exprs.len()).collect(),
+            1 => (0..exprs.len()).rev().collect(),
+            _ => (0..exprs.len())
+                .step_by(2)
+                .chain((1..exprs.len()).step_by(2))
+                .collect(),
+        };
+        for i in order {
+            assert_eq!(
+                exprs[i].matches(&shared),
+                fresh[i],
+                "round {round}: {}",
+                sources[i]
+            );
+        }
+    }
+}

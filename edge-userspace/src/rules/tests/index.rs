@@ -17,7 +17,8 @@ const LONG_B: &str =
     "/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaab";
 
 /// Guarded (leading or later conjunct, `eq` and `in`, duplicates, the empty
-/// literal of an absent header, a long literal) and unguarded filters.
+/// literal of an absent header, a long literal, first header values) and
+/// unguarded filters.
 fn filters() -> Vec<String> {
     [
         r#"http.host eq "a.com""#,
@@ -36,6 +37,12 @@ fn filters() -> Vec<String> {
         r#"not http.host eq "a.com""#,
         r#"http.request.uri.path contains "a""#,
         r#"(http.host eq "b.com" and ssl) and http.request.uri.path eq "/c""#,
+        r#"http.request.headers["x-v"][0] eq "1""#,
+        r#"http.request.headers["X-V"][0] in {"1" "2"}"#,
+        r#"http.request.headers["x-v"][0] eq """#,
+        r#"ssl and http.request.headers["x-v"][0] eq "2""#,
+        r#"http.request.headers["x-v"][1] eq "2""#,
+        r#"http.request.headers["x-w"][0] eq "1""#,
     ]
     .map(str::to_owned)
     .to_vec()
@@ -49,8 +56,9 @@ fn request_strategy() -> impl Strategy<Value = http::request::Parts> {
         any::<bool>(),
         prop::option::of(prop::sample::select(vec!["ua", "other"])),
         prop::option::of(prop::sample::select(vec!["", "r"])),
+        prop::collection::vec(prop::sample::select(vec!["1", "2", ""]), 0..3),
     )
-        .prop_map(|(host, method, path, query, ua, referer)| {
+        .prop_map(|(host, method, path, query, ua, referer, variants)| {
             let uri = if query {
                 format!("{path}?x=1")
             } else {
@@ -66,6 +74,9 @@ fn request_strategy() -> impl Strategy<Value = http::request::Parts> {
             if let Some(r) = referer {
                 b = b.header("referer", r);
             }
+            for v in variants {
+                b = b.header("x-v", v);
+            }
             b.body(()).expect("request").into_parts().0
         })
 }
@@ -75,7 +86,7 @@ proptest! {
 
     #[test]
     fn candidates_are_every_enabled_rule_that_can_match_in_order(
-        rules in prop::collection::vec((0..16usize, prop::bool::weighted(0.9)), 0..40),
+        rules in prop::collection::vec((0..22usize, prop::bool::weighted(0.9)), 0..40),
         req in request_strategy(),
     ) {
         let filters = filters();
@@ -128,4 +139,77 @@ fn rules_whose_literal_differs_are_not_candidates() {
     assert_eq!(candidates("/new"), [5, 6]);
     assert_eq!(candidates("/other"), [5]);
     assert_eq!(candidates("/old-9"), [5], "same length, different literal");
+}
+
+#[test]
+fn rules_on_another_header_value_are_not_candidates() {
+    let rules: Vec<_> = (0..4)
+        .map(|i| json!({"expression": format!(r#"http.request.headers["x-variant"][0] eq "{i}""#), "action": "log"}))
+        .chain([json!({"expression": r#"http.request.headers["x-variant"][0] eq """#, "action": "log"})])
+        .chain([json!({"expression": "ssl", "action": "log"})])
+        .collect();
+    let z = zone(json!({"http_request_firewall_custom": {"rules": rules}})).expect("compiles");
+    let phase = z
+        .phase(Phase::HttpRequestFirewallCustom)
+        .expect("phase has rules");
+    let c = client("192.0.2.1");
+    let candidates = |variants: &[&str]| -> Vec<usize> {
+        let headers: Vec<_> = variants.iter().map(|v| ("x-variant", *v)).collect();
+        let req = super::parts("GET", "/", &headers);
+        let raw = RawRequest::capture(&req, false);
+        let ctx = Ctx::new(&req, &raw, &c, None);
+        phase.index().candidates(&ctx).collect()
+    };
+    assert_eq!(candidates(&["2"]), [2, 5]);
+    assert_eq!(candidates(&["3", "1"]), [3, 5], "the first value decides");
+    assert_eq!(candidates(&[]), [4, 5], "an absent header reads as empty");
+    assert_eq!(candidates(&["9"]), [5]);
+}
+
+const RESPONSE_FILTERS: [&str; 6] = [
+    "http.response.code eq 200",
+    "http.response.code eq 404",
+    "http.response.code in {404 500}",
+    "http.response.code in {500..599}",
+    "http.response.code ne 200",
+    r#"http.response.code eq 503 and http.request.uri.path eq "/a""#,
+];
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn response_code_candidates_are_every_rule_that_can_match(
+        rules in prop::collection::vec(0..RESPONSE_FILTERS.len(), 0..30),
+        code in prop::sample::select(vec![200u16, 404, 500, 503, 599]),
+        path in prop::sample::select(vec!["/a", "/b"]),
+    ) {
+        let spec: Vec<_> = rules
+            .iter()
+            .enumerate()
+            .map(|(i, f)| json!({"expression": RESPONSE_FILTERS[*f], "action": "rewrite",
+                "action_parameters": {"headers": {format!("x-{i}"): {"operation": "set", "value": "1"}}}}))
+            .collect();
+        let z = zone(json!({"http_response_headers_transform": {"rules": spec}})).expect("compiles");
+        let Some(phase) = z.phase(Phase::HttpResponseHeadersTransform) else {
+            prop_assert!(rules.is_empty());
+            return Ok(());
+        };
+        let req = super::parts("GET", path, &[]);
+        let (resp, ()) = http::Response::builder().status(code).body(()).expect("response").into_parts();
+        let c = client("192.0.2.1");
+        let raw = RawRequest::capture(&req, false);
+        let ctx = Ctx::new(&req, &raw, &c, Some(&resp));
+        let candidates: Vec<usize> = phase.index().candidates(&ctx).collect();
+        prop_assert!(candidates.windows(2).all(|w| w[0] < w[1]), "in rule order: {candidates:?}");
+        for (pos, rule) in phase.rules().iter().enumerate() {
+            if rule.filter.matches(&ctx) {
+                prop_assert!(candidates.contains(&pos), "matching rule {pos} `{}` left out", rule.filter.source());
+            }
+        }
+        let guarded = rules.iter().filter(|f| **f < 3).count();
+        if guarded >= 3 && code == 599 {
+            prop_assert!(candidates.len() < rules.len(), "codes no literal names are not candidates");
+        }
+    }
 }
