@@ -50,6 +50,17 @@ const VACANT: Record = Record {
 /// Control byte of a vacant slot; a used slot holds its name's tag.
 const EMPTY: u8 = 0;
 
+/// Control bytes a probe tests at once, as one `u64`.
+const GROUP: usize = 8;
+const LSB: u64 = 0x0101_0101_0101_0101;
+const MSB: u64 = 0x8080_8080_8080_8080;
+
+/// The high bit of every byte of `x` that is zero. Exact up to the lowest
+/// zero byte; a byte above it that is 1 may be flagged too (the borrow).
+fn zero_bytes(x: u64) -> u64 {
+    x.wrapping_sub(LSB) & !x & MSB
+}
+
 /// A name's tag: the low byte of its hash, never [`EMPTY`]. The slot comes
 /// from the high bits (see [`Index::home`]), so the two are independent.
 fn tag(hash: u64) -> u8 {
@@ -58,8 +69,10 @@ fn tag(hash: u64) -> u8 {
 
 /// Open addressing with linear probing, at most seven eighths full: with
 /// the tags in their own array the load costs a few more control bytes per
-/// probe (on one line), not more records read.
+/// probe (eight per step, on one line), not more records read.
 pub(super) struct Index<S = RandomState> {
+    /// One per record, then the first [`GROUP`] again, so that a probe near
+    /// the end reads a whole group without wrapping.
     ctrl: Box<[u8]>,
     records: Box<[Record]>,
     long_names: String,
@@ -70,9 +83,9 @@ pub(super) struct Index<S = RandomState> {
 
 impl<S: BuildHasher> Index<S> {
     pub(super) fn new(entries: Vec<(String, Stored)>, skip: usize, hasher: S) -> Index<S> {
-        let slots = entries.len() * 8 / 7 + 1;
+        let slots = (entries.len() * 8 / 7 + 1).max(GROUP);
         let mut index = Index {
-            ctrl: huge_page_table(slots, EMPTY),
+            ctrl: huge_page_table(slots + GROUP, EMPTY),
             records: huge_page_table(slots, VACANT),
             long_names: String::new(),
             skip,
@@ -97,6 +110,9 @@ impl<S: BuildHasher> Index<S> {
                 i = index.next(i);
             }
             index.ctrl[i] = tag(hash);
+            if i < GROUP {
+                index.ctrl[slots + i] = tag(hash);
+            }
             index.records[i] = record;
         }
         index.long_names.shrink_to_fit();
@@ -105,11 +121,15 @@ impl<S: BuildHasher> Index<S> {
 
     /// Multiply-shift: maps the hash onto any table size, not just powers of two.
     fn home(&self, hash: u64) -> usize {
-        ((u128::from(hash) * self.ctrl.len() as u128) >> 64) as usize
+        ((u128::from(hash) * self.records.len() as u128) >> 64) as usize
     }
 
     fn next(&self, i: usize) -> usize {
-        if i + 1 == self.ctrl.len() { 0 } else { i + 1 }
+        if i + 1 == self.records.len() {
+            0
+        } else {
+            i + 1
+        }
     }
 
     fn name<'a>(&'a self, record: &'a Record) -> &'a [u8] {
@@ -125,13 +145,28 @@ impl<S: BuildHasher> Index<S> {
     pub(super) fn get(&self, key: &[u8]) -> Option<&Stored> {
         let hash = self.hasher.hash_one(key);
         let tag = tag(hash);
-        let mut i = self.home(hash);
-        prefetch(&self.records[i]);
+        let slots = self.records.len();
+        let mut pos = self.home(hash);
+        prefetch(&self.records[pos]);
         // At most seven eighths full, so an empty slot ends every probe.
         loop {
-            match self.ctrl[i] {
-                EMPTY => return None,
-                t if t == tag => {
+            let group = &self.ctrl[pos..pos + GROUP];
+            let group = u64::from_le_bytes(group.try_into().expect("a whole group"));
+            let empty = zero_bytes(group);
+            // The slots before the first empty one: the probe ends there.
+            let before = match empty {
+                0 => u64::MAX,
+                _ => (empty.isolate_lowest_one() >> 7) - 1,
+            };
+            let mut matches = zero_bytes(group ^ (LSB * u64::from(tag))) & before;
+            while matches != 0 {
+                let mut i = pos + matches.trailing_zeros() as usize / 8;
+                matches &= matches - 1;
+                if i >= slots {
+                    i -= slots;
+                }
+                // The control byte again: `zero_bytes` may flag a neighbour.
+                if self.ctrl[i] == tag {
                     let record = &self.records[i];
                     if usize::from(record.len) == key.len() + self.skip
                         && &self.name(record)[self.skip..] == key
@@ -139,9 +174,14 @@ impl<S: BuildHasher> Index<S> {
                         return Some(&record.outcome);
                     }
                 }
-                _ => {}
             }
-            i = self.next(i);
+            if empty != 0 {
+                return None;
+            }
+            pos += GROUP;
+            if pos >= slots {
+                pos -= slots;
+            }
         }
     }
 
@@ -209,17 +249,21 @@ mod tests {
 
     use super::*;
 
-    /// Every name hashes alike: one home slot and one tag for all, so each
-    /// lookup walks the whole cluster and tells names apart by their bytes.
+    /// Every name has the same home slot and one of two tags that differ
+    /// in their last bit (by the name's length), so each lookup walks the
+    /// whole cluster, meets the neighbours `zero_bytes` flags by mistake,
+    /// and tells names apart by their bytes.
     #[derive(Default)]
-    struct Colliding;
+    struct Colliding(usize);
 
     impl Hasher for Colliding {
         fn finish(&self) -> u64 {
-            0xdead_beef_dead_be01
+            0xdead_beef_dead_be02 | (self.0 as u64 & 1)
         }
 
-        fn write(&mut self, _: &[u8]) {}
+        fn write(&mut self, bytes: &[u8]) {
+            self.0 += bytes.len();
+        }
     }
 
     fn chain_id(stored: Option<&Stored>) -> Option<u32> {
@@ -289,8 +333,11 @@ mod tests {
             BuildHasherDefault::<Colliding>::default(),
         );
         // One cluster from the shared home slot, wrapping past the table's end.
-        let home = index.home(Colliding.finish());
-        assert!(home + names.len() > index.ctrl.len(), "the cluster wraps");
+        let home = index.home(Colliding::default().finish());
+        assert!(
+            home + names.len() > index.records.len(),
+            "the cluster wraps"
+        );
         check(&index, &names);
     }
 

@@ -3,7 +3,7 @@
 //! probes one table (two for a wildcard hit); it hands out a borrow of the
 //! chain, not a clone of its `Arc`: no allocation, no lock, and no write to
 //! the chain's reference count, which would be a second cache miss per
-//! lookup at a million hostnames (see [`super::index`] for the first).
+//! lookup at a million hostnames (the first is the record: see `index.rs`).
 //! Callers hold the snapshot (or the routing around it) for the request.
 
 use std::collections::HashMap;
