@@ -4,13 +4,15 @@
 //! and random hostnames over the whole index), a wildcard hit and a miss, and
 //! counts the bytes the snapshot allocates with a counting global allocator.
 //! The memory floor is measured in the same run: the latency of a random read
-//! from a buffer as large as the snapshot, because a random hit over a million
-//! hostnames costs what this machine's memory costs.
+//! from a buffer as large as the snapshot, on ordinary pages and on
+//! transparent huge pages (as the index's tables are), because a random hit
+//! over a million hostnames costs what this machine's memory costs.
 //!
 //! Run: `cargo bench -p edge-userspace --bench resolve`
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
 use std::time::Instant;
 
@@ -236,11 +238,17 @@ fn bench(c: &mut Criterion) {
         ALLOCATIONS.load(Ordering::Relaxed) - allocations
     );
 
-    let floor = Floor::new(bytes.max(0) as usize);
+    let floor = Floor::new(bytes.max(0) as usize, false);
+    let floor_huge = Floor::new(bytes.max(0) as usize, true);
+    println!(
+        "transparent huge pages in this process (index tables and one floor buffer): {} MiB",
+        anon_huge_pages_kib() / 1024
+    );
     let lookups = Lookups {
         snapshot: &snapshot,
         query: &query,
         floor: &floor,
+        floor_huge: &floor_huge,
     };
     lookups.run(c, "resolve");
     // The machine is shared: thread CPU time leaves out the time other
@@ -255,14 +263,25 @@ struct Lookups<'a, Q: Fn(usize) -> &'a str> {
     snapshot: &'a Snapshot,
     query: &'a Q,
     floor: &'a Floor,
+    floor_huge: &'a Floor,
+}
+
+/// `AnonHugePages` of `/proc/self/smaps_rollup`: whether the kernel gave
+/// the huge pages asked for, since `MADV_HUGEPAGE` is only advice.
+fn anon_huge_pages_kib() -> u64 {
+    let rollup = std::fs::read_to_string("/proc/self/smaps_rollup").unwrap_or_default();
+    rollup
+        .lines()
+        .find_map(|line| line.strip_prefix("AnonHugePages:"))
+        .and_then(|kib| kib.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// A buffer the size of the snapshot whose cache lines form one random cycle:
 /// the baseline for the random-hit cases, since a hit is at least one read
-/// from memory (the hostname's record) and, returning an `Arc`, an atomic
-/// increment of the chain's reference count on another line. One cycle
-/// through every line (Sattolo's shuffle), because a random mapping would
-/// soon fall into a short loop that stays in cache.
+/// from memory (the hostname's record). One cycle through every line
+/// (Sattolo's shuffle), because a random mapping would soon fall into a short
+/// loop that stays in cache.
 struct Floor {
     words: Vec<u64>,
 }
@@ -270,7 +289,8 @@ struct Floor {
 impl Floor {
     const LINE: usize = 64 / std::mem::size_of::<u64>();
 
-    fn new(bytes: usize) -> Floor {
+    /// `huge`: on transparent huge pages, as the index's tables are.
+    fn new(bytes: usize, huge: bool) -> Floor {
         let lines = (bytes / 64).max(2);
         let mut order: Vec<usize> = (0..lines).collect();
         let mut seed = 0x2545_f491_4f6c_dd1d_u64;
@@ -278,7 +298,19 @@ impl Floor {
             seed = xorshift(seed);
             order.swap(i, (seed % i as u64) as usize);
         }
-        let mut words = vec![0u64; lines * Self::LINE];
+        let mut words: Vec<u64> = Vec::with_capacity(lines * Self::LINE);
+        if huge {
+            const HUGE: usize = 2 << 20;
+            let start = (words.as_ptr() as usize).next_multiple_of(HUGE);
+            let end = (words.as_ptr() as usize + lines * 64) / HUGE * HUGE;
+            // SAFETY: the range lies inside `words`' untouched allocation;
+            // the advice changes how it is backed, not what it holds.
+            let rc = unsafe {
+                libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE)
+            };
+            assert_eq!(rc, 0, "madvise(MADV_HUGEPAGE) failed");
+        }
+        words.resize(lines * Self::LINE, 0);
         for (i, &line) in order.iter().enumerate() {
             words[i * Self::LINE] = (line * Self::LINE) as u64;
         }
@@ -299,17 +331,22 @@ fn xorshift(mut x: u64) -> u64 {
 
 impl<'a, Q: Fn(usize) -> &'a str> Lookups<'a, Q> {
     fn run<M: Measurement>(&self, c: &mut Criterion<M>, group: &str) {
-        let (snapshot, query, floor) = (self.snapshot, self.query, self.floor);
+        let (snapshot, query) = (self.snapshot, self.query);
         let mut g = c.benchmark_group(group);
         // Each read's address comes from the previous one, as a pointer chase:
         // the latency of one random read, which the CPU cannot overlap.
-        let mut x = 0;
-        g.bench_function("floor_random_read_latency", |b| {
-            b.iter(|| {
-                x = floor.at(black_box(x));
-                x
-            })
-        });
+        for (name, floor) in [
+            ("floor_random_read_latency", self.floor),
+            ("floor_random_read_latency_huge_pages", self.floor_huge),
+        ] {
+            let mut x = 0;
+            g.bench_function(name, |b| {
+                b.iter(|| {
+                    x = floor.at(black_box(x));
+                    x
+                })
+            });
+        }
         let hot = hostname(123_456);
         g.bench_function("exact_hit_hot", |b| {
             b.iter(|| snapshot.resolve(black_box(&hot)))
@@ -319,6 +356,28 @@ impl<'a, Q: Fn(usize) -> &'a str> Lookups<'a, Q> {
             b.iter(|| {
                 i += 1;
                 snapshot.resolve(black_box(query(i)))
+            })
+        });
+        // Each lookup's name chosen by the previous one's result, as the
+        // floor's reads are: the latency of a hit, with no overlap between
+        // consecutive lookups.
+        let mut d = 0;
+        g.bench_function("exact_hit_random_1m_dependent", |b| {
+            b.iter(|| {
+                let chain = snapshot.resolve(query(d)).expect("a hit");
+                // The chain's address as the record stores it: known only
+                // once the record has been read.
+                d += 1 + (black_box(Arc::as_ptr(chain) as usize) & 1);
+            })
+        });
+        // What the router reads of the chain next (id, O2O, stages, origin):
+        // the chain lives behind the record, one more line.
+        let mut r = 0;
+        g.bench_function("exact_hit_random_1m_then_read_chain", |b| {
+            b.iter(|| {
+                r += 1;
+                let chain = snapshot.resolve(black_box(query(r))).expect("a hit");
+                (chain.id, chain.o2o, chain.stages.len(), chain.origin.port)
             })
         });
         // A working set of popular hostnames that fits the last-level cache.

@@ -281,10 +281,10 @@ impl Router for ChainRouter {
         })?;
         let chain = resolve(&routing, conn, &host)?;
         if let Some(cache) = &self.metrics {
-            req.extensions.insert(cache.get(&routing, &chain));
+            req.extensions.insert(cache.get(&routing, chain));
         }
-        let stages = routing.stages(&chain);
-        let client = client_info(conn, &chain);
+        let stages = routing.stages(chain);
+        let client = client_info(conn, chain);
         let raw = stages::capture_raw(&stages, req);
         let overrides = match stages::run_request(&stages, chain.o2o, req, &client, &raw, None) {
             RequestOutcome::Continue(overrides) => overrides,
@@ -294,11 +294,11 @@ impl Router for ChainRouter {
                 ))));
             }
         };
-        let (origin, host_header) = self.origin(&chain, &host, req, overrides)?;
+        let (origin, host_header) = self.origin(chain, &host, req, overrides)?;
         let route = Route {
             origin,
             host_header,
-            max_request_body: routing.max_request_body(&chain),
+            max_request_body: routing.max_request_body(chain),
         };
         let has_response_rules = stages
             .iter()
@@ -311,6 +311,9 @@ impl Router for ChainRouter {
             (head, raw)
         });
         drop(stages);
+        // The one reference-count write per request, on the chain's line
+        // that the stages above have just read.
+        let chain = chain.clone();
         Ok((
             route,
             Pending {
@@ -412,7 +415,11 @@ fn client_info<'a>(conn: &ConnInfo, chain: &'a Chain) -> ClientInfo<'a> {
 /// chain the connection was classified into at accept stands for the SNI's
 /// while its snapshot is the live one (so most requests resolve nothing);
 /// after a reload the SNI is resolved again.
-fn resolve(routing: &Routing, conn: &ConnInfo, host: &str) -> Result<Arc<Chain>, Reply> {
+fn resolve<'a>(
+    routing: &'a Routing,
+    conn: &'a ConnInfo,
+    host: &str,
+) -> Result<&'a Arc<Chain>, Reply> {
     let classified = conn.chain().filter(|chain| {
         routing
             .snapshot
@@ -421,12 +428,12 @@ fn resolve(routing: &Routing, conn: &ConnInfo, host: &str) -> Result<Arc<Chain>,
     });
     let Some(sni) = conn.sni().filter(|sni| !sni.eq_ignore_ascii_case(host)) else {
         return match classified {
-            Some(chain) => Ok(chain.clone()),
+            Some(chain) => Ok(chain),
             None => routing.snapshot.resolve(host).map_err(|e| edge_error(&e)),
         };
     };
     let by_sni = match classified {
-        Some(chain) => Ok(chain.clone()),
+        Some(chain) => Ok(chain),
         None => routing.snapshot.resolve(sni),
     };
     match (by_sni, routing.snapshot.resolve(host)) {

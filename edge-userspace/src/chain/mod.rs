@@ -5,6 +5,7 @@
 pub mod affected;
 mod build;
 pub mod error;
+mod index;
 pub mod model;
 pub mod snapshot;
 #[cfg(test)]

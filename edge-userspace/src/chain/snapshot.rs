@@ -1,12 +1,12 @@
 //! The read side: an immutable index from hostname to precomputed outcome,
-//! swapped whole by its owner. A lookup lower-cases into a stack buffer, probes
-//! one table (two for a wildcard hit) and clones an `Arc`: no allocation, no
-//! lock. The table is hand-rolled rather than a general hash map because at a
-//! million hostnames the cost is cache misses: the record (name and outcome
-//! side by side, no separate slot array) and the chain, nothing else.
+//! swapped whole by its owner. A lookup lower-cases into a stack buffer and
+//! probes one table (two for a wildcard hit); it hands out a borrow of the
+//! chain, not a clone of its `Arc`: no allocation, no lock, and no write to
+//! the chain's reference count, which would be a second cache miss per
+//! lookup at a million hostnames (the first is the record: see `index.rs`).
+//! Callers hold the snapshot (or the routing around it) for the request.
 
 use std::collections::HashMap;
-use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -15,6 +15,7 @@ use foldhash::fast::RandomState;
 
 use super::build::Context;
 use super::error::{EdgeError, ErrorKind};
+use super::index::{Index, Stored};
 use super::model::Chain;
 use crate::state::hostname::{MAX_HOSTNAME_LEN, is_ip_literal};
 use crate::state::{State, Zone};
@@ -144,10 +145,14 @@ enum View<'a> {
     Error(&'a EdgeError),
 }
 
-impl View<'_> {
+impl<'a> View<'a> {
     fn outcome(self) -> Outcome {
+        self.resolved().map(Arc::clone)
+    }
+
+    fn resolved(self) -> Result<&'a Arc<Chain>, EdgeError> {
         match self {
-            View::Chain(chain) => Ok(chain.clone()),
+            View::Chain(chain) => Ok(chain),
             View::Error(error) => Err(error.clone()),
         }
     }
@@ -232,8 +237,8 @@ impl Snapshot {
         let len = exact.len() + wildcard.len();
         let hasher = RandomState::default();
         let mut errors = Vec::new();
-        let exact = Index::new(exact, 0, hasher.clone(), &mut errors);
-        let wildcard = Index::new(wildcard, 2, hasher, &mut errors);
+        let exact = Index::new(stored(exact, &mut errors), 0, hasher.clone());
+        let wildcard = Index::new(stored(wildcard, &mut errors), 2, hasher);
         errors.shrink_to_fit();
         Snapshot {
             base: Arc::new(Base {
@@ -360,7 +365,11 @@ impl Snapshot {
 
     /// The chain for `hostname` (any case, optional trailing dot): exact
     /// entries first, then the wildcard one label up.
-    pub fn resolve(&self, hostname: &str) -> Result<Arc<Chain>, EdgeError> {
+    ///
+    /// Borrowed from the snapshot: a request holds the snapshot (one `Arc`
+    /// every request shares, so always cached) and reads its chain through
+    /// it. Clone the `Arc` only to keep a chain past the snapshot.
+    pub fn resolve(&self, hostname: &str) -> Result<&Arc<Chain>, EdgeError> {
         let host = hostname.strip_suffix('.').unwrap_or(hostname);
         let mut buf = [0u8; MAX_HOSTNAME_LEN];
         let Some(key) = buf.get_mut(..host.len()) else {
@@ -373,7 +382,7 @@ impl Snapshot {
             return Err(self.base.miss.clone());
         }
         if let Some(view) = self.exact(key) {
-            return view.outcome();
+            return view.resolved();
         }
         // A wildcard stands for one DNS label, not for any bytes a client sends.
         if let Some(dot) = key.iter().position(|&b| b == b'.')
@@ -383,7 +392,7 @@ impl Snapshot {
                 .all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
             && let Some(stored) = self.base.wildcard.get(&key[dot + 1..])
         {
-            return self.base.view(stored).outcome();
+            return self.base.view(stored).resolved();
         }
         if host.is_empty() || is_ip_literal(host) {
             return Err(self.base.direct_ip.clone());
@@ -526,6 +535,23 @@ impl Snapshot {
     }
 }
 
+/// The outcomes as records hold them, errors moved to `errors`.
+fn stored(entries: Vec<(String, Outcome)>, errors: &mut Vec<EdgeError>) -> Vec<(String, Stored)> {
+    entries
+        .into_iter()
+        .map(|(name, outcome)| {
+            let stored = match outcome {
+                Ok(chain) => Stored::Chain(chain),
+                Err(error) => {
+                    errors.push(error);
+                    Stored::Error(u32::try_from(errors.len() - 1).expect("under 2^32 errors"))
+                }
+            };
+            (name, stored)
+        })
+        .collect()
+}
+
 /// How many names use each chain, by `id - 1`.
 fn refs<'a>(
     chains: &[Option<Arc<Chain>>],
@@ -545,143 +571,6 @@ impl Base {
             Stored::Error(i) => View::Error(&self.errors[*i as usize]),
             Stored::Vacant => unreachable!("indexes never hand out vacant records"),
         }
-    }
-}
-
-/// What a record holds: errors live once in [`Snapshot::errors`] so that the
-/// outcome takes 16 bytes.
-#[derive(Clone)]
-enum Stored {
-    Vacant,
-    Chain(Arc<Chain>),
-    Error(u32),
-}
-
-/// Names up to this many bytes live inside their record, so that one read
-/// brings the key to compare and the outcome together.
-const INLINE: usize = 30;
-
-#[derive(Clone)]
-struct Record {
-    outcome: Stored,
-    /// Low byte of the name's hash: most mismatches end here.
-    tag: u8,
-    len: u8,
-    /// The name, or for longer names its offset in [`Index::long_names`].
-    name: [u8; INLINE],
-}
-
-const _: () = assert!(std::mem::size_of::<Record>() == 48);
-
-const VACANT: Record = Record {
-    outcome: Stored::Vacant,
-    tag: 0,
-    len: 0,
-    name: [0; INLINE],
-};
-
-/// Open addressing with linear probing over the records themselves, at most
-/// three quarters full: a hit reads one record (and the next ones, which the
-/// prefetcher brings along) and the chain's reference count.
-struct Index {
-    table: Box<[Record]>,
-    long_names: String,
-    /// Bytes of each name that are not part of the key (`*.` for wildcards).
-    skip: usize,
-    hasher: RandomState,
-}
-
-impl Index {
-    fn new(
-        entries: Vec<(String, Outcome)>,
-        skip: usize,
-        hasher: RandomState,
-        errors: &mut Vec<EdgeError>,
-    ) -> Index {
-        let capacity = entries.len() * 4 / 3 + 1;
-        let mut index = Index {
-            table: vec![VACANT; capacity].into_boxed_slice(),
-            long_names: String::new(),
-            skip,
-            hasher,
-        };
-        for (name, outcome) in entries {
-            let hash = index.hasher.hash_one(&name.as_bytes()[skip..]);
-            let mut record = Record {
-                outcome: match outcome {
-                    Ok(chain) => Stored::Chain(chain),
-                    Err(e) => {
-                        errors.push(e);
-                        Stored::Error(u32::try_from(errors.len() - 1).expect("under 2^32 errors"))
-                    }
-                },
-                tag: hash as u8,
-                len: u8::try_from(name.len()).expect("hostnames are at most 255 bytes"),
-                name: [0; INLINE],
-            };
-            if name.len() <= INLINE {
-                record.name[..name.len()].copy_from_slice(name.as_bytes());
-            } else {
-                let offset = u32::try_from(index.long_names.len()).expect("under 4 GiB of names");
-                record.name[..4].copy_from_slice(&offset.to_le_bytes());
-                index.long_names.push_str(&name);
-            }
-            let mut i = index.home(hash);
-            while !matches!(index.table[i].outcome, Stored::Vacant) {
-                i = index.next(i);
-            }
-            index.table[i] = record;
-        }
-        index.long_names.shrink_to_fit();
-        index
-    }
-
-    /// Multiply-shift: maps the hash onto any table size, not just powers of two.
-    fn home(&self, hash: u64) -> usize {
-        ((u128::from(hash) * self.table.len() as u128) >> 64) as usize
-    }
-
-    fn next(&self, i: usize) -> usize {
-        if i + 1 == self.table.len() { 0 } else { i + 1 }
-    }
-
-    fn name<'a>(&'a self, record: &'a Record) -> &'a [u8] {
-        let len = usize::from(record.len);
-        if len <= INLINE {
-            &record.name[..len]
-        } else {
-            let offset = u32::from_le_bytes(record.name[..4].try_into().expect("4 bytes")) as usize;
-            &self.long_names.as_bytes()[offset..offset + len]
-        }
-    }
-
-    fn get(&self, key: &[u8]) -> Option<&Stored> {
-        let hash = self.hasher.hash_one(key);
-        let mut i = self.home(hash);
-        // At most three quarters full, so a vacant record ends every probe.
-        loop {
-            let record = &self.table[i];
-            if let Stored::Vacant = record.outcome {
-                return None;
-            }
-            if record.tag == hash as u8
-                && usize::from(record.len) == key.len() + self.skip
-                && &self.name(record)[self.skip..] == key
-            {
-                return Some(&record.outcome);
-            }
-            i = self.next(i);
-        }
-    }
-
-    fn iter(&self) -> impl Iterator<Item = (&str, &Stored)> + '_ {
-        self.table
-            .iter()
-            .filter(|r| !matches!(r.outcome, Stored::Vacant))
-            .map(|r| {
-                let name = std::str::from_utf8(self.name(r)).expect("names are stored from str");
-                (name, &r.outcome)
-            })
     }
 }
 

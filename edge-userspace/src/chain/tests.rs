@@ -232,7 +232,7 @@ fn resolution_table() {
                 assert_eq!(&*chain.origin.host, *origin, "{case}: origin");
                 let got_ch = chain.custom_hostname.as_ref().map(|h| h.id());
                 assert_eq!(got_ch, *ch, "{case}: custom hostname");
-                assert_eq!(snapshot.chain(chain.id), Some(chain), "{case}: chain id");
+                assert_eq!(snapshot.chain(chain.id), Some(*chain), "{case}: chain id");
             }
             (E(code, detail), Err(e)) => {
                 assert_eq!(e.code(), *code, "{case}: {e}");
@@ -340,7 +340,7 @@ fn identical_record_chains_are_shared() {
     let snapshot = Snapshot::build(&state);
     let a = snapshot.resolve("www.example.org").unwrap();
     let b = snapshot.resolve("twin.example.org").unwrap();
-    assert!(Arc::ptr_eq(&a, &b));
+    assert!(Arc::ptr_eq(a, b));
     let c = snapshot.resolve("o2o.example.com").unwrap();
     let d = snapshot.resolve("custom.example.com").unwrap();
     assert!(
@@ -433,7 +433,8 @@ fn activation_from_own_zones_then_routing() {
         1016
     );
     live.store(Snapshot::build(&next));
-    let chain = live.load().resolve("pending.example.com").unwrap();
+    let next = live.load();
+    let chain = next.resolve("pending.example.com").unwrap();
     assert_eq!(chain.stages.len(), 2);
     assert!(chain.o2o);
 }
@@ -919,4 +920,62 @@ fn many_changed_names_derive_like_a_full_build() {
     assert_equivalent(&derived, &blocked, &names);
     let back = derived.update(&state, &names, &[]);
     assert_equivalent(&back, &state, &names);
+}
+
+/// Custom hostnames longer than a record's inline name and short ones,
+/// deleted through the overlay of derived snapshots (the base index still
+/// holds them) and put back: deleted names miss, the others keep resolving,
+/// before and after the overlay is folded into new indexes.
+#[test]
+fn overlay_deletes_shadow_the_base_index() {
+    let long = format!("{}.{}.example.net", "l".repeat(60), "m".repeat(60));
+    let names = [long.clone(), "short.example.net".to_owned()];
+    let mut state = fixture();
+    let zp = state.zones.iter_mut().find(|z| z.zone.id == "zp").unwrap();
+    for (i, name) in names.iter().enumerate() {
+        zp.custom_hostnames.push(
+            serde_json::from_value(
+                json!({"id": format!("del-{i}"), "hostname": name, "status": "active"}),
+            )
+            .unwrap(),
+        );
+    }
+    state.validate().unwrap();
+    let mut snapshot = Snapshot::build(&state);
+    for name in &names {
+        assert!(
+            snapshot.resolve(&name.to_ascii_uppercase()).is_ok(),
+            "{name}"
+        );
+    }
+    let kept = snapshot.resolve("o2o.example.com").unwrap().id;
+    let mut deleted = state.clone();
+    for i in 0..names.len() {
+        let change = Change::DeleteCustomHostname {
+            zone_id: "zp".into(),
+            id: format!("del-{i}"),
+        };
+        let next = deleted.apply_all([change.clone()]).unwrap();
+        let affected = affected(&deleted, &next, &[change]).expect("a narrow change");
+        snapshot = snapshot.update(&next, &affected.names, &[]);
+        deleted = next;
+    }
+    for name in &names {
+        assert_eq!(snapshot.resolve(name).unwrap_err().code(), 1001, "{name}");
+        assert!(snapshot.route(name).is_none(), "{name}");
+        assert!(!snapshot.routes().any(|r| r.hostname == name), "{name}");
+    }
+    assert_eq!(snapshot.resolve("o2o.example.com").unwrap().id, kept);
+    assert_equivalent(&snapshot, &deleted, &names);
+    let back = snapshot.update(&state, &names, &[]);
+    for name in &names {
+        assert!(back.resolve(name).is_ok(), "{name}");
+    }
+    assert_equivalent(&back, &state, &names);
+    // Rebuilt whole: the deletions are in the new indexes, not in an overlay.
+    let rebuilt = back.rebuild(&deleted);
+    for name in &names {
+        assert_eq!(rebuilt.resolve(name).unwrap_err().code(), 1001, "{name}");
+    }
+    assert_eq!(rebuilt.resolve("o2o.example.com").unwrap().id, kept);
 }

@@ -143,7 +143,7 @@ fn from_kernel(
 
 fn from_sni(snapshot: &Snapshot, sni: Option<&str>) -> Classified {
     match sni.map(|name| snapshot.resolve(name)) {
-        Some(Ok(chain)) => Classified::Chain(chain),
+        Some(Ok(chain)) => Classified::Chain(chain.clone()),
         Some(Err(error)) if error.kind() == ErrorKind::HostnameBlocked => Classified::Blocked,
         Some(Err(_)) | None => Classified::Unrouted,
     }

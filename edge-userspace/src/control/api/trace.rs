@@ -83,7 +83,7 @@ pub(super) fn trace(control: &Control, call: &Call) -> Result<Value, ApiError> {
             "no zone of account `{account}` is in the chain of {host}"
         )));
     }
-    let stages = routing.stages(&chain);
+    let stages = routing.stages(chain);
     let client = ClientInfo {
         ip: TRACE_CLIENT,
         tls: uri.scheme_str() == Some("https"),
