@@ -930,16 +930,17 @@ fn many_changed_names_derive_like_a_full_build() {
 fn overlay_deletes_shadow_the_base_index() {
     let long = format!("{}.{}.example.net", "l".repeat(60), "m".repeat(60));
     let names = [long.clone(), "short.example.net".to_owned()];
-    let mut state = fixture();
-    let zp = state.zones.iter_mut().find(|z| z.zone.id == "zp").unwrap();
-    for (i, name) in names.iter().enumerate() {
-        zp.custom_hostnames.push(
-            serde_json::from_value(
+    let add = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| Change::PutCustomHostname {
+            zone_id: "zp".into(),
+            custom_hostname: serde_json::from_value(
                 json!({"id": format!("del-{i}"), "hostname": name, "status": "active"}),
             )
             .unwrap(),
-        );
-    }
+        });
+    let state = fixture().apply_all(add).unwrap();
     state.validate().unwrap();
     let mut snapshot = Snapshot::build(&state);
     for name in &names {
