@@ -28,16 +28,17 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 pub fn is_upgrade(parts: &request::Parts) -> bool {
     parts.version == Version::HTTP_11
         && parts.headers.contains_key(UPGRADE)
-        && connection_tokens(&parts.headers).any(|t| t.eq_ignore_ascii_case("upgrade"))
+        && connection_tokens(&parts.headers).any(|t| t.eq_ignore_ascii_case(b"upgrade"))
 }
 
-fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+/// The comma-separated tokens of every `Connection` line, as bytes: comparing them needs no
+/// UTF-8 check of the whole value (every HTTP/1.1 origin response has one).
+fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &[u8]> {
     headers
         .get_all(CONNECTION)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
 }
 
 /// Removes hop-by-hop headers and those the `Connection` header names.
@@ -69,11 +70,11 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrading: bool) {
                 .filter(|t| {
                     !HOP_BY_HOP
                         .iter()
-                        .any(|hop| t.eq_ignore_ascii_case(hop.as_str()))
+                        .any(|hop| t.eq_ignore_ascii_case(hop.as_str().as_bytes()))
                 })
                 // Looking up by `&str` allocates nothing; only names actually present are made.
-                .filter(|t| headers.contains_key(*t))
-                .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+                .filter(|t| std::str::from_utf8(t).is_ok_and(|t| headers.contains_key(t)))
+                .filter_map(|t| HeaderName::from_bytes(t).ok())
                 .collect()
         } else {
             Vec::new()

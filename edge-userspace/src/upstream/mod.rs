@@ -247,7 +247,7 @@ impl Client {
         let mut progress = Progress::new();
         let permit = within(
             progress.deadline(timeout),
-            pool.slots.clone().acquire_owned(),
+            std::pin::pin!(pool.slots.clone().acquire_owned()),
         )
         .await
         .ok_or(UpstreamError::Timeout(
@@ -322,7 +322,7 @@ async fn send_retrying(
         let retry = idempotent && retries < MAX_RETRIES;
         retries += 1;
         let deadline = progress.deadline(timeout);
-        let conn = match within(deadline, pool.checkout(deadline)).await {
+        let conn = match within(deadline, std::pin::pin!(pool.checkout(deadline))).await {
             None => return Err(UpstreamError::Timeout("no response head in time")),
             Some(Ok(conn)) => conn,
             Some(Err(error)) if retry && never_connected(&error) => continue,
@@ -365,9 +365,9 @@ async fn send_retrying(
 ///
 /// `fut` is polled once before a timer is made: a free slot and a pooled connection are ready
 /// at once, and a timer costs a look-up of the runtime (and, when it has to wait, a place in the
-/// timer wheel).
-async fn within<F: Future>(deadline: Instant, fut: F) -> Option<F::Output> {
-    let mut fut = std::pin::pin!(fut);
+/// timer wheel). Takes `fut` pinned by the caller: an async fn that pinned its argument itself
+/// would hold it twice in its state.
+async fn within<F: Future>(deadline: Instant, mut fut: Pin<&mut F>) -> Option<F::Output> {
     if let Poll::Ready(out) = std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await {
         return Some(out);
     }
