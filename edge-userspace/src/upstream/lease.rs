@@ -9,14 +9,16 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+use hyper::client::conn::http1;
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::pool::{Http1, OriginPool};
+use super::RequestBody;
+use super::pool::OriginPool;
 
 pub struct Leased<B: Body + Unpin> {
     inner: B,
     _permit: OwnedSemaphorePermit,
-    connection: Option<(Arc<OriginPool>, Http1)>,
+    connection: Option<(Arc<OriginPool>, http1::SendRequest<RequestBody>)>,
     ended: bool,
 }
 
@@ -24,7 +26,7 @@ impl<B: Body + Unpin> Leased<B> {
     pub(super) fn new(
         inner: B,
         permit: OwnedSemaphorePermit,
-        connection: Option<(Arc<OriginPool>, Http1)>,
+        connection: Option<(Arc<OriginPool>, http1::SendRequest<RequestBody>)>,
     ) -> Self {
         Self {
             inner,
@@ -61,10 +63,10 @@ impl<B: Body<Data = Bytes> + Unpin> Body for Leased<B> {
 
 impl<B: Body + Unpin> Drop for Leased<B> {
     fn drop(&mut self) {
-        if let Some((pool, conn)) = self.connection.take()
+        if let Some((pool, sender)) = self.connection.take()
             && (self.ended || self.inner.is_end_stream())
         {
-            pool.checkin(conn);
+            pool.checkin(sender);
         }
     }
 }

@@ -16,12 +16,9 @@ mod progress;
 
 use std::collections::HashMap;
 use std::fmt;
-use std::future::Future;
 use std::io;
 use std::net::IpAddr;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -30,7 +27,6 @@ use http::{Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
 use rustls::RootCertStore;
 use rustls::pki_types::ServerName;
-use tokio::time::{Instant, Sleep};
 
 use crate::downstream::BoxError;
 use connector::{AnyOriginCert, Dialer, TlsParams};
@@ -245,14 +241,12 @@ impl Client {
         let timeout = self.config.header_timeout;
         // Waiting for a slot counts against the header timeout: the client waits either way.
         let mut progress = Progress::new();
-        let permit = within(
+        let permit = tokio::time::timeout_at(
             progress.deadline(timeout),
-            std::pin::pin!(pool.slots.clone().acquire_owned()),
+            pool.slots.clone().acquire_owned(),
         )
         .await
-        .ok_or(UpstreamError::Timeout(
-            "too many requests in flight to the origin",
-        ))?
+        .map_err(|_| UpstreamError::Timeout("too many requests in flight to the origin"))?
         .expect("origin semaphores are never closed");
         // An empty body never moves: its deadline stays a header timeout after the start.
         let req = req.map(|body| {
@@ -262,7 +256,20 @@ impl Client {
                 Tracked::new(body, progress.track()).boxed_unsync()
             }
         });
-        let (response, connection) = send_retrying(&pool, origin, req, &progress, timeout).await?;
+        let (response, connection) = {
+            let response = send_retrying(&pool, origin, req);
+            tokio::pin!(response);
+            loop {
+                tokio::select! {
+                    response = &mut response => break response?,
+                    () = tokio::time::sleep_until(progress.deadline(timeout)) => {
+                        if progress.deadline(timeout) <= tokio::time::Instant::now() {
+                            return Err(UpstreamError::Timeout("no response head in time"));
+                        }
+                    }
+                }
+            }
+        };
         let idle = self.config.idle_body_timeout;
         let connection = connection.map(|sender| (pool, sender));
         Ok(response.map(|body| Leased::new(IdleTimeout::new(body, idle), permit, connection)))
@@ -303,39 +310,36 @@ impl Client {
     }
 }
 
-type Sent = (Response<Incoming>, Option<pool::Http1>);
+type Sent = (
+    Response<Incoming>,
+    Option<hyper::client::conn::http1::SendRequest<RequestBody>>,
+);
 
 /// Sends `req` on a pooled or new connection; sends it again, up to [`MAX_RETRIES`] times,
 /// only when it is idempotent and never reached the origin. An HTTP/1.1 connection comes back
-/// with the response, to be returned to the pool when the body ends. Gives up when no response
-/// head arrived `timeout` after the request body last moved (connecting included).
+/// with the response, to be returned to the pool when the body ends.
 async fn send_retrying(
     pool: &OriginPool,
     origin: &Origin,
     mut req: Request<RequestBody>,
-    progress: &Progress,
-    timeout: Duration,
 ) -> Result<Sent, UpstreamError> {
     let idempotent = req.method().is_idempotent();
     let mut retries = 0;
     loop {
         let retry = idempotent && retries < MAX_RETRIES;
         retries += 1;
-        let deadline = progress.deadline(timeout);
-        let conn = match within(deadline, std::pin::pin!(pool.checkout(deadline))).await {
-            None => return Err(UpstreamError::Timeout("no response head in time")),
-            Some(Ok(conn)) => conn,
-            Some(Err(error)) if retry && never_connected(&error) => continue,
-            Some(Err(error)) => return Err(classify(Box::new(error))),
+        let conn = match pool.checkout().await {
+            Ok(conn) => conn,
+            Err(error) if retry && never_connected(&error) => continue,
+            Err(error) => return Err(classify(Box::new(error))),
         };
         let unsent = match conn {
-            Conn::Http1(mut conn) => {
+            Conn::Http1(mut sender) => {
                 // Origin-form: the authority travels in `Host`.
                 let path = req.uri().path_and_query().cloned();
                 *req.uri_mut() = path.map_or_else(|| Uri::from_static("/"), Uri::from);
-                let response = conn.sender.try_send_request(req);
-                match until_head(response, conn.timer.as_mut(), progress, timeout).await? {
-                    Ok(response) => return Ok((response, Some(conn))),
+                match sender.try_send_request(req).await {
+                    Ok(response) => return Ok((response, Some(sender))),
                     Err(mut error) => match error.take_message() {
                         Some(unsent) if retry => unsent,
                         _ => return Err(classify(Box::new(error.into_error()))),
@@ -345,9 +349,7 @@ async fn send_retrying(
             Conn::Http2(mut sender) => {
                 let host = req.headers().get(HOST).and_then(|h| h.to_str().ok());
                 *req.uri_mut() = origin_uri(origin, host, req.uri())?;
-                // Shared by concurrent requests, so each request has its own timer.
-                let timer = std::pin::pin!(tokio::time::sleep_until(deadline));
-                match until_head(sender.try_send_request(req), timer, progress, timeout).await? {
+                match sender.try_send_request(req).await {
                     Ok(response) => return Ok((response, None)),
                     Err(mut error) => match error.take_message() {
                         Some(unsent) if retry => unsent,
@@ -358,47 +360,6 @@ async fn send_retrying(
         };
         tracing::debug!(origin = %origin.host, port = origin.port, "request never reached the origin, sending it again");
         req = unsent;
-    }
-}
-
-/// `fut`'s output, or `None` once `deadline` has passed.
-///
-/// `fut` is polled once before a timer is made: a free slot and a pooled connection are ready
-/// at once, and a timer costs a look-up of the runtime (and, when it has to wait, a place in the
-/// timer wheel). Takes `fut` pinned by the caller: an async fn that pinned its argument itself
-/// would hold it twice in its state.
-async fn within<F: Future>(deadline: Instant, mut fut: Pin<&mut F>) -> Option<F::Output> {
-    if let Poll::Ready(out) = std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await {
-        return Some(out);
-    }
-    tokio::time::timeout_at(deadline, fut).await.ok()
-}
-
-/// Waits for `response` with `timer` set to the header deadline, which moves on while the
-/// request body does.
-async fn until_head<F: Future>(
-    response: F,
-    mut timer: Pin<&mut Sleep>,
-    progress: &Progress,
-    timeout: Duration,
-) -> Result<F::Output, UpstreamError> {
-    let deadline = progress.deadline(timeout);
-    if timer.deadline() != deadline {
-        timer.as_mut().reset(deadline);
-    }
-    tokio::pin!(response);
-    loop {
-        tokio::select! {
-            biased;
-            response = &mut response => return Ok(response),
-            () = timer.as_mut() => {
-                let deadline = progress.deadline(timeout);
-                if deadline <= Instant::now() {
-                    return Err(UpstreamError::Timeout("no response head in time"));
-                }
-                timer.as_mut().reset(deadline);
-            }
-        }
     }
 }
 

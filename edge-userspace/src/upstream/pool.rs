@@ -6,38 +6,25 @@
 //! (see [`super::lease`]), with no task per request to wait for it.
 
 use std::io;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
-use std::task::{Context, Waker};
 use std::time::Duration;
 
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::sync::Semaphore;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
 use super::RequestBody;
 use super::connector::Dialer;
 
 /// A connection ready to carry one request.
 pub(super) enum Conn {
-    Http1(Http1),
+    Http1(http1::SendRequest<RequestBody>),
     Http2(http2::SendRequest<RequestBody>),
 }
 
-/// An HTTP/1.1 connection and the header-timeout timer of the request it carries.
-///
-/// A connection carries one request at a time, so its timer goes with it from request to
-/// request: moving a registered deadline later is one atomic operation, where a timer per
-/// request is registered with the runtime's timer wheel and removed from it again, under its
-/// lock, every time.
-pub(super) struct Http1 {
-    pub sender: http1::SendRequest<RequestBody>,
-    pub timer: Pin<Box<Sleep>>,
-}
-
 struct Idle {
-    conn: Http1,
+    sender: http1::SendRequest<RequestBody>,
     since: Instant,
 }
 
@@ -72,17 +59,16 @@ impl OriginPool {
         pool
     }
 
-    /// A live pooled connection, else a new one (whose timer starts at `deadline`). Closed
-    /// and expired idle connections are dropped on the way: they never carried this request,
-    /// so skipping them is no retry.
-    pub async fn checkout(&self, deadline: Instant) -> io::Result<Conn> {
-        while let Some(Idle { mut conn, since }) = self.pop_idle() {
-            if since.elapsed() >= self.idle_timeout || conn.sender.is_closed() {
+    /// A live pooled connection, else a new one. Closed and expired idle connections are
+    /// dropped on the way: they never carried this request, so skipping them is no retry.
+    pub async fn checkout(&self) -> io::Result<Conn> {
+        while let Some(Idle { mut sender, since }) = self.pop_idle() {
+            if since.elapsed() >= self.idle_timeout || sender.is_closed() {
                 continue;
             }
             // Ready once the connection has finished its previous exchange.
-            if conn.sender.ready().await.is_ok() {
-                return Ok(Conn::Http1(conn));
+            if sender.ready().await.is_ok() {
+                return Ok(Conn::Http1(sender));
             }
         }
         if let Some(sender) = self.h2.lock().expect("h2 slot lock poisoned").as_ref()
@@ -92,24 +78,18 @@ impl OriginPool {
         }
         // Boxed: dialing, TLS and the HTTP handshake are most of this future's size, and a
         // request that reuses a connection would otherwise carry (and move) all of it.
-        Box::pin(self.connect(deadline)).await
+        Box::pin(self.connect()).await
     }
 
     /// Returns an HTTP/1.1 connection whose exchange completed.
-    pub fn checkin(&self, mut conn: Http1) {
-        if conn.sender.is_closed() {
+    pub fn checkin(&self, sender: http1::SendRequest<RequestBody>) {
+        if sender.is_closed() {
             return;
         }
-        // The timer still holds the waker of the finished request's task, which would keep
-        // that task's memory alive while the connection idles; a no-op waker replaces it.
-        let _ = conn
-            .timer
-            .as_mut()
-            .poll(&mut Context::from_waker(Waker::noop()));
         let mut idle = self.idle.lock().expect("idle list lock poisoned");
         if idle.len() < self.max_idle {
             idle.push(Idle {
-                conn,
+                sender,
                 since: Instant::now(),
             });
         }
@@ -119,7 +99,7 @@ impl OriginPool {
         self.idle.lock().expect("idle list lock poisoned").pop()
     }
 
-    async fn connect(&self, deadline: Instant) -> io::Result<Conn> {
+    async fn connect(&self) -> io::Result<Conn> {
         let io = self.dialer.dial().await?;
         if io.is_h2() {
             let (sender, conn) = http2::Builder::new(TokioExecutor::new())
@@ -141,10 +121,7 @@ impl OriginPool {
                     tracing::debug!(%error, "origin HTTP/1.1 connection ended");
                 }
             });
-            Ok(Conn::Http1(Http1 {
-                sender,
-                timer: Box::pin(tokio::time::sleep_until(deadline)),
-            }))
+            Ok(Conn::Http1(sender))
         }
     }
 }
@@ -159,6 +136,6 @@ async fn expire_idle(pool: Weak<OriginPool>, idle_timeout: Duration) {
         pool.idle
             .lock()
             .expect("idle list lock poisoned")
-            .retain(|idle| idle.since.elapsed() < idle_timeout && !idle.conn.sender.is_closed());
+            .retain(|idle| idle.since.elapsed() < idle_timeout && !idle.sender.is_closed());
     }
 }
