@@ -307,3 +307,77 @@ fn invalid_client_settings_are_refused() {
     .unwrap();
     assert!(error.to_string().contains("header_timeout"), "{error}");
 }
+
+/// A plain HTTP/1.1 origin that answers `GET /wait/{ms}` after that many milliseconds, counting
+/// the connections it accepted.
+async fn waiting_origin() -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    use http_body_util::Full;
+    use hyper::service::service_fn;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            let service = service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
+                let ms: u64 = req.uri().path()["/wait/".len()..].parse().unwrap();
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                    bytes::Bytes::from_static(b"ok"),
+                )))
+            });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), service),
+            );
+        }
+    });
+    (addr, connections)
+}
+
+#[tokio::test]
+async fn the_header_timeout_restarts_for_each_request_on_a_pooled_connection() {
+    let (origin, connections) = waiting_origin().await;
+    let edge = edge_with(
+        vec![("wait.example.com".into(), plain_origin(origin))],
+        |setup| {
+            setup.client.header_timeout = Duration::from_millis(800);
+        },
+    )
+    .await;
+    let client = edge.client(&["wait.example.com"], false);
+    let get = |ms: u64| {
+        let request = client.get(url(&edge, "wait.example.com", &format!("/wait/{ms}")));
+        async move {
+            let started = std::time::Instant::now();
+            let status = request.send().await.unwrap().status();
+            (status, started.elapsed())
+        }
+    };
+    assert_eq!(get(0).await.0, 200);
+    // Idle past the first request's deadline: the connection's timer fired meanwhile.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(
+        get(500).await.0,
+        200,
+        "a fresh deadline after an idle spell"
+    );
+    // Within the previous deadline: the timer is moved later, not left where it was.
+    assert_eq!(
+        get(500).await.0,
+        200,
+        "a fresh deadline right after a request"
+    );
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        1,
+        "the requests above shared one origin connection"
+    );
+    let (status, waited) = get(5000).await;
+    assert_eq!(status, 504);
+    assert!(
+        (Duration::from_millis(700)..Duration::from_millis(3000)).contains(&waited),
+        "{waited:?}"
+    );
+}

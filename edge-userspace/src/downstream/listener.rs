@@ -154,11 +154,7 @@ pub async fn serve<H: Handler>(
             let Ok(local) = tcp.local_addr() else { return };
             match tls {
                 None => {
-                    let conn = ConnInfo {
-                        peer,
-                        local,
-                        tls: None,
-                    };
+                    let conn = ConnInfo::new(peer, local, None);
                     serve_connection(tcp, conn, handler, &http, watcher).await;
                 }
                 Some(tls) => {
@@ -166,11 +162,7 @@ pub async fn serve<H: Handler>(
                         .await
                     {
                         Ok(Ok((stream, info))) => {
-                            let conn = ConnInfo {
-                                peer,
-                                local,
-                                tls: Some(info),
-                            };
+                            let conn = ConnInfo::new(peer, local, Some(info));
                             serve_connection(stream, conn, handler, &http, watcher).await;
                         }
                         Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),

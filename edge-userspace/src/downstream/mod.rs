@@ -11,10 +11,12 @@ pub mod listener;
 pub mod tls;
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::io::Write;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use bytes::Bytes;
+use http::header::HeaderValue;
 use http::{Request, Response};
 use hyper::body::Incoming;
 
@@ -33,9 +35,27 @@ pub struct ConnInfo {
     pub local: SocketAddr,
     /// `None` on the plain HTTP listener.
     pub tls: Option<TlsInfo>,
+    /// `peer`'s address as a header value; see [`ConnInfo::client_ip`].
+    client_ip: HeaderValue,
 }
 
 impl ConnInfo {
+    pub fn new(peer: SocketAddr, local: SocketAddr, tls: Option<TlsInfo>) -> Self {
+        Self {
+            peer,
+            local,
+            tls,
+            client_ip: ip_header(peer.ip()),
+        }
+    }
+
+    /// The visitor's address as `cf-connecting-ip` and `x-forwarded-for` carry it (IPv4-mapped
+    /// IPv6 addresses as IPv4). Made once per connection rather than formatted and allocated
+    /// again for every request on it; clones share the bytes.
+    pub fn client_ip(&self) -> &HeaderValue {
+        &self.client_ip
+    }
+
     /// `https` or `http`, as the client sees it (what `x-forwarded-proto` reports).
     pub fn scheme(&self) -> &'static str {
         if self.tls.is_some() { "https" } else { "http" }
@@ -50,6 +70,19 @@ impl ConnInfo {
     pub fn chain(&self) -> Option<&Arc<crate::chain::Chain>> {
         self.tls.as_ref()?.chain.as_ref()
     }
+}
+
+fn ip_header(ip: IpAddr) -> HeaderValue {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    };
+    // Formatted on the stack: the longest IPv6 text is 45 bytes.
+    let mut text = [0u8; 64];
+    let mut cursor = std::io::Cursor::new(&mut text[..]);
+    write!(cursor, "{ip}").expect("an IP address fits in 64 bytes");
+    let len = usize::try_from(cursor.position()).expect("at most 64");
+    HeaderValue::from_bytes(&text[..len]).expect("an IP address is a valid header value")
 }
 
 /// Answers requests; one instance is shared by every connection of a listener.

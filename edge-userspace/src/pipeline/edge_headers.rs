@@ -5,8 +5,6 @@
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
-use std::io::Write;
-use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::BytesMut;
@@ -122,7 +120,7 @@ pub fn on_request(
         ));
     }
     remove_edge_owned(headers);
-    let client = ip_header(conn.peer.ip());
+    let client = conn.client_ip().clone();
     headers.insert(CF_CONNECTING_IP, client.clone());
     append_forwarded_for(headers, client);
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(conn.scheme()));
@@ -170,19 +168,6 @@ fn loop_passes(headers: &HeaderMap, cdn_id: &str) -> usize {
         .count()
 }
 
-fn ip_header(ip: IpAddr) -> HeaderValue {
-    let ip = match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-        v4 => v4,
-    };
-    // Formatted on the stack: the longest IPv6 text is 45 bytes.
-    let mut text = [0u8; 64];
-    let mut cursor = std::io::Cursor::new(&mut text[..]);
-    write!(cursor, "{ip}").expect("an IP address fits in 64 bytes");
-    let len = usize::try_from(cursor.position()).expect("at most 64");
-    HeaderValue::from_bytes(&text[..len]).expect("an IP address is a valid header value")
-}
-
 /// Joins any client-sent `x-forwarded-for` lines into one and appends the client address.
 fn append_forwarded_for(headers: &mut HeaderMap, client: HeaderValue) {
     let mut joined: Vec<u8> = Vec::new();
@@ -207,11 +192,11 @@ mod tests {
     use super::*;
 
     fn conn() -> ConnInfo {
-        ConnInfo {
-            peer: "[::ffff:192.0.2.7]:5000".parse().unwrap(),
-            local: "127.0.0.1:443".parse().unwrap(),
-            tls: None,
-        }
+        ConnInfo::new(
+            "[::ffff:192.0.2.7]:5000".parse().unwrap(),
+            "127.0.0.1:443".parse().unwrap(),
+            None,
+        )
     }
 
     #[test]

@@ -28,44 +28,75 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 pub fn is_upgrade(parts: &request::Parts) -> bool {
     parts.version == Version::HTTP_11
         && parts.headers.contains_key(UPGRADE)
-        && connection_tokens(&parts.headers).any(|t| t.eq_ignore_ascii_case("upgrade"))
+        && connection_tokens(&parts.headers).any(|t| t.eq_ignore_ascii_case(b"upgrade"))
 }
 
-fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+/// The comma-separated tokens of every `Connection` line, as bytes: comparing them needs no
+/// UTF-8 check of the whole value (every HTTP/1.1 origin response has one).
+fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &[u8]> {
     headers
         .get_all(CONNECTION)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
 }
 
 /// Removes hop-by-hop headers and those the `Connection` header names.
 ///
 /// `te: trailers` survives because it is how a client says it accepts trailers end to end
 /// (gRPC needs it); `upgrade` is kept when `upgrading`, with `connection: upgrade` restored.
+///
+/// Runs on every request and every response, and most carry no hop-by-hop header (HTTP/2
+/// requests) or only `connection: keep-alive` (HTTP/1.1 origins): one pass over the names finds
+/// which are present, so only those are looked up again, and `Connection` tokens that name a
+/// hop-by-hop header anyway (`keep-alive`) or no header at all (`close`) are not parsed into
+/// names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrading: bool) {
-    let named: Vec<HeaderName> = connection_tokens(headers)
-        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
-        .collect();
-    let trailers = headers.get_all(TE).iter().any(|v| {
-        v.to_str().is_ok_and(|v| {
-            v.split(',')
-                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
-        })
-    });
-    for name in named {
-        if !(upgrading && name == UPGRADE) {
-            headers.remove(name);
+    let mut present = 0u8;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|hop| hop == name) {
+            present |= 1 << i;
         }
     }
-    for name in &HOP_BY_HOP {
-        if !(upgrading && name == UPGRADE) {
+    if present != 0 {
+        let has = |name: &HeaderName| {
+            HOP_BY_HOP
+                .iter()
+                .position(|hop| hop == name)
+                .is_some_and(|i| present & (1 << i) != 0)
+        };
+        let named: Vec<HeaderName> = if has(&CONNECTION) {
+            connection_tokens(headers)
+                .filter(|t| {
+                    !HOP_BY_HOP
+                        .iter()
+                        .any(|hop| t.eq_ignore_ascii_case(hop.as_str().as_bytes()))
+                })
+                // Looking up by `&str` allocates nothing; only names actually present are made.
+                .filter(|t| std::str::from_utf8(t).is_ok_and(|t| headers.contains_key(t)))
+                .filter_map(|t| HeaderName::from_bytes(t).ok())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let trailers = has(&TE)
+            && headers.get_all(TE).iter().any(|v| {
+                v.to_str().is_ok_and(|v| {
+                    v.split(',')
+                        .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+                })
+            });
+        for name in named {
             headers.remove(name);
         }
-    }
-    if trailers {
-        headers.insert(TE, HeaderValue::from_static("trailers"));
+        for (i, name) in HOP_BY_HOP.iter().enumerate() {
+            if present & (1 << i) != 0 && !(upgrading && name == UPGRADE) {
+                headers.remove(name);
+            }
+        }
+        if trailers {
+            headers.insert(TE, HeaderValue::from_static("trailers"));
+        }
     }
     if upgrading {
         headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
@@ -121,5 +152,31 @@ mod tests {
         assert_eq!(headers.len(), 2, "{headers:?}");
         assert_eq!(headers[TE], "trailers");
         assert_eq!(headers["x-kept"], "1");
+    }
+
+    #[test]
+    fn named_tokens_match_any_case_and_keep_alive_needs_no_name() {
+        let mut headers = HeaderMap::new();
+        headers.insert(CONNECTION, HeaderValue::from_static("Keep-Alive, X-Secret"));
+        headers.insert("x-secret", HeaderValue::from_static("1"));
+        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        headers.insert(TE, HeaderValue::from_static("gzip"));
+        headers.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut headers, false);
+        let left: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
+        assert_eq!(left, ["x-kept"]);
+    }
+
+    #[test]
+    fn an_upgrade_keeps_upgrade_and_says_so() {
+        let mut headers = HeaderMap::new();
+        headers.insert(CONNECTION, HeaderValue::from_static("Upgrade, x-hop"));
+        headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
+        headers.insert("x-hop", HeaderValue::from_static("1"));
+        headers.insert("proxy-connection", HeaderValue::from_static("keep-alive"));
+        strip_hop_by_hop(&mut headers, true);
+        assert_eq!(headers.len(), 2, "{headers:?}");
+        assert_eq!(headers[UPGRADE], "websocket");
+        assert_eq!(headers[CONNECTION], "upgrade");
     }
 }

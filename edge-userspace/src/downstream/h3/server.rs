@@ -419,20 +419,20 @@ async fn request<H: H3Handler>(
     let req = Request::from_parts(parts, RequestBody::new(recv, length));
     // Per request, not per connection: after a migration the client's new address is the
     // visitor address rules and `cf-connecting-ip` see.
-    let info = ConnInfo {
-        peer: conn.remote_address(),
-        local: SocketAddr::new(
+    let info = ConnInfo::new(
+        conn.remote_address(),
+        SocketAddr::new(
             conn.local_ip().unwrap_or(shared.local.ip()),
             shared.local.port(),
         ),
-        tls: Some(TlsInfo {
+        Some(TlsInfo {
             sni: sni.as_deref().map(str::to_owned),
             version: Some(ProtocolVersion::TLSv1_3),
             alpn: Some(ALPN.to_vec()),
             // Not classified at accept: each request resolves its own host.
             chain: None,
         }),
-    };
+    );
     let response = shared.handler.handle(Arc::new(info), req).await;
     if let Err(error) = body::send_response(&mut send, response).await {
         tracing::debug!(%error, "HTTP/3 response cut off");
