@@ -885,22 +885,28 @@ mod derived {
     }
 }
 
-/// Many names changed at once are looked up through maps of the state, not
-/// the state's index per name: the same outcomes either way.
-#[test]
-fn many_changed_names_derive_like_a_full_build() {
-    let names: Vec<String> = (0..20).map(|i| format!("many{i}.example.net")).collect();
+/// The fixture with active custom hostnames `names` in the provider zone,
+/// ids `<prefix>-<i>`, added through a write.
+fn with_active_hostnames(prefix: &str, names: &[String]) -> State {
     let add = names
         .iter()
         .enumerate()
         .map(|(i, name)| Change::PutCustomHostname {
             zone_id: "zp".into(),
             custom_hostname: serde_json::from_value(
-                json!({"id": format!("many-{i}"), "hostname": name, "status": "active"}),
+                json!({"id": format!("{prefix}-{i}"), "hostname": name, "status": "active"}),
             )
             .unwrap(),
         });
-    let state = fixture().apply_all(add).unwrap();
+    fixture().apply_all(add).unwrap()
+}
+
+/// Many names changed at once are looked up through maps of the state, not
+/// the state's index per name: the same outcomes either way.
+#[test]
+fn many_changed_names_derive_like_a_full_build() {
+    let names: Vec<String> = (0..20).map(|i| format!("many{i}.example.net")).collect();
+    let state = with_active_hostnames("many", &names);
     let before = Snapshot::build(&state);
     let block = state
         .zone("zp")
@@ -930,17 +936,7 @@ fn many_changed_names_derive_like_a_full_build() {
 fn overlay_deletes_shadow_the_base_index() {
     let long = format!("{}.{}.example.net", "l".repeat(60), "m".repeat(60));
     let names = [long.clone(), "short.example.net".to_owned()];
-    let add = names
-        .iter()
-        .enumerate()
-        .map(|(i, name)| Change::PutCustomHostname {
-            zone_id: "zp".into(),
-            custom_hostname: serde_json::from_value(
-                json!({"id": format!("del-{i}"), "hostname": name, "status": "active"}),
-            )
-            .unwrap(),
-        });
-    let state = fixture().apply_all(add).unwrap();
+    let state = with_active_hostnames("del", &names);
     state.validate().unwrap();
     let mut snapshot = Snapshot::build(&state);
     for name in &names {
