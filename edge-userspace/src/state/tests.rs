@@ -182,6 +182,22 @@ fn valid_changes_apply() {
     assert_eq!(state.apply_all(bad).unwrap_err().field, "id");
 }
 
+/// A table cannot hold two objects with one id, so a document that has
+/// them is refused as it is read, naming the id.
+#[test]
+fn duplicate_ids_in_a_document_are_refused() {
+    let mut document = serde_json::to_value(base()).unwrap();
+    let records = document["zones"][0]["dns_records"].as_array_mut().unwrap();
+    let mut twin = records[0].clone();
+    twin["name"] = json!("twin.saas.com");
+    records.push(twin);
+    let error = serde_json::from_value::<State>(document).unwrap_err();
+    assert!(
+        error.to_string().contains("id `r1` appears twice"),
+        "{error}"
+    );
+}
+
 #[test]
 fn json_uses_cloudflare_field_names() {
     let text = json!({
