@@ -3,8 +3,12 @@
 //! a request field read without copying (host, method, path, …) or on the
 //! first value of a request header (`http.request.headers["x"][0]`) can only
 //! match requests whose value is one of those literals; likewise
-//! `http.response.code eq 404` in response phases. Redirect, origin,
-//! header-routing, response-header and many firewall rules look like this, so one hash lookup
+//! `http.response.code eq 404` in response phases. A conjunct
+//! `starts_with(field, "/x/")` or `field matches "^/x/..."` requires a literal
+//! prefix instead, and `field wildcard "/x/*"` (or `lower(field) wildcard
+//! ...`) one in any ASCII case: such rules are listed under the first bytes
+//! every prefix of their table has (lower-cased in the second kind). Redirect, origin, header-routing, URI-rewrite,
+//! response-header and many firewall rules look like this, so one hash lookup
 //! per indexed field replaces evaluating every such rule; rules without a
 //! guard are evaluated as before. Candidates come out in rule order, so
 //! first-match, skip and terminate semantics do not change.
@@ -17,7 +21,9 @@ use foldhash::fast::RandomState;
 use super::ast::{IndexKey, Node, Ord, Rhs};
 use super::compiled::CompiledRule;
 use super::context::{Ctx, HeaderKey, HeaderSource, Val};
-use super::scheme::Field;
+use super::prefilter::anchored_prefix;
+use super::scheme::{Field, Func};
+use super::wildcard;
 
 /// Fields a guard may test: their value is borrowed straight from the request
 /// (`Ctx::borrowed_bytes`), so the lookup costs no allocation.
@@ -39,12 +45,24 @@ const MIN_GUARDED: usize = 3;
 /// rules), so the per-request merge stays on the stack.
 const MAX_TABLES: usize = 4;
 
-/// What a guard tests: a borrowed request field, the first value of a
-/// request header (`""` when absent, as `headers["x"][0]` evaluates), or the
-/// response code (its literals keyed by their big-endian bytes).
+/// Shorter prefixes guard nothing: every path starts with `/`, and one short
+/// prefix would shorten the key of its whole table.
+const MIN_PREFIX: usize = 2;
+
+/// Case-folded prefix keys are at most this long, so a request's key is
+/// lower-cased on the stack.
+const MAX_FOLDED_PREFIX: usize = 32;
+
+/// What a guard tests: a borrowed request field (its whole value, or its
+/// first bytes), the first value of a request header (`""` when absent, as
+/// `headers["x"][0]` evaluates), or the response code (its literals keyed by
+/// their big-endian bytes).
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum GuardKey {
     Field(Field),
+    Prefix(Field),
+    /// A prefix in any ASCII case (the `wildcard` operator's default).
+    FoldedPrefix(Field),
     Header(HeaderKey),
     ResponseCode,
 }
@@ -53,7 +71,9 @@ impl GuardKey {
     /// The request's value, looked up in the table by `find`.
     fn with_value<R>(&self, ctx: &Ctx<'_>, find: impl FnOnce(&[u8]) -> R) -> R {
         match self {
-            GuardKey::Field(f) => find(ctx.borrowed_bytes(*f).unwrap_or_default()),
+            GuardKey::Field(f) | GuardKey::Prefix(f) | GuardKey::FoldedPrefix(f) => {
+                find(ctx.borrowed_bytes(*f).unwrap_or_default())
+            }
             GuardKey::Header(name) => find(
                 ctx.header_first(HeaderSource::Request, name)
                     .0
@@ -88,8 +108,57 @@ fn guard_key(lhs: &Node) -> Option<GuardKey> {
     }
 }
 
+/// The literal prefix a conjunct requires of a borrowed request field:
+/// `starts_with(field, "lit")`, a regex anchored on a literal (the same
+/// prefix `prefilter::Pattern` checks before the regex runs), or the text
+/// before a wildcard's first `*` (in any ASCII case unless the wildcard is
+/// strict and reads the field as it is; `lower` only folds ASCII too).
+fn prefix_guard(node: &Node) -> Option<(GuardKey, Vec<Cow<'_, [u8]>>)> {
+    let (key, prefix) = match node {
+        Node::Call(Func::StartsWith, args) => match (&args.first()?.node, &args.get(1)?.node) {
+            (Node::Field(f), Node::Bytes(lit)) => {
+                (GuardKey::Prefix(*f), Cow::Borrowed(lit.as_slice()))
+            }
+            _ => return None,
+        },
+        Node::Compare(lhs, Rhs::Matches(re)) => match lhs.as_ref() {
+            Node::Field(f) => (
+                GuardKey::Prefix(*f),
+                Cow::Owned(anchored_prefix(re).into_vec()),
+            ),
+            _ => return None,
+        },
+        Node::Compare(lhs, Rhs::Wildcard { pattern, strict }) => {
+            let (field, lowered) = match lhs.as_ref() {
+                Node::Field(f) => (*f, false),
+                Node::Call(Func::Lower, args) => match &args.first()?.node {
+                    Node::Field(f) => (*f, true),
+                    _ => return None,
+                },
+                _ => return None,
+            };
+            let mut head = wildcard::segments(pattern).swap_remove(0);
+            if *strict && !lowered {
+                (GuardKey::Prefix(field), Cow::Owned(head))
+            } else {
+                head.truncate(MAX_FOLDED_PREFIX);
+                head.make_ascii_lowercase();
+                (GuardKey::FoldedPrefix(field), Cow::Owned(head))
+            }
+        }
+        _ => return None,
+    };
+    let (GuardKey::Prefix(field) | GuardKey::FoldedPrefix(field)) = key else {
+        return None;
+    };
+    (INDEXABLE.contains(&field) && prefix.len() >= MIN_PREFIX).then(|| (key, vec![prefix]))
+}
+
 /// The literals a rule's filter requires of one field, if it has such a conjunct.
 fn guard(node: &Node) -> Option<(GuardKey, Vec<Cow<'_, [u8]>>)> {
+    if let Some(g) = prefix_guard(node) {
+        return Some(g);
+    }
     match node {
         Node::Compare(lhs, rhs) => {
             let code = |i: i64| Cow::Owned(i.to_be_bytes().to_vec());
@@ -120,8 +189,35 @@ struct FieldTable {
     /// more): most requests match no literal, and most of those are told
     /// so by their length without hashing.
     lengths: u64,
-    /// Literal -> positions (ascending) of the rules guarded by it.
+    /// Prefix tables: the length of their keys, the shortest prefix of the
+    /// table (each prefix is listed under its first `prefix_len` bytes).
+    prefix_len: Option<usize>,
+    /// Keys are lower-cased, and so is the request's before the lookup.
+    folded: bool,
+    /// Literal (or its first `prefix_len` bytes) -> positions (ascending) of
+    /// the rules guarded by it.
     by_value: HashMap<Box<[u8]>, Box<[u32]>, RandomState>,
+}
+
+impl FieldTable {
+    /// The rules this value can satisfy the guard of.
+    #[inline]
+    fn lookup(&self, value: &[u8]) -> Option<&[u32]> {
+        let key = match self.prefix_len {
+            // A value shorter than every prefix starts with none of them.
+            Some(n) => value.get(..n)?,
+            None if self.lengths & length_bit(value.len()) == 0 => return None,
+            None => value,
+        };
+        if self.folded {
+            let mut buf = [0; MAX_FOLDED_PREFIX];
+            let folded = buf.get_mut(..key.len())?;
+            folded.copy_from_slice(key);
+            folded.make_ascii_lowercase();
+            return self.by_value.get(&*folded).map(|l| &l[..]);
+        }
+        self.by_value.get(key).map(|l| &l[..])
+    }
 }
 
 fn length_bit(len: usize) -> u64 {
@@ -155,6 +251,16 @@ impl RuleIndex {
         keys.truncate(MAX_TABLES);
         let mut tables = Vec::new();
         for (key, _) in keys {
+            let folded = matches!(key, GuardKey::FoldedPrefix(_));
+            let prefix_len = (folded || matches!(key, GuardKey::Prefix(_))).then(|| {
+                guards
+                    .iter()
+                    .flatten()
+                    .filter(|(k, _)| k == key)
+                    .flat_map(|(_, lits)| lits.iter().map(|l| l.len()))
+                    .min()
+                    .unwrap_or(0)
+            });
             let mut by_value: HashMap<Box<[u8]>, Vec<u32>, RandomState> = HashMap::default();
             for (pos, g) in guards.iter().enumerate() {
                 let Some((k, lits)) = g else { continue };
@@ -162,7 +268,8 @@ impl RuleIndex {
                     continue;
                 }
                 for lit in lits {
-                    let list = by_value.entry(Box::from(lit.as_ref())).or_default();
+                    let lit = &lit[..prefix_len.unwrap_or(lit.len())];
+                    let list = by_value.entry(Box::from(lit)).or_default();
                     // `in {"a" "a"}` names a literal twice; list the rule once.
                     if list.last() != Some(&(pos as u32)) {
                         list.push(pos as u32);
@@ -172,6 +279,8 @@ impl RuleIndex {
             tables.push(FieldTable {
                 key: key.clone(),
                 lengths: by_value.keys().fold(0, |m, k| m | length_bit(k.len())),
+                prefix_len,
+                folded,
                 by_value: by_value
                     .into_iter()
                     .map(|(k, v)| (k, v.into_boxed_slice()))
@@ -203,12 +312,7 @@ impl RuleIndex {
         lists[0] = &self.always;
         let mut n = 1;
         for t in self.tables.iter() {
-            let found = t.key.with_value(ctx, |value| {
-                if t.lengths & length_bit(value.len()) == 0 {
-                    return None;
-                }
-                t.by_value.get(value)
-            });
+            let found = t.key.with_value(ctx, |value| t.lookup(value));
             if let Some(list) = found {
                 lists[n] = list;
                 n += 1;

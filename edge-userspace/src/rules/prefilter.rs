@@ -42,7 +42,7 @@ pub(crate) fn has_prefix(hay: &[u8], prefix: &[u8]) -> bool {
 /// as the regex engine understands them. Parsed as `regex::bytes` does
 /// (Unicode on, invalid UTF-8 allowed); a pattern it cannot parse gets no
 /// prefix, which only means no shortcut.
-fn anchored_prefix(pattern: &str) -> Box<[u8]> {
+pub(crate) fn anchored_prefix(pattern: &str) -> Box<[u8]> {
     let Ok(hir) = regex_syntax::ParserBuilder::new()
         .utf8(false)
         .build()

@@ -491,13 +491,20 @@ fn response_header_set_and_remove() {
     assert_eq!(resp.headers["x-frame-options"], "DENY");
 }
 
-/// A zone whose phases are mostly indexed: redirects by path, origin routes
-/// by host, firewall rules by host and method (one skipping the rest of the
-/// ruleset), late transforms by method and by a header.
+/// A zone whose phases are mostly indexed: redirects by path, URI rewrites
+/// by path prefix, origin routes by host, firewall rules by host and method
+/// (one skipping the rest of the ruleset), late transforms by method and by
+/// a header.
 fn indexed_zone(tag: &str) -> ZoneRules {
     let by_path: Vec<_> = (0..4)
         .map(|i| json!({"expression": format!("http.request.uri.path eq \"/old-{i}\""), "action": "redirect",
                         "action_parameters": {"from_value": {"target_url": {"value": format!("https://{tag}/new/{i}")}}}}))
+        .collect();
+    let by_prefix: Vec<_> = (0..4)
+        .map(|i| json!({"expression": format!("starts_with(http.request.uri.path, \"/x{i}\")"), "action": "rewrite",
+                        "action_parameters": {"uri": {"query": {"value": format!("r={i}")}}}}))
+        .chain([json!({"expression": "http.request.uri.path matches \"^/old-[0-4]\"", "action": "rewrite",
+                       "action_parameters": {"uri": {"path": {"value": "/x2"}}}})])
         .collect();
     let by_host: Vec<_> = (0..4)
         .map(|i| {
@@ -518,6 +525,7 @@ fn indexed_zone(tag: &str) -> ZoneRules {
         .collect();
     zone(json!({
         "http_request_dynamic_redirect": {"rules": by_path},
+        "http_request_transform": {"rules": by_prefix},
         "http_request_origin": {"rules": by_host},
         "http_request_firewall_custom": {"rules": firewall},
         "http_request_late_transform": {"rules": late},

@@ -1,6 +1,7 @@
 //! The per-phase rule index: it never drops a rule that matches, keeps rule
 //! order, leaves out disabled rules, and does leave out rules whose guard
-//! literal differs from the request (otherwise it would index nothing).
+//! literal (or literal prefix) differs from the request (otherwise it would
+//! index nothing).
 
 use proptest::prelude::*;
 use serde_json::json;
@@ -17,8 +18,10 @@ const LONG_B: &str =
     "/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaab";
 
 /// Guarded (leading or later conjunct, `eq` and `in`, duplicates, the empty
-/// literal of an absent header, a long literal, first header values) and
-/// unguarded filters.
+/// literal of an absent header, a long literal, first header values,
+/// `starts_with`, anchored regex and wildcard prefixes of several lengths,
+/// case-sensitive or not) and unguarded filters (prefixes too short to
+/// index, case-insensitive and unanchored regexes, a leading `*`).
 fn filters() -> Vec<String> {
     [
         r#"http.host eq "a.com""#,
@@ -43,6 +46,24 @@ fn filters() -> Vec<String> {
         r#"ssl and http.request.headers["x-v"][0] eq "2""#,
         r#"http.request.headers["x-v"][1] eq "2""#,
         r#"http.request.headers["x-w"][0] eq "1""#,
+        r#"starts_with(http.request.uri.path, "/a/")"#,
+        r#"starts_with(http.request.uri.path, "/ab")"#,
+        r#"ssl and starts_with(http.request.uri.path, "/a/b")"#,
+        r#"http.request.uri.path matches "^/a/b""#,
+        r#"http.request.uri.path matches "^/wp-(admin|login)""#,
+        r#"http.request.uri.path matches "(?i)^/A/""#,
+        r#"http.request.uri.path matches "/a/""#,
+        r#"starts_with(http.request.uri.path, "/")"#,
+        r#"starts_with(http.host, "a.")"#,
+        r#"starts_with(http.request.uri.path, "/a/") or http.host eq "b.com""#,
+        r#"http.request.uri matches "^/a/b[?]x""#,
+        r#"lower(http.request.uri.path) wildcard "/a/*""#,
+        r#"http.request.uri.path wildcard "/AB*""#,
+        r#"http.request.uri.path strict wildcard "/a/b*""#,
+        r#"lower(http.request.uri.path) strict wildcard "/A/*""#,
+        r#"http.request.uri.path wildcard "/a/b""#,
+        r#"http.request.uri.path wildcard "*/b""#,
+        r#"http.request.uri.path wildcard "/a\\*b*""#,
     ]
     .map(str::to_owned)
     .to_vec()
@@ -52,7 +73,26 @@ fn request_strategy() -> impl Strategy<Value = http::request::Parts> {
     (
         prop::sample::select(vec!["a.com", "b.com", "c.com", "A.com"]),
         prop::sample::select(vec!["GET", "POST", "PUT"]),
-        prop::sample::select(vec!["/a", "/b", "/c", "/", LONG_A, LONG_B]),
+        prop::sample::select(vec![
+            "/a",
+            "/b",
+            "/c",
+            "/",
+            LONG_A,
+            LONG_B,
+            "/a/",
+            "/a/b",
+            "/A/b",
+            "/ab",
+            "/abc",
+            "/wp-admin",
+            "/wp-login",
+            "/wp-x",
+            "/A/B",
+            "/AB",
+            "/Ab/x",
+            "/a*b",
+        ]),
         any::<bool>(),
         prop::option::of(prop::sample::select(vec!["ua", "other"])),
         prop::option::of(prop::sample::select(vec!["", "r"])),
@@ -86,7 +126,7 @@ proptest! {
 
     #[test]
     fn candidates_are_every_enabled_rule_that_can_match_in_order(
-        rules in prop::collection::vec((0..22usize, prop::bool::weighted(0.9)), 0..40),
+        rules in prop::collection::vec((0..filters().len(), prop::bool::weighted(0.9)), 0..40),
         req in request_strategy(),
     ) {
         let filters = filters();
@@ -139,6 +179,74 @@ fn rules_whose_literal_differs_are_not_candidates() {
     assert_eq!(candidates("/new"), [5, 6]);
     assert_eq!(candidates("/other"), [5]);
     assert_eq!(candidates("/old-9"), [5], "same length, different literal");
+}
+
+#[test]
+fn rules_whose_prefix_differs_are_not_candidates() {
+    let rules: Vec<_> = (0..3)
+        .map(|i| json!({"expression": format!(r#"starts_with(http.request.uri.path, "/legacy{i}/")"#), "action": "log"}))
+        .chain([json!({"expression": r#"starts_with(http.request.uri.path, "/products/")"#, "action": "log"})])
+        .chain([json!({"expression": "ssl", "action": "log"})])
+        .collect();
+    let z =
+        zone(json!({"http_request_firewall_custom": {"rules": rules.clone()}})).expect("compiles");
+    let phase = z
+        .phase(Phase::HttpRequestFirewallCustom)
+        .expect("phase has rules");
+    let c = client("192.0.2.1");
+    let candidates = |phase: &crate::rules::PhaseRules, path: &str| -> Vec<usize> {
+        let req = super::parts("GET", path, &[("host", "a.com")]);
+        let raw = RawRequest::capture(&req, false);
+        let ctx = Ctx::new(&req, &raw, &c, None);
+        phase.index().candidates(&ctx).collect()
+    };
+    // Keyed by the first 9 bytes, the shortest prefix.
+    assert_eq!(candidates(phase, "/products/item-42"), [3, 4]);
+    assert_eq!(candidates(phase, "/legacy1/x"), [1, 4]);
+    assert_eq!(
+        candidates(phase, "/legacy1"),
+        [4],
+        "shorter than every prefix"
+    );
+    assert_eq!(candidates(phase, "/legacy9/x"), [4]);
+
+    // An anchored regex joins the table and shortens its keys to 4 bytes.
+    let with_regex: Vec<_> = rules
+        .into_iter()
+        .chain([json!({"expression": r#"http.request.uri.path matches "^/leg(acy)?[0-9]""#, "action": "log"})])
+        .collect();
+    let z = zone(json!({"http_request_firewall_custom": {"rules": with_regex}})).expect("compiles");
+    let phase = z
+        .phase(Phase::HttpRequestFirewallCustom)
+        .expect("phase has rules");
+    assert_eq!(candidates(phase, "/legacy9/x"), [0, 1, 2, 4, 5]);
+    assert_eq!(candidates(phase, "/products/"), [3, 4]);
+    assert_eq!(candidates(phase, "/x"), [4]);
+}
+
+#[test]
+fn wildcard_prefixes_are_indexed_in_any_case() {
+    let rules: Vec<_> = (0..3)
+        .map(|i| json!({"expression": format!(r#"lower(http.request.uri.path) wildcard "/admin{i}/*""#), "action": "log"}))
+        .chain([json!({"expression": r#"http.request.uri.path wildcard "/Shop/*""#, "action": "log"})])
+        .chain([json!({"expression": "ssl", "action": "log"})])
+        .collect();
+    let z = zone(json!({"http_request_firewall_custom": {"rules": rules}})).expect("compiles");
+    let phase = z
+        .phase(Phase::HttpRequestFirewallCustom)
+        .expect("phase has rules");
+    let c = client("192.0.2.1");
+    let candidates = |path: &str| -> Vec<usize> {
+        let req = super::parts("GET", path, &[("host", "a.com")]);
+        let raw = RawRequest::capture(&req, false);
+        let ctx = Ctx::new(&req, &raw, &c, None);
+        phase.index().candidates(&ctx).collect()
+    };
+    // Keyed by the first 6 bytes, the shortest prefix, lower-cased.
+    assert_eq!(candidates("/ADMIN1/x"), [0, 1, 2, 4]);
+    assert_eq!(candidates("/shop/x"), [3, 4]);
+    assert_eq!(candidates("/SHOP"), [4], "shorter than every prefix");
+    assert_eq!(candidates("/products/item-42"), [4]);
 }
 
 #[test]
