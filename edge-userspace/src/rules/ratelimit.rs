@@ -22,11 +22,23 @@ pub trait Clock: Send + Sync + fmt::Debug {
     fn now_secs(&self) -> u64;
 }
 
+/// Wall-clock seconds from the kernel's coarse clock: every counted request
+/// reads the clock, and the coarse one is a plain load of the time the
+/// kernel stamped at its last tick (a few ms old, nothing for windows of
+/// whole seconds) where the precise one reads and scales the TSC.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now_secs(&self) -> u64 {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `ts` is a valid, writable timespec for the duration of the call.
+        if unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut ts) } == 0 {
+            return u64::try_from(ts.tv_sec).unwrap_or(0);
+        }
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs())
@@ -158,5 +170,29 @@ impl RateLimiter {
             count,
             exceeded: over || blocked,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The coarse clock is the wall clock to within a tick: windows are
+    /// counted in the seconds every other clock of the machine shows.
+    #[test]
+    fn system_clock_is_the_wall_clock_in_seconds() {
+        let wall = || {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .expect("after 1970")
+                .as_secs()
+        };
+        let before = wall();
+        let now = SystemClock.now_secs();
+        let after = wall();
+        assert!(
+            before.saturating_sub(1) <= now && now <= after,
+            "{before} <= {now} <= {after}"
+        );
     }
 }
