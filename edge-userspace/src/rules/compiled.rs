@@ -37,12 +37,20 @@ pub enum ValueSource {
     Dynamic(Box<Expression>),
 }
 
+/// A header value to set or add: a static one is validated and built once,
+/// so applying it clones a shared buffer instead of checking its bytes again.
+#[derive(Debug)]
+pub enum HeaderValueSource {
+    Static(HeaderValue),
+    Dynamic(Box<Expression>),
+}
+
 #[derive(Debug)]
 pub struct HeaderChange {
     pub name: HeaderName,
     pub operation: HeaderOperation,
     /// `None` for `remove`.
-    pub value: Option<ValueSource>,
+    pub value: Option<HeaderValueSource>,
 }
 
 /// A canned response for block and rate-limit actions, built once.
@@ -128,7 +136,10 @@ impl CompiledRule {
                 out.extend(dynamic(path).into_iter().chain(dynamic(query)))
             }
             CompiledAction::Headers(changes) => {
-                out.extend(changes.iter().filter_map(|c| dynamic(&c.value)))
+                out.extend(changes.iter().filter_map(|c| match &c.value {
+                    Some(HeaderValueSource::Dynamic(e)) => Some(&**e),
+                    _ => None,
+                }))
             }
             _ => {}
         }
@@ -443,13 +454,17 @@ impl RuleCompiler<'_> {
                                 value: change.value.clone(),
                                 expression: change.expression.clone(),
                             };
-                            let src = self.value_source(&v, &field)?;
-                            if let ValueSource::Static(b) = &src {
-                                HeaderValue::from_maybe_shared(b.clone()).map_err(|_| {
-                                    self.err(&format!("{field}.value"), "not a valid header value")
-                                })?;
-                            }
-                            Some(src)
+                            Some(match self.value_source(&v, &field)? {
+                                ValueSource::Static(b) => HeaderValueSource::Static(
+                                    HeaderValue::from_maybe_shared(b).map_err(|_| {
+                                        self.err(
+                                            &format!("{field}.value"),
+                                            "not a valid header value",
+                                        )
+                                    })?,
+                                ),
+                                ValueSource::Dynamic(e) => HeaderValueSource::Dynamic(e),
+                            })
                         }
                     };
                     changes.push(HeaderChange {

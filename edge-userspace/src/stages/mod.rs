@@ -183,7 +183,9 @@ pub fn run_response(
     let provider = stages.len().checked_sub(1);
     for (i, (zone, rules)) in stages.iter().enumerate().rev() {
         // Only the provider stage of an O2O chain ran with the header set.
-        let o2o_header = Some(i) == provider
+        // Looked up for traces only: hashing the 17-byte name is not free.
+        let o2o_header = trace.is_some()
+            && Some(i) == provider
             && stages.len() > 1
             && req
                 .headers

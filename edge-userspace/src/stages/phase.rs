@@ -6,14 +6,15 @@ use bytes::Bytes;
 use http::header::LOCATION;
 use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderName, HeaderValue, Uri, request, response};
+use smallvec::SmallVec;
 
 use super::trace::{PhaseTrace, RuleResult, RuleTrace};
 use super::{RouteOverride, TerminalResponse};
 use crate::rules::context::path_and_query;
 use crate::rules::model::HeaderOperation;
 use crate::rules::{
-    CannedResponse, ClientInfo, CompiledAction, CompiledRule, Ctx, Phase, PhaseRules, RawRequest,
-    ValueSource,
+    CannedResponse, ClientInfo, CompiledAction, CompiledRule, Ctx, HeaderValueSource, Phase,
+    PhaseRules, RawRequest, ValueSource,
 };
 
 /// State of one zone stage across its phases.
@@ -37,11 +38,19 @@ impl StageState {
     }
 }
 
+/// Header changes a phase typically makes fit inline: a phase's changes are
+/// collected on every request that matches a transform rule, and a heap
+/// vector would be allocated and freed each time.
+const INLINE_HEADER_CHANGES: usize = 4;
+
+type HeaderChanges =
+    SmallVec<[(HeaderName, HeaderOperation, Option<HeaderValue>); INLINE_HEADER_CHANGES]>;
+
 #[derive(Default)]
 struct Changes {
     path: Option<Vec<u8>>,
     query: Option<Vec<u8>>,
-    headers: Vec<(HeaderName, HeaderOperation, Option<HeaderValue>)>,
+    headers: HeaderChanges,
 }
 
 /// What a matched rule did, for the trace.
@@ -151,8 +160,8 @@ fn apply_rule(
                     None => None,
                     Some(v) => match match v {
                         // Shares the configured bytes instead of copying them.
-                        ValueSource::Static(b) => HeaderValue::from_maybe_shared(b.clone()),
-                        ValueSource::Dynamic(e) => HeaderValue::from_bytes(&e.value(ctx)),
+                        HeaderValueSource::Static(v) => Ok(v.clone()),
+                        HeaderValueSource::Dynamic(e) => HeaderValue::from_bytes(&e.value(ctx)),
                     } {
                         Ok(v) => Some(v),
                         Err(_) => {
@@ -343,13 +352,15 @@ fn evaluate_rules<'r>(
     terminal
 }
 
-fn apply_headers(
-    headers: &mut HeaderMap,
-    changes: Vec<(HeaderName, HeaderOperation, Option<HeaderValue>)>,
-) {
+/// Drained in place: moving the inline buffer into an iterator would copy
+/// all of it.
+fn apply_headers(headers: &mut HeaderMap, changes: &mut HeaderChanges) {
+    if changes.is_empty() {
+        return;
+    }
     // One growth of the map instead of one per new header.
     headers.reserve(changes.len());
-    for (name, op, value) in changes {
+    for (name, op, value) in changes.drain(..) {
         match (op, value) {
             (HeaderOperation::Set, Some(v)) => {
                 headers.insert(name, v);
@@ -413,7 +424,7 @@ pub(crate) fn run_request_phase(
         return terminal;
     }
     apply_uri(req, changes.path, changes.query);
-    apply_headers(&mut req.headers, changes.headers);
+    apply_headers(&mut req.headers, &mut changes.headers);
     None
 }
 
@@ -430,5 +441,5 @@ pub(crate) fn run_response_phase(
     let mut state = StageState::default();
     let ctx = Ctx::new(req, raw, client, Some(&*resp));
     evaluate(rules, &ctx, &mut state, &mut changes, trace);
-    apply_headers(&mut resp.headers, changes.headers);
+    apply_headers(&mut resp.headers, &mut changes.headers);
 }
