@@ -7,7 +7,8 @@
 //! `starts_with(field, "/x/")` or `field matches "^/x/..."` requires a literal
 //! prefix instead, and `field wildcard "/x/*"` (or `lower(field) wildcard
 //! ...`) one in any ASCII case: such rules are listed under the first bytes
-//! every prefix of their table has (lower-cased in the second kind). Redirect, origin, header-routing, URI-rewrite,
+//! every prefix of their table has (lower-cased in the second kind). And
+//! `any(http.request.headers["x"][*] ...)` needs the header to be present. Redirect, origin, header-routing, URI-rewrite,
 //! response-header and many firewall rules look like this, so one hash lookup
 //! per indexed field replaces evaluating every such rule; rules without a
 //! guard are evaluated as before. Candidates come out in rule order, so
@@ -64,6 +65,9 @@ enum GuardKey {
     /// A prefix in any ASCII case (the `wildcard` operator's default).
     FoldedPrefix(Field),
     Header(HeaderKey),
+    /// Whether a request header is present: `any(headers["x"][*] ...)`
+    /// holds for no element of an empty array. Its one literal is `PRESENT`.
+    HeaderPresent(HeaderKey),
     ResponseCode,
 }
 
@@ -79,12 +83,50 @@ impl GuardKey {
                     .0
                     .map_or(b"", |v| v.as_bytes()),
             ),
+            GuardKey::HeaderPresent(name) => {
+                let present = ctx.header_first(HeaderSource::Request, name).0.is_some();
+                find(if present { PRESENT } else { b"" })
+            }
             GuardKey::ResponseCode => match ctx.field(Field::ResponseCode) {
                 Val::Int(code) => find(&code.to_be_bytes()),
                 _ => find(b""),
             },
         }
     }
+}
+
+/// The value a `HeaderPresent` guard reads when the header is there.
+const PRESENT: &[u8] = b"present";
+
+/// A request header's name as the evaluator reads `headers["Name"]`:
+/// lower-cased; an invalid name reads an empty array, which no guard needs
+/// to cover.
+fn header_key(name: &str) -> Option<HeaderKey> {
+    http::HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes())
+        .ok()
+        .map(HeaderKey::new)
+}
+
+/// `any(http.request.headers["x"][*] <op> ...)`: only a request that has
+/// the header can satisfy it.
+fn presence_guard(node: &Node) -> Option<(GuardKey, Vec<Cow<'_, [u8]>>)> {
+    let Node::Call(Func::Any, args) = node else {
+        return None;
+    };
+    let Node::Compare(lhs, _) = &args.first()?.node else {
+        return None;
+    };
+    let Node::Expand(array) = lhs.as_ref() else {
+        return None;
+    };
+    let Node::Index(map, IndexKey::Key(name)) = array.as_ref() else {
+        return None;
+    };
+    if !matches!(map.as_ref(), Node::Field(Field::Headers)) {
+        return None;
+    }
+    let key = GuardKey::HeaderPresent(header_key(name)?);
+    Some((key, vec![Cow::Borrowed(PRESENT)]))
 }
 
 /// The key of a comparison's left side, if it is one a guard may test.
@@ -95,11 +137,7 @@ fn guard_key(lhs: &Node) -> Option<GuardKey> {
             Node::Index(field, IndexKey::Key(name))
                 if matches!(field.as_ref(), Node::Field(Field::Headers)) =>
             {
-                // Lower-cased as the evaluator does; an invalid name reads
-                // an empty array, which no guard needs to cover.
-                http::HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes())
-                    .ok()
-                    .map(|n| GuardKey::Header(HeaderKey::new(n)))
+                header_key(name).map(GuardKey::Header)
             }
             _ => None,
         },
@@ -156,7 +194,7 @@ fn prefix_guard(node: &Node) -> Option<(GuardKey, Vec<Cow<'_, [u8]>>)> {
 
 /// The literals a rule's filter requires of one field, if it has such a conjunct.
 fn guard(node: &Node) -> Option<(GuardKey, Vec<Cow<'_, [u8]>>)> {
-    if let Some(g) = prefix_guard(node) {
+    if let Some(g) = prefix_guard(node).or_else(|| presence_guard(node)) {
         return Some(g);
     }
     match node {

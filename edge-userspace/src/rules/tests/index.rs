@@ -20,8 +20,9 @@ const LONG_B: &str =
 /// Guarded (leading or later conjunct, `eq` and `in`, duplicates, the empty
 /// literal of an absent header, a long literal, first header values,
 /// `starts_with`, anchored regex and wildcard prefixes of several lengths,
-/// case-sensitive or not) and unguarded filters (prefixes too short to
-/// index, case-insensitive and unanchored regexes, a leading `*`).
+/// case-sensitive or not, `any` over a header's values) and unguarded
+/// filters (prefixes too short to index, case-insensitive and unanchored
+/// regexes, a leading `*`, `not any`, `any` in a disjunction).
 fn filters() -> Vec<String> {
     [
         r#"http.host eq "a.com""#,
@@ -63,6 +64,12 @@ fn filters() -> Vec<String> {
         r#"lower(http.request.uri.path) strict wildcard "/A/*""#,
         r#"http.request.uri.path wildcard "/a/b""#,
         r#"http.request.uri.path wildcard "*/b""#,
+        r#"any(http.request.headers["x-v"][*] eq "2")"#,
+        r#"any(http.request.headers["X-V"][*] in {"1" ""})"#,
+        r#"ssl and any(http.request.headers["x-w"][*] contains "1")"#,
+        r#"not any(http.request.headers["x-v"][*] eq "1")"#,
+        r#"any(http.request.headers["x-v"][*] eq "1") or ssl"#,
+        r#"any(http.request.headers["x-v"][*] eq "1" or ssl)"#,
         r#"http.request.uri.path wildcard "/a\\*b*""#,
     ]
     .map(str::to_owned)
@@ -247,6 +254,28 @@ fn wildcard_prefixes_are_indexed_in_any_case() {
     assert_eq!(candidates("/shop/x"), [3, 4]);
     assert_eq!(candidates("/SHOP"), [4], "shorter than every prefix");
     assert_eq!(candidates("/products/item-42"), [4]);
+}
+
+#[test]
+fn any_over_an_absent_header_is_not_a_candidate() {
+    let rules: Vec<_> = (0..3)
+        .map(|i| json!({"expression": format!(r#"any(http.request.headers["x-debug"][*] eq "{i}")"#), "action": "log"}))
+        .chain([json!({"expression": "ssl", "action": "log"})])
+        .collect();
+    let z = zone(json!({"http_request_firewall_custom": {"rules": rules}})).expect("compiles");
+    let phase = z
+        .phase(Phase::HttpRequestFirewallCustom)
+        .expect("phase has rules");
+    let c = client("192.0.2.1");
+    let candidates = |headers: &[(&str, &str)]| -> Vec<usize> {
+        let req = super::parts("GET", "/", headers);
+        let raw = RawRequest::capture(&req, false);
+        let ctx = Ctx::new(&req, &raw, &c, None);
+        phase.index().candidates(&ctx).collect()
+    };
+    assert_eq!(candidates(&[]), [3]);
+    assert_eq!(candidates(&[("x-other", "1")]), [3]);
+    assert_eq!(candidates(&[("x-debug", "9")]), [0, 1, 2, 3]);
 }
 
 #[test]
