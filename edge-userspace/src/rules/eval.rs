@@ -202,6 +202,8 @@ pub(crate) enum CExpr {
     Compare(Box<CExpr>, Box<Matcher>),
     /// A comparison whose left side is a field borrowed from the request.
     CompareField(Field, Box<Matcher>),
+    /// `ip.src in {...}`, the usual IP filter, without building a value.
+    IpSrcIn(Box<IpSet>),
     Not(Box<CExpr>),
     And(Box<[CExpr]>),
     Xor(Box<[CExpr]>),
@@ -260,8 +262,13 @@ fn lower_with(node: &Node, star: &mut Option<ArraySrc>) -> CExpr {
         // A map indexed but not then indexed again is an array: only valid
         // under `[*]` or `len`, handled by their parents.
         Node::Index(_, IndexKey::Key(_)) | Node::Expand(_) => CExpr::Elem,
-        Node::Compare(lhs, rhs) => match lhs.as_ref() {
-            Node::Field(f) if !matches!(f, Field::IpSrc | Field::Ssl | Field::ResponseCode) => {
+        Node::Compare(lhs, rhs) => match (lhs.as_ref(), rhs) {
+            (Node::Field(Field::IpSrc), Rhs::IpIn(items)) => {
+                CExpr::IpSrcIn(Box::new(IpSet::new(items)))
+            }
+            (Node::Field(f), _)
+                if !matches!(f, Field::IpSrc | Field::Ssl | Field::ResponseCode) =>
+            {
                 CExpr::CompareField(*f, Box::new(Matcher::new(rhs)))
             }
             _ => CExpr::Compare(sub(lhs), Box::new(Matcher::new(rhs))),
@@ -388,6 +395,8 @@ impl CExpr {
                 Some(b) => m.test_bytes(b),
                 None => m.test(&ctx.field(*f)),
             },
+            // Canonical, as the field reads (`Ctx::field`).
+            CExpr::IpSrcIn(set) => set.contains(ctx.client.ip.to_canonical()),
             CExpr::Not(n) => !n.test(ctx, elem),
             CExpr::And(v) => v.iter().all(|n| n.test(ctx, elem)),
             CExpr::Or(v) => v.iter().any(|n| n.test(ctx, elem)),
@@ -522,7 +531,8 @@ impl CExpr {
             | CExpr::Any(..)
             | CExpr::All(..)
             | CExpr::StartsWith(..)
-            | CExpr::EndsWith(..) => Val::Bool(self.test(ctx, elem)),
+            | CExpr::EndsWith(..)
+            | CExpr::IpSrcIn(_) => Val::Bool(self.test(ctx, elem)),
         }
     }
 }
