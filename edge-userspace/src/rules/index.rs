@@ -7,8 +7,11 @@
 //! `starts_with(field, "/x/")` or `field matches "^/x/..."` requires a literal
 //! prefix instead, and `field wildcard "/x/*"` (or `lower(field) wildcard
 //! ...`) one in any ASCII case: such rules are listed under the first bytes
-//! every prefix of their table has (lower-cased in the second kind). And
-//! `any(http.request.headers["x"][*] ...)` needs the header to be present. Redirect, origin, header-routing, URI-rewrite,
+//! every prefix of their table has (lower-cased in the second kind).
+//! `any(http.request.headers["x"][*] ...)` needs the header to be present.
+//! And `field contains "x"` needs its substring: one multi-substring search
+//! per request over the field (a user agent against a phase's bot names)
+//! tells whether any of a table's rules can match. Redirect, origin, header-routing, URI-rewrite,
 //! response-header and many firewall rules look like this, so one hash lookup
 //! per indexed field replaces evaluating every such rule; rules without a
 //! guard are evaluated as before. Candidates come out in rule order, so
@@ -17,6 +20,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
+use aho_corasick::AhoCorasick;
 use foldhash::fast::RandomState;
 
 use super::ast::{IndexKey, Node, Ord, Rhs};
@@ -65,6 +69,8 @@ enum GuardKey {
     /// A prefix in any ASCII case (the `wildcard` operator's default).
     FoldedPrefix(Field),
     Header(HeaderKey),
+    /// The substrings a borrowed request field must contain.
+    Substring(Field),
     /// Whether a request header is present: `any(headers["x"][*] ...)`
     /// holds for no element of an empty array. Its one literal is `PRESENT`.
     HeaderPresent(HeaderKey),
@@ -75,9 +81,10 @@ impl GuardKey {
     /// The request's value, looked up in the table by `find`.
     fn with_value<R>(&self, ctx: &Ctx<'_>, find: impl FnOnce(&[u8]) -> R) -> R {
         match self {
-            GuardKey::Field(f) | GuardKey::Prefix(f) | GuardKey::FoldedPrefix(f) => {
-                find(ctx.borrowed_bytes(*f).unwrap_or_default())
-            }
+            GuardKey::Field(f)
+            | GuardKey::Prefix(f)
+            | GuardKey::FoldedPrefix(f)
+            | GuardKey::Substring(f) => find(ctx.borrowed_bytes(*f).unwrap_or_default()),
             GuardKey::Header(name) => find(
                 ctx.header_first(HeaderSource::Request, name)
                     .0
@@ -127,6 +134,20 @@ fn presence_guard(node: &Node) -> Option<(GuardKey, Vec<Cow<'_, [u8]>>)> {
     }
     let key = GuardKey::HeaderPresent(header_key(name)?);
     Some((key, vec![Cow::Borrowed(PRESENT)]))
+}
+
+/// `field contains "x"` on a borrowed request field.
+fn substring_guard(node: &Node) -> Option<(GuardKey, Vec<Cow<'_, [u8]>>)> {
+    match node {
+        Node::Compare(lhs, Rhs::Contains(needle)) => match lhs.as_ref() {
+            Node::Field(f) if INDEXABLE.contains(f) => Some((
+                GuardKey::Substring(*f),
+                vec![Cow::Borrowed(needle.as_slice())],
+            )),
+            _ => None,
+        },
+        _ => None,
+    }
 }
 
 /// The key of a comparison's left side, if it is one a guard may test.
@@ -194,7 +215,10 @@ fn prefix_guard(node: &Node) -> Option<(GuardKey, Vec<Cow<'_, [u8]>>)> {
 
 /// The literals a rule's filter requires of one field, if it has such a conjunct.
 fn guard(node: &Node) -> Option<(GuardKey, Vec<Cow<'_, [u8]>>)> {
-    if let Some(g) = prefix_guard(node).or_else(|| presence_guard(node)) {
+    if let Some(g) = prefix_guard(node)
+        .or_else(|| presence_guard(node))
+        .or_else(|| substring_guard(node))
+    {
         return Some(g);
     }
     match node {
@@ -235,12 +259,19 @@ struct FieldTable {
     /// Literal (or its first `prefix_len` bytes) -> positions (ascending) of
     /// the rules guarded by it.
     by_value: HashMap<Box<[u8]>, Box<[u32]>, RandomState>,
+    /// Substring tables: a search for all of the table's substrings at once,
+    /// and the positions (ascending) of all its rules. Most values contain
+    /// none of them; when one does, its rules are evaluated as usual.
+    substrings: Option<(AhoCorasick, Box<[u32]>)>,
 }
 
 impl FieldTable {
     /// The rules this value can satisfy the guard of.
     #[inline]
     fn lookup(&self, value: &[u8]) -> Option<&[u32]> {
+        if let Some((finder, rules)) = &self.substrings {
+            return finder.is_match(value).then_some(&rules[..]);
+        }
         let key = match self.prefix_len {
             // A value shorter than every prefix starts with none of them.
             Some(n) => value.get(..n)?,
@@ -314,6 +345,18 @@ impl RuleIndex {
                     }
                 }
             }
+            let substrings = if matches!(key, GuardKey::Substring(_)) {
+                // Too many substrings for the searcher: the rules stay unindexed.
+                let Ok(finder) = AhoCorasick::new(by_value.keys()) else {
+                    continue;
+                };
+                let mut rules: Vec<u32> = by_value.drain().flat_map(|(_, v)| v).collect();
+                rules.sort_unstable();
+                rules.dedup();
+                Some((finder, rules.into_boxed_slice()))
+            } else {
+                None
+            };
             tables.push(FieldTable {
                 key: key.clone(),
                 lengths: by_value.keys().fold(0, |m, k| m | length_bit(k.len())),
@@ -323,6 +366,7 @@ impl RuleIndex {
                     .into_iter()
                     .map(|(k, v)| (k, v.into_boxed_slice()))
                     .collect(),
+                substrings,
             });
         }
         let indexed = |g: &Option<(GuardKey, Vec<Cow<'_, [u8]>>)>| {

@@ -20,7 +20,8 @@ const LONG_B: &str =
 /// Guarded (leading or later conjunct, `eq` and `in`, duplicates, the empty
 /// literal of an absent header, a long literal, first header values,
 /// `starts_with`, anchored regex and wildcard prefixes of several lengths,
-/// case-sensitive or not, `any` over a header's values) and unguarded
+/// case-sensitive or not, `any` over a header's values, substrings
+/// including the empty one) and unguarded
 /// filters (prefixes too short to index, case-insensitive and unanchored
 /// regexes, a leading `*`, `not any`, `any` in a disjunction).
 fn filters() -> Vec<String> {
@@ -70,6 +71,12 @@ fn filters() -> Vec<String> {
         r#"not any(http.request.headers["x-v"][*] eq "1")"#,
         r#"any(http.request.headers["x-v"][*] eq "1") or ssl"#,
         r#"any(http.request.headers["x-v"][*] eq "1" or ssl)"#,
+        r#"http.user_agent contains "bot""#,
+        r#"http.user_agent contains "ua""#,
+        r#"ssl and http.user_agent contains "th""#,
+        r#"http.user_agent contains """#,
+        r#"http.user_agent contains "bot" or ssl"#,
+        r#"http.request.uri.path contains "/a""#,
         r#"http.request.uri.path wildcard "/a\\*b*""#,
     ]
     .map(str::to_owned)
@@ -101,7 +108,7 @@ fn request_strategy() -> impl Strategy<Value = http::request::Parts> {
             "/a*b",
         ]),
         any::<bool>(),
-        prop::option::of(prop::sample::select(vec!["ua", "other"])),
+        prop::option::of(prop::sample::select(vec!["ua", "other", "badbot/1", "Bot"])),
         prop::option::of(prop::sample::select(vec!["", "r"])),
         prop::collection::vec(prop::sample::select(vec!["1", "2", ""]), 0..3),
     )
@@ -276,6 +283,29 @@ fn any_over_an_absent_header_is_not_a_candidate() {
     assert_eq!(candidates(&[]), [3]);
     assert_eq!(candidates(&[("x-other", "1")]), [3]);
     assert_eq!(candidates(&[("x-debug", "9")]), [0, 1, 2, 3]);
+}
+
+#[test]
+fn substring_rules_are_candidates_only_when_one_substring_occurs() {
+    let rules: Vec<_> = (0..3)
+        .map(|i| json!({"expression": format!(r#"http.user_agent contains "badbot-{i}""#), "action": "log"}))
+        .chain([json!({"expression": "ssl", "action": "log"})])
+        .collect();
+    let z = zone(json!({"http_request_firewall_custom": {"rules": rules}})).expect("compiles");
+    let phase = z
+        .phase(Phase::HttpRequestFirewallCustom)
+        .expect("phase has rules");
+    let c = client("192.0.2.1");
+    let candidates = |ua: &str| -> Vec<usize> {
+        let req = super::parts("GET", "/", &[("user-agent", ua)]);
+        let raw = RawRequest::capture(&req, false);
+        let ctx = Ctx::new(&req, &raw, &c, None);
+        phase.index().candidates(&ctx).collect()
+    };
+    assert_eq!(candidates("Mozilla/5.0 (X11; Linux x86_64)"), [3]);
+    assert_eq!(candidates("BadBot-1"), [3], "case-sensitive, as `contains`");
+    // One occurs: the table's rules are evaluated as usual.
+    assert_eq!(candidates("x badbot-1 y"), [0, 1, 2, 3]);
 }
 
 #[test]
