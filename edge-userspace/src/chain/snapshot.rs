@@ -10,13 +10,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use arc_swap::{ArcSwap, Guard};
+
 use super::build::Context;
 use super::error::{EdgeError, ErrorKind};
 use super::index::{FoldedCase, Index, Stored};
 use super::model::Chain;
 use crate::state::hostname::{MAX_HOSTNAME_LEN, is_ip_literal};
 use crate::state::{State, Zone};
-use arc_swap::{ArcSwap, Guard};
 
 /// What a hostname resolves to.
 pub(super) type Outcome = Result<Arc<Chain>, EdgeError>;
