@@ -8,6 +8,12 @@
 //! probe that meets another name with another tag never reads its record.
 //! The records sit on transparent huge pages where the kernel allows it, so
 //! that the record's miss is not also a page walk.
+//!
+//! A lookup takes the name as the client sent it, in any case: the hash and
+//! the compare fold ASCII case eight bytes at a time in registers. Copying
+//! the name into a lower-case buffer first cost more instructions than the
+//! rest of the lookup, and with fewer instructions the CPU reaches the next
+//! lookup's record while this one's miss is still outstanding.
 
 use std::hash::BuildHasher;
 use std::sync::Arc;
@@ -61,16 +67,145 @@ fn zero_bytes(x: u64) -> u64 {
     x.wrapping_sub(LSB) & !x & MSB
 }
 
+/// The high bit of every byte of `x` that is zero, exactly: no carry
+/// crosses a byte, so no neighbour of a zero byte is flagged with it.
+fn zero_bytes_exact(x: u64) -> u64 {
+    !(((x & !MSB) + !MSB) | x) & MSB
+}
+
 /// A name's tag: the low byte of its hash, never [`EMPTY`]. The slot comes
 /// from the high bits (see [`Index::home`]), so the two are independent.
 fn tag(hash: u64) -> u8 {
     (hash as u8).max(1)
 }
 
+/// How an index hashes names: [`FoldedCase`]; tests swap in one that collides.
+pub(super) trait NameHash {
+    /// Equal for names that differ only in ASCII case.
+    fn hash(&self, name: &[u8]) -> u64;
+}
+
+/// A seeded hash of the name with ASCII case folded, built like foldhash's
+/// (one 128-bit folded multiply per 16 bytes) but on eight-byte words
+/// folded in registers, so that no lower-case copy of the name is made
+/// first.
+#[derive(Clone)]
+pub(super) struct FoldedCase {
+    seeds: [u64; 2],
+}
+
+impl FoldedCase {
+    /// Seeds drawn from foldhash's per-process random state: names a client
+    /// picks cannot be aimed at one probe sequence.
+    pub(super) fn new() -> FoldedCase {
+        let state = RandomState::default();
+        FoldedCase {
+            seeds: [state.hash_one(0u64), state.hash_one(1u64)],
+        }
+    }
+}
+
+impl NameHash for FoldedCase {
+    #[inline(always)]
+    fn hash(&self, name: &[u8]) -> u64 {
+        let [s0, s1] = self.seeds;
+        let len = name.len();
+        // The length goes in first: the last pair overlaps the one before,
+        // so names of different lengths could otherwise read alike.
+        let mut h = s0.rotate_right(len as u32) ^ len as u64;
+        if len < 8 {
+            return folded_multiply(h ^ fold(short(name)), s1);
+        }
+        pairs(len, |a, b| {
+            h = folded_multiply(h ^ fold(word(name, a)), s1 ^ fold(word(name, b)));
+        });
+        h
+    }
+}
+
+/// Sets the 0x20 bit of every byte: ASCII upper case becomes lower case,
+/// and the rest of a hostname's alphabet (lower case, digits, `-`, `.`)
+/// has it already. One instruction per eight bytes, where an exact
+/// lower-casing takes a dozen; the bytes it merges besides (`_` with DEL,
+/// `@` with `` ` ``, ...) only make hashes collide, and the compare tells
+/// such names apart.
+#[inline(always)]
+fn fold(w: u64) -> u64 {
+    const CASE: u64 = LSB * 0x20;
+    w | CASE
+}
+
+#[inline(always)]
+fn folded_multiply(x: u64, y: u64) -> u64 {
+    let full = u128::from(x) * u128::from(y);
+    (full as u64) ^ (full >> 64) as u64
+}
+
+/// The eight bytes of `name` from `at`, little-endian.
+#[inline(always)]
+fn word(name: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(name[at..at + 8].try_into().expect("eight bytes"))
+}
+
+/// A name under eight bytes as one word, zero-padded (as a record's inline
+/// name is).
+fn short(name: &[u8]) -> u64 {
+    let mut bytes = [0; 8];
+    bytes[..name.len()].copy_from_slice(name);
+    u64::from_le_bytes(bytes)
+}
+
+/// The eight-byte words a name of `len` >= 8 bytes is read as, in pairs
+/// `(a, b)` of offsets: 16 bytes at a time from the front, the last pair
+/// ending where the name ends (overlapping the one before); a name under
+/// 16 bytes is its first and last eight.
+#[inline(always)]
+fn pairs(len: usize, mut f: impl FnMut(usize, usize)) {
+    if len < 16 {
+        f(0, len - 8);
+        return;
+    }
+    let mut at = 0;
+    while at + 16 < len {
+        f(at, at + 8);
+        at += 16;
+    }
+    f(len - 16, len - 8);
+}
+
+/// Whether the inline, lower-case `stored` name starts with `key` up to
+/// ASCII case; the name is as long as the key. A key sent in lower case
+/// (as SNI and `Host` nearly always are) is compared a word at a time,
+/// with no call and no loop over bytes; any other goes on to [`eq_folded`].
+#[inline(always)]
+fn inline_eq(stored: &[u8], key: &[u8]) -> bool {
+    let len = key.len();
+    let diff = if len < 8 {
+        // The inline name is zero-padded, as `short` pads the key.
+        word(stored, 0) ^ short(key)
+    } else {
+        let stored = &stored[..len];
+        let mut diff = 0;
+        pairs(len, |a, b| {
+            diff |= (word(stored, a) ^ word(key, a)) | (word(stored, b) ^ word(key, b));
+        });
+        diff
+    };
+    diff == 0 || eq_folded(&stored[..len], key)
+}
+
+/// The compare for a key with upper case in it, or for another name that
+/// met the key's tag and length.
+#[cold]
+#[inline(never)]
+fn eq_folded(stored: &[u8], key: &[u8]) -> bool {
+    stored.eq_ignore_ascii_case(key)
+}
+
 /// Open addressing with linear probing, at most seven eighths full: with
 /// the tags in their own array the load costs a few more control bytes per
 /// probe (eight per step, on one line), not more records read.
-pub(super) struct Index<S = RandomState> {
+pub(super) struct Index<S = FoldedCase> {
     /// One per record, then the first [`GROUP`] again, so that a probe near
     /// the end reads a whole group without wrapping.
     ctrl: Box<[u8]>,
@@ -81,7 +216,8 @@ pub(super) struct Index<S = RandomState> {
     hasher: S,
 }
 
-impl<S: BuildHasher> Index<S> {
+impl<S: NameHash> Index<S> {
+    /// `entries`' names are lower-case, as lookups compare them.
     pub(super) fn new(entries: Vec<(String, Stored)>, skip: usize, hasher: S) -> Index<S> {
         let slots = (entries.len() * 8 / 7 + 1).max(GROUP);
         let mut index = Index {
@@ -92,7 +228,8 @@ impl<S: BuildHasher> Index<S> {
             hasher,
         };
         for (name, outcome) in entries {
-            let hash = index.hasher.hash_one(&name.as_bytes()[skip..]);
+            debug_assert!(!name.bytes().any(|b| b.is_ascii_uppercase()), "{name}");
+            let hash = index.hasher.hash(&name.as_bytes()[skip..]);
             let mut record = Record {
                 outcome,
                 len: u8::try_from(name.len()).expect("hostnames are at most 255 bytes"),
@@ -142,8 +279,10 @@ impl<S: BuildHasher> Index<S> {
         }
     }
 
+    /// The outcome stored under `key`, in any ASCII case.
+    #[inline]
     pub(super) fn get(&self, key: &[u8]) -> Option<&Stored> {
-        let hash = self.hasher.hash_one(key);
+        let hash = self.hasher.hash(key);
         let tag = tag(hash);
         let slots = self.records.len();
         let mut pos = self.home(hash);
@@ -158,21 +297,16 @@ impl<S: BuildHasher> Index<S> {
                 0 => u64::MAX,
                 _ => (empty.isolate_lowest_one() >> 7) - 1,
             };
-            let mut matches = zero_bytes(group ^ (LSB * u64::from(tag))) & before;
+            let mut matches = zero_bytes_exact(group ^ (LSB * u64::from(tag))) & before;
             while matches != 0 {
                 let mut i = pos + matches.trailing_zeros() as usize / 8;
                 matches &= matches - 1;
                 if i >= slots {
                     i -= slots;
                 }
-                // The control byte again: `zero_bytes` may flag a neighbour.
-                if self.ctrl[i] == tag {
-                    let record = &self.records[i];
-                    if usize::from(record.len) == key.len() + self.skip
-                        && &self.name(record)[self.skip..] == key
-                    {
-                        return Some(&record.outcome);
-                    }
+                let record = &self.records[i];
+                if usize::from(record.len) == key.len() + self.skip && self.holds(record, key) {
+                    return Some(&record.outcome);
                 }
             }
             if empty != 0 {
@@ -183,6 +317,22 @@ impl<S: BuildHasher> Index<S> {
                 pos -= slots;
             }
         }
+    }
+
+    /// The record's name (past `skip`) is `key` up to ASCII case; the
+    /// lengths are equal.
+    #[inline(always)]
+    fn holds(&self, record: &Record, key: &[u8]) -> bool {
+        if usize::from(record.len) > INLINE {
+            return self.holds_long(record, key);
+        }
+        inline_eq(&record.name[self.skip..], key)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn holds_long(&self, record: &Record, key: &[u8]) -> bool {
+        self.name(record)[self.skip..].eq_ignore_ascii_case(key)
     }
 
     pub(super) fn iter(&self) -> impl Iterator<Item = (&str, &Stored)> + '_ {
@@ -245,24 +395,19 @@ fn huge_page_table<T: Clone>(len: usize, fill: T) -> Box<[T]> {
 
 #[cfg(test)]
 mod tests {
-    use std::hash::{BuildHasherDefault, Hasher};
+    use proptest::prelude::*;
 
     use super::*;
 
     /// Every name has the same home slot and one of two tags that differ
     /// in their last bit (by the name's length), so each lookup walks the
-    /// whole cluster, meets the neighbours `zero_bytes` flags by mistake,
-    /// and tells names apart by their bytes.
-    #[derive(Default)]
-    struct Colliding(usize);
+    /// whole cluster, passes the other tag (the one a borrowing zero-byte
+    /// test would flag by mistake), and tells names apart by their bytes.
+    struct Colliding;
 
-    impl Hasher for Colliding {
-        fn finish(&self) -> u64 {
-            0xdead_beef_dead_be02 | (self.0 as u64 & 1)
-        }
-
-        fn write(&mut self, bytes: &[u8]) {
-            self.0 += bytes.len();
+    impl NameHash for Colliding {
+        fn hash(&self, name: &[u8]) -> u64 {
+            0xdead_beef_dead_be02 | (name.len() as u64 & 1)
         }
     }
 
@@ -284,12 +429,19 @@ mod tests {
         names
     }
 
-    fn check<S: BuildHasher>(index: &Index<S>, names: &[String]) {
+    fn check<S: NameHash>(index: &Index<S>, names: &[String]) {
         for (i, name) in names.iter().enumerate() {
             assert_eq!(
                 chain_id(index.get(name.as_bytes())),
                 Some(i as u32),
                 "{name}"
+            );
+            // Any case finds the lower-case name.
+            let upper = name.to_ascii_uppercase();
+            assert_eq!(
+                chain_id(index.get(upper.as_bytes())),
+                Some(i as u32),
+                "{upper}"
             );
         }
         // Same length, one byte off; a prefix; a longer name: all absent.
@@ -318,22 +470,15 @@ mod tests {
     #[test]
     fn every_name_found_and_near_misses_absent() {
         let names = names();
-        check(
-            &Index::new(entries(&names), 0, RandomState::default()),
-            &names,
-        );
+        check(&Index::new(entries(&names), 0, FoldedCase::new()), &names);
     }
 
     #[test]
     fn names_sharing_slot_and_tag_are_told_apart_by_their_bytes() {
         let names = names();
-        let index = Index::new(
-            entries(&names),
-            0,
-            BuildHasherDefault::<Colliding>::default(),
-        );
+        let index = Index::new(entries(&names), 0, Colliding);
         // One cluster from the shared home slot, wrapping past the table's end.
-        let home = index.home(Colliding::default().finish());
+        let home = index.home(Colliding.hash(b""));
         assert!(
             home + names.len() > index.records.len(),
             "the cluster wraps"
@@ -347,8 +492,9 @@ mod tests {
             "*.shops.example.com".to_owned(),
             format!("*.{}.example.com", "w".repeat(60)),
         ];
-        let index = Index::new(entries(&names), 2, RandomState::default());
+        let index = Index::new(entries(&names), 2, FoldedCase::new());
         assert_eq!(chain_id(index.get(b"shops.example.com")), Some(0));
+        assert_eq!(chain_id(index.get(b"Shops.EXAMPLE.com")), Some(0));
         let long = format!("{}.example.com", "w".repeat(60));
         assert_eq!(chain_id(index.get(long.as_bytes())), Some(1));
         assert!(index.get(b"*.shops.example.com").is_none());
@@ -377,7 +523,7 @@ mod tests {
     #[test]
     fn large_tables_are_line_aligned_on_advised_huge_pages() {
         let names: Vec<String> = (0..70_000).map(|i| format!("n{i}.example.com")).collect();
-        let index = Index::new(entries(&names), 0, RandomState::default());
+        let index = Index::new(entries(&names), 0, FoldedCase::new());
         let start = index.records.as_ptr() as usize;
         assert_eq!(start % 64, 0);
         let inner = start.next_multiple_of(HUGE_PAGE);
@@ -385,5 +531,69 @@ mod tests {
         let flags = vm_flags(inner);
         assert!(flags.split(' ').any(|f| f == "hg"), "VmFlags: {flags}");
         check(&index, &names);
+    }
+
+    /// Any bytes, biased towards the ones that matter here: both cases of
+    /// letters, the bytes next to them, bytes with the high bit set, and
+    /// bytes that differ from another in the 0x20 bit only.
+    fn name_bytes(max: usize) -> impl Strategy<Value = Vec<u8>> {
+        let byte = prop_oneof![
+            b'a'..=b'z',
+            b'A'..=b'Z',
+            prop::sample::select(&b"@[`{.-_\x7f0129\x80\xc1\xda\xff"[..]),
+            any::<u8>(),
+        ];
+        proptest::collection::vec(byte, 0..=max)
+    }
+
+    proptest! {
+        #[test]
+        fn zero_bytes_exact_flags_zero_bytes_only(bytes in proptest::array::uniform8(
+            prop_oneof![Just(0u8), Just(1u8), Just(0x80u8), any::<u8>()],
+        )) {
+            let want = bytes.map(|b| if b == 0 { 0x80 } else { 0 });
+            prop_assert_eq!(zero_bytes_exact(u64::from_le_bytes(bytes)), u64::from_le_bytes(want));
+        }
+
+        #[test]
+        fn hash_folds_ascii_case(name in name_bytes(80), other in name_bytes(80)) {
+            let hasher = FoldedCase::new();
+            prop_assert_eq!(hasher.hash(&name), hasher.hash(&name.to_ascii_lowercase()));
+            prop_assert_eq!(hasher.hash(&name), hasher.hash(&name.to_ascii_uppercase()));
+            // Names that differ in more than the 0x20 bit of a byte hash apart.
+            let folded = |n: &[u8]| n.iter().map(|b| b | 0x20).collect::<Vec<u8>>();
+            if folded(&name) != folded(&other) {
+                prop_assert_ne!(hasher.hash(&name), hasher.hash(&other));
+            }
+        }
+
+        /// The word-wise compare agrees with `eq_ignore_ascii_case` on names
+        /// of the same length, up to the inline limit.
+        #[test]
+        fn inline_eq_is_eq_ignore_ascii_case(
+            stored in name_bytes(INLINE),
+            flips in proptest::collection::vec(any::<(bool, u8)>(), INLINE),
+            skip in 0..=2usize,
+        ) {
+            let stored = stored.to_ascii_lowercase();
+            prop_assume!(stored.len() + skip <= INLINE);
+            // The key: the stored name with some letters upper-cased and
+            // some bytes changed.
+            let key: Vec<u8> = stored
+                .iter()
+                .zip(&flips)
+                .map(|(&b, &(upper, change))| match (upper, change % 8) {
+                    (_, 0) => change,
+                    (true, _) => b.to_ascii_uppercase(),
+                    (false, _) => b,
+                })
+                .collect();
+            let mut record = [0; INLINE];
+            record[skip..skip + stored.len()].copy_from_slice(&stored);
+            prop_assert_eq!(
+                inline_eq(&record[skip..], &key),
+                stored.eq_ignore_ascii_case(&key)
+            );
+        }
     }
 }

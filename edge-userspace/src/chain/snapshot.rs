@@ -1,6 +1,6 @@
 //! The read side: an immutable index from hostname to precomputed outcome,
-//! swapped whole by its owner. A lookup lower-cases into a stack buffer and
-//! probes one table (two for a wildcard hit); it hands out a borrow of the
+//! swapped whole by its owner. A lookup probes one table with the name as
+//! sent, in any case (two tables for a wildcard hit); it hands out a borrow of the
 //! chain, not a clone of its `Arc`: no allocation, no lock, and no write to
 //! the chain's reference count, which would be a second cache miss per
 //! lookup at a million hostnames (the first is the record: see `index.rs`).
@@ -11,11 +11,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use arc_swap::{ArcSwap, Guard};
-use foldhash::fast::RandomState;
 
 use super::build::Context;
 use super::error::{EdgeError, ErrorKind};
-use super::index::{Index, Stored};
+use super::index::{FoldedCase, Index, Stored};
 use super::model::Chain;
 use crate::state::hostname::{MAX_HOSTNAME_LEN, is_ip_literal};
 use crate::state::{State, Zone};
@@ -235,7 +234,7 @@ impl Snapshot {
     ) -> Snapshot {
         let refs = refs(&chains, exact.iter().chain(&wildcard).map(|(_, o)| o));
         let len = exact.len() + wildcard.len();
-        let hasher = RandomState::default();
+        let hasher = FoldedCase::new();
         let mut errors = Vec::new();
         let exact = Index::new(stored(exact, &mut errors), 0, hasher.clone());
         let wildcard = Index::new(stored(wildcard, &mut errors), 2, hasher);
@@ -371,26 +370,50 @@ impl Snapshot {
     /// it. Clone the `Arc` only to keep a chain past the snapshot.
     pub fn resolve(&self, hostname: &str) -> Result<&Arc<Chain>, EdgeError> {
         let host = hostname.strip_suffix('.').unwrap_or(hostname);
-        let mut buf = [0u8; MAX_HOSTNAME_LEN];
-        let Some(key) = buf.get_mut(..host.len()) else {
+        let name = host.as_bytes();
+        // A wildcard is a pattern, never a name a client may ask for.
+        if name.len() > MAX_HOSTNAME_LEN || name.first() == Some(&b'*') {
             return Err(self.base.miss.clone());
+        }
+        let exact = if self.overlay.is_empty() {
+            self.base
+                .exact
+                .get(name)
+                .map(|stored| self.base.view(stored))
+        } else {
+            self.exact_any_case(name)
         };
-        key.copy_from_slice(host.as_bytes());
+        match exact {
+            Some(view) => view.resolved(),
+            None => self.resolve_inexact(host),
+        }
+    }
+
+    /// [`Snapshot::exact`] for a name in any case: the indexes take it as it
+    /// is, the overlay (a map) lower-case. Out of line, like the rest of
+    /// what a hit in the base index does not run, so that `resolve` stays
+    /// small.
+    #[inline(never)]
+    fn exact_any_case(&self, name: &[u8]) -> Option<View<'_>> {
+        let mut buf = [0u8; MAX_HOSTNAME_LEN];
+        let key = &mut buf[..name.len()];
+        key.copy_from_slice(name);
         key.make_ascii_lowercase();
-        if key.first() == Some(&b'*') {
-            // A wildcard is a pattern, never a name a client may ask for.
-            return Err(self.base.miss.clone());
-        }
-        if let Some(view) = self.exact(key) {
-            return view.resolved();
-        }
+        self.exact(key)
+    }
+
+    /// What `resolve` answers for a name with no exact entry: the wildcard
+    /// one label up, or an error.
+    #[inline(never)]
+    fn resolve_inexact(&self, host: &str) -> Result<&Arc<Chain>, EdgeError> {
+        let name = host.as_bytes();
         // A wildcard stands for one DNS label, not for any bytes a client sends.
-        if let Some(dot) = key.iter().position(|&b| b == b'.')
+        if let Some(dot) = name.iter().position(|&b| b == b'.')
             && dot > 0
-            && key[..dot]
+            && name[..dot]
                 .iter()
                 .all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-            && let Some(stored) = self.base.wildcard.get(&key[dot + 1..])
+            && let Some(stored) = self.base.wildcard.get(&name[dot + 1..])
         {
             return self.base.view(stored).resolved();
         }
@@ -565,6 +588,7 @@ fn refs<'a>(
 }
 
 impl Base {
+    #[inline]
     fn view<'a>(&'a self, stored: &'a Stored) -> View<'a> {
         match stored {
             Stored::Chain(chain) => View::Chain(chain),
