@@ -10,6 +10,13 @@
 //!
 //! Knobs of peers.sh (DURATION, ROUNDS, PEERS, SKIP_INSTALL, ...) pass through
 //! the environment unchanged.
+//!
+//! With `--floor`, peers.sh runs a second time with `proxy_floor` (an example of
+//! edge-userspace: the edge's crates without the edge's logic) in the edge's row,
+//! named `floor`, its table in `target/bench-proxy/results-floor.md`. peers.sh
+//! takes one such row per run, so the floor gets its own run with its own peer
+//! rows: compare the floor with the peers of its run, and the edge with the floor
+//! through their ratios to the same peer.
 
 use std::path::Path;
 use std::process::Command;
@@ -22,7 +29,7 @@ use crate::run::{self, root};
 /// peers.sh's port block starts at 18000 (BASE_PORT) and uses up to +446.
 const EDGE_PORT: &str = "18500";
 
-pub fn run() -> Result<()> {
+pub fn run(floor: bool) -> Result<()> {
     let peers = root().join("../shared/bench/peers.sh");
     if !peers.is_file() {
         bail!(
@@ -31,14 +38,19 @@ pub fn run() -> Result<()> {
         );
     }
     ebpf::build()?;
-    run::status(run::cargo().args([
+    let mut build = run::cargo();
+    build.args([
         "build",
         "--release",
         "--package",
         "edge-userspace",
         "--bin",
         "edge",
-    ]))?;
+    ]);
+    if floor {
+        build.args(["--example", "proxy_floor"]);
+    }
+    run::status(&mut build)?;
     let edge = root().join("target/release/edge").canonicalize()?;
 
     let scratch = root().join("target/bench-proxy");
@@ -59,20 +71,40 @@ pub fn run() -> Result<()> {
         template = template.display(),
         edge = edge.display(),
     );
+    let out = std::env::var("OUT_MD")
+        .unwrap_or_else(|_| scratch.join("results-peers.md").display().to_string());
+    run::status(&mut peers_run(&peers, &edge_cmd, &out))?;
+    if floor {
+        let floor = root()
+            .join("target/release/examples/proxy_floor")
+            .canonicalize()?;
+        let floor_cmd = format!(
+            "exec {} \"127.0.0.1:$EDGE_PORT\" \"$BENCH_ORIGIN\" \"$BENCH_HOST\" \"$BENCH_CERT\" \"$BENCH_KEY\"",
+            floor.display()
+        );
+        let out = scratch.join("results-floor.md").display().to_string();
+        // One runtime thread: no two-worker row.
+        run::status(
+            peers_run(&peers, &floor_cmd, &out)
+                .env("EDGE_NAME", "floor")
+                .env("EDGE_2W", "0"),
+        )?;
+    }
+    Ok(())
+}
+
+/// peers.sh with `edge_cmd` as its edge row, its table written to `out`.
+fn peers_run(peers: &Path, edge_cmd: &str, out: &str) -> Command {
     let mut cmd = Command::new("bash");
-    cmd.arg(&peers)
+    cmd.arg(peers)
         .current_dir(root())
         .env("EDGE_CMD", edge_cmd)
         .env(
             "EDGE_PORT",
             std::env::var("EDGE_PORT").unwrap_or_else(|_| EDGE_PORT.into()),
         )
-        .env(
-            "OUT_MD",
-            std::env::var("OUT_MD")
-                .unwrap_or_else(|_| scratch.join("results-peers.md").display().to_string()),
-        );
-    run::status(&mut cmd)
+        .env("OUT_MD", out);
+    cmd
 }
 
 /// The bench's O2O chain: customer zone `example.com` with a proxied CNAME

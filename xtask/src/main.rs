@@ -38,7 +38,12 @@ enum Command {
     BenchXdp,
     /// h2load over TLS + HTTP/2: the edge's O2O chain vs nginx, haproxy, h2o, caddy
     /// (runs ../shared/bench/peers.sh; its env knobs DURATION, ROUNDS, PEERS... pass through).
-    BenchProxy,
+    BenchProxy {
+        /// Then run peers.sh again with the crates' floor (examples/proxy_floor.rs) as the
+        /// edge row.
+        #[arg(long)]
+        floor: bool,
+    },
     /// Control-socket writes/s (durable) and write-to-served latency at several state
     /// sizes (EDGE_BENCH_HOSTNAMES=0,10000 by default).
     BenchControl,
@@ -70,7 +75,7 @@ fn main() -> Result<()> {
             run::status(cmd.args(args))
         }
         Command::BenchXdp => bench_xdp::run(),
-        Command::BenchProxy => bench_proxy::run(),
+        Command::BenchProxy { floor } => bench_proxy::run(floor),
         Command::BenchControl => {
             ebpf::build()?;
             run::status(run::cargo().args(["bench", "-p", "edge-userspace", "--bench", "control"]))
