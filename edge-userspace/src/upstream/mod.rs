@@ -258,8 +258,9 @@ impl Client {
             }
         });
         let (response, connection) = {
-            let response = send_retrying(&pool, origin, req);
-            tokio::pin!(response);
+            // Boxed: the request's future moves whole (into its task, and once more when the
+            // task ends), and sending is a third of its size.
+            let mut response = Box::pin(send_retrying(&pool, origin, req));
             loop {
                 tokio::select! {
                     response = &mut response => break response?,
