@@ -22,7 +22,7 @@ use crate::chain::{
 use crate::downstream::{ConnInfo, h3};
 use crate::metrics::{ChainCache, Metrics};
 use crate::pipeline::{ErrorPage, Reply, Route, Router};
-use crate::rules::{ClientInfo, Phase, RawRequest, ZoneRules};
+use crate::rules::{ClientInfo, CompiledRule, Field, Phase, RawRequest, ZoneRules};
 use crate::stages::{self, RequestOutcome, RouteOverride, Stage};
 use crate::state::{RecordType, State, ZoneState};
 use crate::upstream;
@@ -39,6 +39,8 @@ pub struct Routing {
 /// What a stage needs of its zone on every request.
 struct CompiledZone {
     rules: ZoneRules,
+    /// What the zone's response rules need of the request they answer.
+    response_rules: ResponseRules,
     /// Bytes; from the zone's `max_upload`.
     max_request_body: Option<u64>,
     /// The zone's `http3` setting: advertise HTTP/3 on TCP responses.
@@ -50,6 +52,7 @@ impl CompiledZone {
         let rules = ZoneRules::compile(&zone.zone.rulesets)
             .with_context(|| format!("zone {} ({}): rulesets", zone.zone.name, zone.zone.id))?;
         Ok(CompiledZone {
+            response_rules: ResponseRules::of(&rules),
             rules,
             max_request_body: zone
                 .zone
@@ -58,6 +61,34 @@ impl CompiledZone {
                 .map(|mb| u64::from(mb.get()) << 20),
             http3: zone.zone.settings.http3.is_on(),
         })
+    }
+}
+
+/// What a zone's or a chain's response rules need, from least to most: the request's
+/// head is copied past the request phases only for rules that read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum ResponseRules {
+    None,
+    /// Rules that read only the response (e.g. an unconditional header rewrite).
+    ResponseOnly,
+    /// Rules some expression of which reads a request field.
+    ReadRequest,
+}
+
+impl ResponseRules {
+    fn of(rules: &ZoneRules) -> Self {
+        let response = rules.rules(Phase::HttpResponseHeadersTransform);
+        let reads_request = response
+            .iter()
+            .flat_map(CompiledRule::expressions)
+            .any(|e| Field::ALL.iter().any(|f| !f.is_response() && e.reads(*f)));
+        if reads_request {
+            ResponseRules::ReadRequest
+        } else if response.is_empty() {
+            ResponseRules::None
+        } else {
+            ResponseRules::ResponseOnly
+        }
     }
 }
 
@@ -122,12 +153,30 @@ impl Routing {
     }
 
     /// The chain's stages with their compiled rules, customer first.
-    pub fn stages<'a>(&'a self, chain: &'a Chain) -> Vec<Stage<'a>> {
+    pub fn stages<'a>(&'a self, chain: &'a Chain) -> ChainStages<'a> {
+        let stage = |i: usize| {
+            let stage = &chain.stages[i];
+            (&*stage.zone_name, &self.zone(&stage.zone_id).rules)
+        };
+        let len = chain.stages.len();
+        assert!(
+            (1..=2).contains(&len),
+            "a chain has one or two stages, not {len}"
+        );
+        ChainStages {
+            stages: [stage(0), stage(len - 1)],
+            len,
+        }
+    }
+
+    /// What the response rules of the chain's zones need of the request.
+    fn response_rules(&self, chain: &Chain) -> ResponseRules {
         chain
             .stages
             .iter()
-            .map(|stage| (&*stage.zone_name, &self.zone(&stage.zone_id).rules))
-            .collect()
+            .map(|stage| self.zone(&stage.zone_id).response_rules)
+            .max()
+            .unwrap_or(ResponseRules::None)
     }
 
     /// The strictest body limit of the chain's zones.
@@ -151,6 +200,21 @@ impl Routing {
         self.zones
             .get(id)
             .expect("every chain stage is a zone of the same state")
+    }
+}
+
+/// A chain's stages, customer first: one or two, kept in place rather than in a `Vec` because
+/// every request (and every response with rules) lists them.
+pub struct ChainStages<'a> {
+    stages: [Stage<'a>; 2],
+    len: usize,
+}
+
+impl<'a> std::ops::Deref for ChainStages<'a> {
+    type Target = [Stage<'a>];
+
+    fn deref(&self) -> &[Stage<'a>] {
+        &self.stages[..self.len]
     }
 }
 
@@ -263,9 +327,10 @@ impl ChainRouter {
 pub struct Pending {
     routing: Arc<Routing>,
     chain: Arc<Chain>,
-    /// The request head as the last stage left it; kept only when a zone of
-    /// the chain has response rules, which may read request fields.
-    request: Option<(request::Parts, RawRequest)>,
+    response_rules: ResponseRules,
+    /// The request head as the last stage left it, and the client's original; kept only
+    /// when a response rule of the chain reads the request.
+    request: Option<Box<(request::Parts, RawRequest)>>,
 }
 
 impl Router for ChainRouter {
@@ -286,6 +351,8 @@ impl Router for ChainRouter {
         let stages = routing.stages(chain);
         let client = client_info(conn, chain);
         let raw = stages::capture_raw(&stages, req);
+        // Rules may set `Host`; the host is parsed again only if one did.
+        let visitor_host_header = req.headers.get(HOST).cloned();
         let overrides = match stages::run_request(&stages, chain.o2o, req, &client, &raw, None) {
             RequestOutcome::Continue(overrides) => overrides,
             RequestOutcome::Respond { response, .. } => {
@@ -294,23 +361,26 @@ impl Router for ChainRouter {
                 ))));
             }
         };
-        let (origin, host_header) = self.origin(chain, &host, req, overrides)?;
+        let request_host = if req.headers.get(HOST) == visitor_host_header.as_ref() {
+            None
+        } else {
+            request_host(req)
+        };
+        let (origin, host_header) =
+            self.origin(chain, &host, request_host.as_deref(), overrides)?;
         let route = Route {
             origin,
             host_header,
             max_request_body: routing.max_request_body(chain),
         };
-        let has_response_rules = stages
-            .iter()
-            .any(|(_, rules)| !rules.rules(Phase::HttpResponseHeadersTransform).is_empty());
+        let response_rules = routing.response_rules(chain);
         // Response rules read the head, never the extensions (which hold the chain's metrics).
-        let request = has_response_rules.then(|| {
+        let request = (response_rules == ResponseRules::ReadRequest).then(|| {
             let extensions = std::mem::take(&mut req.extensions);
             let head = req.clone();
             req.extensions = extensions;
-            (head, raw)
+            Box::new((head, raw))
         });
-        drop(stages);
         // The one reference-count write per request, on the chain's line
         // that the stages above have just read.
         let chain = chain.clone();
@@ -319,6 +389,7 @@ impl Router for ChainRouter {
             Pending {
                 routing,
                 chain,
+                response_rules,
                 request,
             },
         ))
@@ -331,8 +402,15 @@ impl Router for ChainRouter {
         {
             resp.headers.insert(ALT_SVC, alt_svc.clone());
         }
-        let Some((req, raw)) = &pending.request else {
-            return;
+        let empty;
+        let (req, raw) = match (pending.response_rules, &pending.request) {
+            (ResponseRules::None, _) => return,
+            (_, Some(request)) => (&request.0, &request.1),
+            // Rules that read nothing of the request run against an empty one.
+            (_, None) => {
+                empty = empty_request();
+                (&empty.0, &empty.1)
+            }
         };
         let stages = pending.routing.stages(&pending.chain);
         let client = client_info(conn, &pending.chain);
@@ -341,12 +419,13 @@ impl Router for ChainRouter {
 }
 
 impl ChainRouter {
-    /// The chain's origin and the `Host` it receives, origin rules applied.
+    /// The chain's origin and the `Host` it receives, origin rules applied; `request_host`
+    /// when a rule changed the request's host, else the visitor's stands.
     fn origin(
         &self,
         chain: &Chain,
         visitor_host: &str,
-        req: &request::Parts,
+        request_host: Option<&str>,
         overrides: RouteOverride,
     ) -> Result<(upstream::Origin, HeaderValue), Reply> {
         let origin = &chain.origin;
@@ -361,12 +440,12 @@ impl ChainRouter {
                 "{host}:{port}"
             ))));
         }
-        let request_host = request_host(req).unwrap_or_else(|| visitor_host.to_owned());
+        let request_host = request_host.unwrap_or(visitor_host);
         let tls = match origin.tls {
             OriginTls::Plain => None,
             verified @ (OriginTls::Unverified | OriginTls::Verified) => Some(upstream::OriginTls {
                 sni: overrides.sni.unwrap_or_else(|| match &origin.sni {
-                    OriginSni::RequestHost => request_host.clone(),
+                    OriginSni::RequestHost => request_host.to_owned(),
                     OriginSni::Name(name) => name.to_string(),
                 }),
                 verify: verified == OriginTls::Verified,
@@ -376,7 +455,7 @@ impl ChainRouter {
             Some(value) => value,
             None => {
                 let name = match origin.host_header {
-                    HostHeader::Request => &request_host,
+                    HostHeader::Request => request_host,
                     HostHeader::CustomHostname => visitor_host,
                 };
                 HeaderValue::from_str(name).expect("host names are valid header values")
@@ -389,6 +468,13 @@ impl ChainRouter {
         host.parse()
             .is_ok_and(|ip| self.listeners.contains(&SocketAddr::new(ip, port)))
     }
+}
+
+/// The request response rules that read nothing of it are given.
+fn empty_request() -> (request::Parts, RawRequest) {
+    let (head, ()) = http::Request::new(()).into_parts();
+    let raw = RawRequest::capture(&head, false);
+    (head, raw)
 }
 
 fn is_http3(conn: &ConnInfo) -> bool {

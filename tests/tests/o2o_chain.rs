@@ -303,3 +303,146 @@ async fn the_strictest_zone_body_limit_of_the_chain_applies() {
     );
     edge.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn response_rules_see_the_request_as_the_request_stages_left_it() {
+    let echo = spawn_echo().await.unwrap();
+    let mut state = o2o_state(echo);
+    add_rules(
+        &mut state,
+        CUSTOMER,
+        "http_request_transform",
+        json!([
+            {"expression": "starts_with(http.request.uri.path, \"/v1/\")", "action": "rewrite", "action_parameters": {
+                "uri": {"path": {"expression": "regex_replace(http.request.uri.path, \"^/v1/\", \"/v2/\")"}}}}
+        ]),
+    );
+    add_rules(
+        &mut state,
+        PROVIDER,
+        "http_request_late_transform",
+        json!([
+            {"expression": "true", "action": "rewrite", "action_parameters": {"headers": {
+                "x-flag": {"operation": "set", "value": "on"}}}}
+        ]),
+    );
+    // The customer's response rules read the request (as rewritten, and as sent); the
+    // provider's read only the response.
+    add_rules(
+        &mut state,
+        CUSTOMER,
+        "http_response_headers_transform",
+        json!([
+            {"expression": "http.request.uri.path eq \"/v2/items\" and any(http.request.headers[\"x-flag\"][*] eq \"on\")",
+             "action": "rewrite", "action_parameters": {"headers": {"x-saw-request": {"operation": "set", "value": "yes"}}}},
+            {"expression": "raw.http.request.uri.path eq \"/v1/items\"",
+             "action": "rewrite", "action_parameters": {"headers": {"x-saw-raw": {"operation": "set", "value": "yes"}}}}
+        ]),
+    );
+    add_rules(
+        &mut state,
+        PROVIDER,
+        "http_response_headers_transform",
+        json!([
+            {"expression": "http.response.code eq 200", "action": "rewrite", "action_parameters": {"headers": {
+                "x-provider-saw": {"operation": "set", "value": "200"}}}}
+        ]),
+    );
+    let edge = RunningEdge::start(state).await.unwrap();
+    let port = edge.https.port();
+    for http2 in [false, true] {
+        let client = edge.client(&[O2O, NOT_O2O], http2);
+        let get =
+            |host: &str, path: &str| client.get(format!("https://{host}:{port}{path}")).send();
+        let header = |response: &reqwest::Response, name: &str| {
+            response
+                .headers()
+                .get(name)
+                .map(|v| v.to_str().unwrap().to_owned())
+        };
+        let rewritten = get(O2O, "/v1/items").await.unwrap();
+        assert_eq!(
+            header(&rewritten, "x-saw-request").as_deref(),
+            Some("yes"),
+            "http2={http2}"
+        );
+        assert_eq!(
+            header(&rewritten, "x-saw-raw").as_deref(),
+            Some("yes"),
+            "http2={http2}"
+        );
+        assert_eq!(
+            header(&rewritten, "x-provider-saw").as_deref(),
+            Some("200"),
+            "http2={http2}"
+        );
+        assert_eq!(origin_saw(rewritten).await["path"], "/v2/items");
+
+        let other = get(O2O, "/v3/items").await.unwrap();
+        assert_eq!(header(&other, "x-saw-request"), None, "http2={http2}");
+        assert_eq!(header(&other, "x-saw-raw"), None, "http2={http2}");
+        assert_eq!(
+            header(&other, "x-provider-saw").as_deref(),
+            Some("200"),
+            "http2={http2}"
+        );
+
+        // Only the provider's (response-only) rules run without O2O.
+        let single = get(NOT_O2O, "/v1/items").await.unwrap();
+        assert_eq!(header(&single, "x-saw-request"), None, "http2={http2}");
+        assert_eq!(
+            header(&single, "x-provider-saw").as_deref(),
+            Some("200"),
+            "http2={http2}"
+        );
+        let missing = get(NOT_O2O, "/missing").await.unwrap();
+        assert_eq!(
+            header(&missing, "x-provider-saw").as_deref(),
+            Some("200"),
+            "the echo answers 200 for any path"
+        );
+    }
+    edge.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_host_a_rule_sets_is_the_host_the_origin_receives() {
+    const OWN: &str = "origin.saasprovider.com";
+    let echo = spawn_echo().await.unwrap();
+    let mut state = o2o_state(echo);
+    add_rules(
+        &mut state,
+        PROVIDER,
+        "http_request_late_transform",
+        json!([
+            {"expression": "http.request.uri.path eq \"/rename\"", "action": "rewrite", "action_parameters": {"headers": {
+                "host": {"operation": "set", "value": "renamed.example"}}}}
+        ]),
+    );
+    let edge = RunningEdge::start(state).await.unwrap();
+    let port = edge.https.port();
+    for http2 in [false, true] {
+        let client = edge.client(&[OWN, O2O], http2);
+        for (host, path, expected) in [
+            (OWN, "/rename", "renamed.example"),
+            (OWN, "/keep", OWN),
+            // A custom hostname's origin always gets the custom hostname.
+            (O2O, "/rename", O2O),
+        ] {
+            let seen = origin_saw(
+                client
+                    .get(format!("https://{host}:{port}{path}"))
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await;
+            assert_eq!(
+                echoed_header(&seen, "host"),
+                [expected],
+                "{host}{path} http2={http2}"
+            );
+        }
+    }
+    edge.stop().await.unwrap();
+}

@@ -1,7 +1,9 @@
 //! A response body that holds its origin's in-flight slot until it is fully read or dropped,
-//! so the cap counts requests still streaming, not only those waiting for a head; and that
-//! gives its HTTP/1.1 connection back to the pool once the body has ended (a connection whose
-//! body was abandoned half-way cannot carry another request, so it is closed instead).
+//! so the cap counts requests still streaming, not only those waiting for a head; that drives
+//! its HTTP/1.1 connection while it is read (the connection has no task of its own, see
+//! [`super::http1`]); and that gives the connection back to the pool once the body has ended (a
+//! connection whose body was abandoned half-way cannot carry another request, so it is closed
+//! instead).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -9,16 +11,15 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper::client::conn::http1;
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::RequestBody;
+use super::http1::Http1;
 use super::pool::OriginPool;
 
 pub struct Leased<B: Body + Unpin> {
     inner: B,
     _permit: OwnedSemaphorePermit,
-    connection: Option<(Arc<OriginPool>, http1::SendRequest<RequestBody>)>,
+    connection: Option<(Arc<OriginPool>, Http1)>,
     ended: bool,
 }
 
@@ -26,7 +27,7 @@ impl<B: Body + Unpin> Leased<B> {
     pub(super) fn new(
         inner: B,
         permit: OwnedSemaphorePermit,
-        connection: Option<(Arc<OriginPool>, http1::SendRequest<RequestBody>)>,
+        connection: Option<(Arc<OriginPool>, Http1)>,
     ) -> Self {
         Self {
             inner,
@@ -45,9 +46,18 @@ impl<B: Body<Data = Bytes> + Unpin> Body for Leased<B> {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        let this = &mut *self;
+        let mut polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if polled.is_pending()
+            && let Some((_, conn)) = &mut this.connection
+        {
+            // The connection reads the next frame into the body (or ends it with an error),
+            // and wakes this task when the origin sends more.
+            let _ = conn.poll_driver(cx);
+            polled = Pin::new(&mut this.inner).poll_frame(cx);
+        }
         if let Poll::Ready(None) = polled {
-            self.ended = true;
+            this.ended = true;
         }
         polled
     }
@@ -63,10 +73,10 @@ impl<B: Body<Data = Bytes> + Unpin> Body for Leased<B> {
 
 impl<B: Body + Unpin> Drop for Leased<B> {
     fn drop(&mut self) {
-        if let Some((pool, sender)) = self.connection.take()
+        if let Some((pool, conn)) = self.connection.take()
             && (self.ended || self.inner.is_end_stream())
         {
-            pool.checkin(sender);
+            pool.checkin(conn);
         }
     }
 }

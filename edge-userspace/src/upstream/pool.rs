@@ -3,10 +3,12 @@
 //!
 //! hyper's own connection handles are used directly: a checkout is a `Vec::pop` under a short
 //! lock, and an HTTP/1.1 connection goes back to the idle list when its response body ends
-//! (see [`super::lease`]), with no task per request to wait for it.
+//! (see [`super::lease`]), with no task per request to wait for it. HTTP/1.1 connections have
+//! no task of their own either: the request holding one drives it (see [`super::http1`]).
 
 use std::io;
 use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Waker};
 use std::time::Duration;
 
 use hyper::client::conn::{http1, http2};
@@ -16,15 +18,16 @@ use tokio::time::Instant;
 
 use super::RequestBody;
 use super::connector::Dialer;
+use super::http1::Http1;
 
 /// A connection ready to carry one request.
 pub(super) enum Conn {
-    Http1(http1::SendRequest<RequestBody>),
+    Http1(Http1),
     Http2(http2::SendRequest<RequestBody>),
 }
 
 struct Idle {
-    sender: http1::SendRequest<RequestBody>,
+    conn: Http1,
     since: Instant,
 }
 
@@ -59,16 +62,12 @@ impl OriginPool {
         pool
     }
 
-    /// A live pooled connection, else a new one. Closed and expired idle connections are
-    /// dropped on the way: they never carried this request, so skipping them is no retry.
+    /// A live pooled connection, else a new one. Closed, busy and expired idle connections
+    /// are dropped on the way: they never carried this request, so skipping them is no retry.
     pub async fn checkout(&self) -> io::Result<Conn> {
-        while let Some(Idle { mut sender, since }) = self.pop_idle() {
-            if since.elapsed() >= self.idle_timeout || sender.is_closed() {
-                continue;
-            }
-            // Ready once the connection has finished its previous exchange.
-            if sender.ready().await.is_ok() {
-                return Ok(Conn::Http1(sender));
+        while let Some(Idle { mut conn, since }) = self.pop_idle() {
+            if since.elapsed() < self.idle_timeout && conn.is_ready_now() {
+                return Ok(Conn::Http1(conn));
             }
         }
         if let Some(sender) = self.h2.lock().expect("h2 slot lock poisoned").as_ref()
@@ -81,15 +80,15 @@ impl OriginPool {
         Box::pin(self.connect()).await
     }
 
-    /// Returns an HTTP/1.1 connection whose exchange completed.
-    pub fn checkin(&self, sender: http1::SendRequest<RequestBody>) {
-        if sender.is_closed() {
+    /// Returns an HTTP/1.1 connection whose response was read to its end.
+    pub fn checkin(&self, conn: Http1) {
+        if conn.is_closed() {
             return;
         }
         let mut idle = self.idle.lock().expect("idle list lock poisoned");
         if idle.len() < self.max_idle {
             idle.push(Idle {
-                sender,
+                conn,
                 since: Instant::now(),
             });
         }
@@ -116,12 +115,7 @@ impl OriginPool {
             Ok(Conn::Http2(sender))
         } else {
             let (sender, conn) = http1::handshake(io).await.map_err(io::Error::other)?;
-            tokio::spawn(async move {
-                if let Err(error) = conn.with_upgrades().await {
-                    tracing::debug!(%error, "origin HTTP/1.1 connection ended");
-                }
-            });
-            Ok(Conn::Http1(sender))
+            Ok(Conn::Http1(Http1::new(sender, conn)))
         }
     }
 }
@@ -133,9 +127,14 @@ async fn expire_idle(pool: Weak<OriginPool>, idle_timeout: Duration) {
     loop {
         tick.tick().await;
         let Some(pool) = pool.upgrade() else { return };
+        // Polled here, idle connections the origin closed release their sockets now rather
+        // than at the next checkout.
+        let mut cx = Context::from_waker(Waker::noop());
         pool.idle
             .lock()
             .expect("idle list lock poisoned")
-            .retain(|idle| idle.since.elapsed() < idle_timeout && !idle.sender.is_closed());
+            .retain_mut(|idle| {
+                idle.since.elapsed() < idle_timeout && idle.conn.poll_driver(&mut cx).is_pending()
+            });
     }
 }
