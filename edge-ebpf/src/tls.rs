@@ -96,7 +96,7 @@ fn prefix(pkt: &Packet, payload: usize) -> Result<(usize, usize), Outcome> {
     }
     let mut off = payload + 44 + session_id_len;
     let suites_len = pkt.be16(off).ok_or(Outcome::Truncated)? as usize;
-    if suites_len < 2 || suites_len % 2 != 0 {
+    if suites_len < 2 || !suites_len.is_multiple_of(2) {
         return Err(Outcome::Malformed);
     }
     off += 2 + suites_len;

@@ -12,5 +12,5 @@ use crate::{ebpf, run};
 
 pub fn run() -> Result<()> {
     ebpf::build()?;
-    run::status(run::cargo().args(["bench", "--package", "edge-tests", "--bench", "h3_vs_h2"]))
+    run::status(run::cargo()?.args(["bench", "--package", "edge-tests", "--bench", "h3_vs_h2"]))
 }

@@ -38,7 +38,7 @@ pub fn run(floor: bool) -> Result<()> {
         );
     }
     ebpf::build()?;
-    let mut build = run::cargo();
+    let mut build = run::cargo()?;
     build.args([
         "build",
         "--release",

@@ -6,6 +6,7 @@
 mod bench_h3;
 mod bench_proxy;
 mod bench_xdp;
+mod check_setup;
 mod ebpf;
 mod run;
 mod setup;
@@ -26,6 +27,11 @@ enum Command {
     Setup,
     /// Build the XDP program (release) that the `edge` binary embeds.
     BuildEbpf,
+    /// The README's set-up as a new machine runs it: a copy of the work tree and an
+    /// empty rustup home (a temporary RUSTUP_HOME, self-update off), then
+    /// `rustup toolchain install && cargo xtask build-ebpf` there. Leaves the
+    /// machine's own toolchains and rustup binary alone; CI runs it every time.
+    CheckSetup,
     /// Build everything and run the demo on its embedded default config.
     Demo {
         /// Extra arguments for `edge demo` (ports, directory).
@@ -59,9 +65,10 @@ fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Setup => setup::all(),
         Command::BuildEbpf => ebpf::build(),
+        Command::CheckSetup => check_setup::run(),
         Command::Demo { args } => {
             ebpf::build()?;
-            let mut cmd = run::cargo();
+            let mut cmd = run::cargo()?;
             cmd.args([
                 "run",
                 "--release",
@@ -78,26 +85,35 @@ fn main() -> Result<()> {
         Command::BenchProxy { floor } => bench_proxy::run(floor),
         Command::BenchControl => {
             ebpf::build()?;
-            run::status(run::cargo().args(["bench", "-p", "edge-userspace", "--bench", "control"]))
+            run::status(run::cargo()?.args(["bench", "-p", "edge-userspace", "--bench", "control"]))
         }
         Command::BenchRoutes => {
             ebpf::build()?;
-            run::status(run::cargo().args(["bench", "-p", "edge-userspace", "--bench", "routes"]))
+            run::status(run::cargo()?.args(["bench", "-p", "edge-userspace", "--bench", "routes"]))
         }
         Command::BenchH3 => bench_h3::run(),
         Command::Test => {
             setup::all()?;
             ebpf::build()?;
-            run::status(run::cargo().args(["fmt", "--all", "--check"]))?;
-            run::status(run::cargo().args([
+            ebpf::check()?;
+            run::status(run::cargo()?.args(["fmt", "--all", "--check"]))?;
+            run::status(run::cargo()?.args([
                 "clippy",
                 "--workspace",
                 "--all-targets",
+                "--all-features",
                 "--",
                 "-D",
                 "warnings",
             ]))?;
-            run::status(run::cargo().args(["test", "--workspace", "--release"]))
+            // `kernel`: the tests that load the XDP program (root).
+            run::status(run::cargo()?.args([
+                "test",
+                "--workspace",
+                "--release",
+                "--features",
+                "edge-tests/kernel",
+            ]))
         }
     }
 }

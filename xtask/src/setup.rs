@@ -7,10 +7,11 @@ use std::process::Command;
 
 use anyhow::Result;
 
-use crate::run::{root, status, succeeds};
+use crate::run::{self, pinned_toolchain, status, succeeds};
 
-/// The nightly whose LLVM (22) matches bpf-linker built with `llvm-22`.
-pub const NIGHTLY: &str = "nightly-2026-07-15";
+/// The folder whose `rust-toolchain.toml` pins the nightly whose LLVM (22)
+/// matches bpf-linker built with `llvm-22`.
+pub const EBPF_DIR: &str = "edge-ebpf";
 
 /// Debian packages: the LLVM that bpf-linker links against, and the tools the
 /// end-to-end tests drive (curl, h2load, ip).
@@ -43,24 +44,33 @@ pub fn ebpf() -> Result<()> {
     bpf_linker()
 }
 
+/// Components of the eBPF toolchain that `edge-ebpf/rust-toolchain.toml` lists.
+const EBPF_COMPONENTS: &[&str] = &["rust-src", "clippy", "rustfmt"];
+
 fn ebpf_toolchain() -> Result<()> {
-    let has_src = Command::new("rustup")
-        .args(["component", "list", "--installed", "--toolchain", NIGHTLY])
+    let nightly = pinned_toolchain(EBPF_DIR)?;
+    let installed = run::rustup()
+        .args(["component", "list", "--installed", "--toolchain", &nightly])
         .output()
-        .map(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains("rust-src"))
-        .unwrap_or(false);
-    if has_src {
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let has = |component: &str| installed.lines().any(|l| l.starts_with(component));
+    if EBPF_COMPONENTS.iter().all(|c| has(c)) {
         return Ok(());
     }
     println!(
-        "setup: installing {NIGHTLY} with rust-src (the XDP program builds core for bpfel-unknown-none)"
+        "setup: installing {nightly} with {} (the XDP program builds core for bpfel-unknown-none; fmt and clippy check it)",
+        EBPF_COMPONENTS.join(", ")
     );
-    // `rustup toolchain install` inside edge-ebpf reads its rust-toolchain.toml.
-    status(
-        Command::new("rustup")
-            .args(["toolchain", "install"])
-            .current_dir(root().join("edge-ebpf")),
-    )
+    // Inside edge-ebpf, with the proxy's RUSTUP_TOOLCHAIN cleared, rustup reads
+    // that folder's rust-toolchain.toml (channel, components, profile).
+    let mut install = run::rustup();
+    install
+        .args(["toolchain", "install"])
+        .current_dir(run::root().join(EBPF_DIR));
+    status(&mut install)
 }
 
 fn apt(packages: &[(&str, &str)]) -> Result<()> {
@@ -97,7 +107,7 @@ fn bpf_linker() -> Result<()> {
     }
     println!("setup: cargo install bpf-linker 0.13 against LLVM 22 (links the XDP program)");
     status(
-        Command::new("cargo")
+        run::cargo()?
             .args([
                 "install",
                 "bpf-linker",
@@ -107,7 +117,6 @@ fn bpf_linker() -> Result<()> {
                 "--features",
                 "llvm-22",
             ])
-            .env("LLVM_PREFIX", "/usr/lib/llvm-22")
-            .current_dir(root()),
+            .env("LLVM_PREFIX", "/usr/lib/llvm-22"),
     )
 }

@@ -11,8 +11,20 @@ use tracing::{info, warn};
 use super::{Maps, UnknownSni};
 
 /// The object `cargo xtask build-ebpf` built, embedded at compile time so the
-/// `edge` binary needs no file beside it.
+/// `edge` binary needs no file beside it. Empty when the object was missing at
+/// build time (see `build.rs`): such an edge serves, but cannot load XDP.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(env!("EDGE_EBPF_OBJECT"));
+
+/// Refuses, with the way out, when this binary was built without the program.
+fn embedded_object() -> Result<&'static [u8]> {
+    if OBJECT.is_empty() {
+        bail!(
+            "this edge was built without the XDP program (edge-ebpf's object was missing at \
+             build time): run `cargo xtask build-ebpf`, then rebuild edge"
+        );
+    }
+    Ok(OBJECT)
+}
 
 const PROGRAM: &str = "edge_sni";
 /// Where `edge xdp attach` pins the maps, one directory per interface.
@@ -87,6 +99,7 @@ pub struct Classifier {
 impl Classifier {
     /// Loads and verifies the program, watching TLS and QUIC on port 443.
     pub fn load(options: LoadOptions) -> Result<Self> {
+        let object = embedded_object()?;
         let level = if tracing::enabled!(target: "edge_ebpf", tracing::Level::DEBUG) {
             LOG_LEVEL_DEBUG
         } else {
@@ -103,7 +116,7 @@ impl Classifier {
                 .map_max_entries(names::CHAIN_COUNTERS, max.max(CHAINS_MAX) + 1);
         }
         let mut ebpf = loader
-            .load(OBJECT)
+            .load(object)
             .context("cannot load the XDP object (needs root or CAP_BPF, kernel >= 5.18)")?;
         let program: &mut Xdp = ebpf
             .program_mut(PROGRAM)
