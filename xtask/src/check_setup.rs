@@ -5,7 +5,8 @@
 //! A copy of the work tree (tracked and untracked, not ignored files) and an
 //! empty rustup home in a temporary folder; `rustup set auto-self-update
 //! disable` there first, so rustup never replaces the machine's own binary;
-//! then exactly `rustup toolchain install && cargo xtask build-ebpf`. The
+//! then exactly `rustup toolchain install && cargo xtask build-ebpf`, with a
+//! contributor's `cargo check` (no XDP object yet) in between. The
 //! machine's cargo home (bpf-linker, the registry cache) is shared: what is
 //! checked is which toolchains the set-up installs and uses.
 
@@ -51,6 +52,14 @@ pub fn run() -> Result<()> {
     let step = Instant::now();
     status(&mut shell("rustup toolchain install"))?;
     let toolchain_secs = step.elapsed().as_secs_f64();
+    // A contributor's first step: checking and linting work before any eBPF build.
+    let step = Instant::now();
+    status(&mut shell("cargo check --workspace --all-targets --quiet"))?;
+    ensure!(
+        !tree.join(OBJECT).exists(),
+        "cargo check built the XDP object: it must work without it"
+    );
+    let check_secs = step.elapsed().as_secs_f64();
     let step = Instant::now();
     status(&mut shell("cargo xtask build-ebpf"))?;
     let build_secs = step.elapsed().as_secs_f64();
@@ -72,7 +81,7 @@ pub fn run() -> Result<()> {
     }
     let toolchains = folder_size(&home.join("toolchains"));
     println!(
-        "check-setup: passed in {:.0} s (rustup toolchain install {toolchain_secs:.0} s, cargo xtask build-ebpf {build_secs:.0} s); \
+        "check-setup: passed in {:.0} s (rustup toolchain install {toolchain_secs:.0} s, cargo check without the XDP object {check_secs:.0} s, cargo xtask build-ebpf {build_secs:.0} s); \
          installed from scratch: {} toolchains, {:.0} MiB; XDP object {} bytes; the machine's rustup untouched",
         start.elapsed().as_secs_f64(),
         std::fs::read_dir(home.join("toolchains"))?.count(),

@@ -15,15 +15,16 @@ use super::{Maps, UnknownSni};
 /// build time (see `build.rs`): such an edge serves, but cannot load XDP.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(env!("EDGE_EBPF_OBJECT"));
 
-/// Refuses, with the way out, when this binary was built without the program.
-fn embedded_object() -> Result<&'static [u8]> {
-    if OBJECT.is_empty() {
+/// The embedded object, or a refusal with the way out when this binary was
+/// built without the program.
+fn embedded(object: &'static [u8]) -> Result<&'static [u8]> {
+    if object.is_empty() {
         bail!(
             "this edge was built without the XDP program (edge-ebpf's object was missing at \
              build time): run `cargo xtask build-ebpf`, then rebuild edge"
         );
     }
-    Ok(OBJECT)
+    Ok(object)
 }
 
 const PROGRAM: &str = "edge_sni";
@@ -99,7 +100,7 @@ pub struct Classifier {
 impl Classifier {
     /// Loads and verifies the program, watching TLS and QUIC on port 443.
     pub fn load(options: LoadOptions) -> Result<Self> {
-        let object = embedded_object()?;
+        let object = embedded(OBJECT)?;
         let level = if tracing::enabled!(target: "edge_ebpf", tracing::Level::DEBUG) {
             LOG_LEVEL_DEBUG
         } else {
@@ -271,5 +272,17 @@ mod tests {
         assert_eq!(routes_max(None, 65_537), 1 << 18);
         assert_eq!(routes_max(None, 1_000_000), 1 << 21);
         assert_eq!(routes_max(None, usize::MAX), ROUTES_LIMIT);
+    }
+
+    #[test]
+    fn a_binary_built_without_the_object_refuses_xdp_and_says_how_to_build_it() {
+        let refused = embedded(b"").unwrap_err().to_string();
+        assert!(
+            refused.contains("built without the XDP program"),
+            "{refused}"
+        );
+        assert!(refused.contains("cargo xtask build-ebpf"), "{refused}");
+        // The suite's own binary embeds the real object (xtask builds it first).
+        assert_eq!(embedded(OBJECT).unwrap().get(..4), Some(&b"\x7fELF"[..]));
     }
 }
