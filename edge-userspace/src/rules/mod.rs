@@ -18,7 +18,7 @@ mod sets;
 mod wildcard;
 
 pub use compiled::{
-    CannedResponse, CompiledAction, CompiledRule, EDGE_OWNED_HEADERS, HeaderValueSource,
+    CannedResponse, CompiledAction, CompiledRule, HeaderValueSource,
     PhaseRules, ValueSource, ZoneRules,
 };
 pub use context::{ClientInfo, Ctx, RawRequest};
