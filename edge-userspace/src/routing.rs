@@ -201,8 +201,13 @@ impl Routing {
     /// The chain's URL normalisation: slashes merged when any zone merges them, the URL as
     /// sent to the origin only when every zone asks for it (a customer's path rules then
     /// cannot be walked around at the provider's origin unless both zones agree).
-    fn url_normalization(&self, chain: &Chain) -> UrlNormalization {
-        let zones = || chain.stages.iter().map(|s| self.zone(&s.zone_id).url_normalization);
+    pub fn url_normalization(&self, chain: &Chain) -> UrlNormalization {
+        let zones = || {
+            chain
+                .stages
+                .iter()
+                .map(|s| self.zone(&s.zone_id).url_normalization)
+        };
         UrlNormalization {
             merge_slashes: zones().any(|u| u.merge_slashes),
             origin: if zones().all(|u| u.origin == OriginUrl::AsSent) {
@@ -385,9 +390,7 @@ impl Router for ChainRouter {
             }
         };
         // Unless a rule rewrote it, the origin gets the URL as sent when the chain says so.
-        if url.origin == OriginUrl::AsSent
-            && normalised.is_some_and(|uri| uri == req.uri)
-        {
+        if url.origin == OriginUrl::AsSent && normalised.is_some_and(|uri| uri == req.uri) {
             req.uri = raw.uri.clone();
         }
         let request_host = if req.headers.get(HOST) == visitor_host_header.as_ref() {

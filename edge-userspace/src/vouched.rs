@@ -94,7 +94,11 @@ mod tests {
     #[test]
     fn names_are_unique() {
         for (i, a) in VOUCHED.iter().enumerate() {
-            assert!(VOUCHED[i + 1..].iter().all(|b| b.name != a.name), "{}", a.name);
+            assert!(
+                VOUCHED[i + 1..].iter().all(|b| b.name != a.name),
+                "{}",
+                a.name
+            );
         }
     }
 }

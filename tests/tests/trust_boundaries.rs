@@ -87,9 +87,10 @@ async fn send(edge: &RunningEdge, sni: &str, req: Request<Body>) -> Answer {
     let exchange = async {
         let response = if req.version() == Version::HTTP_2 {
             let io = TokioIo::new(tls(edge, sni, b"h2").await);
-            let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
-                .await
-                .unwrap();
+            let (mut sender, conn) =
+                hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+                    .await
+                    .unwrap();
             tokio::spawn(conn);
             sender.send_request(req).await.unwrap()
         } else {
@@ -194,7 +195,10 @@ async fn a_clients_connection_header_never_removes_what_the_edge_or_a_rule_adds(
         "the client's own copy was hop-by-hop; the edge's entry stays"
     );
     assert_eq!(echoed_header(&seen, "x-forwarded-proto"), ["https"]);
-    assert_eq!(echoed_header(&seen, "cf-visitor"), [r#"{"scheme":"https"}"#]);
+    assert_eq!(
+        echoed_header(&seen, "cf-visitor"),
+        [r#"{"scheme":"https"}"#]
+    );
     assert_eq!(echoed_header(&seen, "cdn-loop"), ["edge"]);
     assert_eq!(echoed_header(&seen, "cf-ray").len(), 1);
     assert_eq!(echoed_header(&seen, "x-customer-added"), ["yes"]);
@@ -239,7 +243,11 @@ async fn client_copies_of_vouched_headers_never_reach_the_origin() {
             }
         }
         assert_eq!(echoed_header(seen, "cf-connecting-o2o"), ["1"], "{how}");
-        assert_eq!(echoed_header(seen, "cf-connecting-ip"), ["127.0.0.1"], "{how}");
+        assert_eq!(
+            echoed_header(seen, "cf-connecting-ip"),
+            ["127.0.0.1"],
+            "{how}"
+        );
         assert_eq!(echoed_header(seen, "true-client-ip"), Vec::<&str>::new());
     };
     for version in [Version::HTTP_11, Version::HTTP_2] {
@@ -261,7 +269,11 @@ async fn client_copies_of_vouched_headers_never_reach_the_origin() {
         assert_eq!(seen["body"]["length"], 5, "{how}: {seen}");
         let trailers = seen["trailers"].as_object().expect("trailers arrived");
         let names: Vec<&String> = trailers.keys().collect();
-        assert_eq!(names, ["x-checksum"], "{how}: only the client's own trailer");
+        assert_eq!(
+            names,
+            ["x-checksum"],
+            "{how}: only the client's own trailer"
+        );
     }
     let mut client = h3(&edge, O2O).await;
     let req = forge(Request::get(format!("https://{O2O}/h3")))
@@ -282,10 +294,13 @@ async fn rules_cannot_touch_vouched_or_hop_by_hop_headers() {
     let control = Control::new(&edge.control);
     let path = "/zones/example.com/rulesets/phases/http_request_late_transform/entrypoint";
     let before = control.ok(Method::GET, path, None).await;
-    let names = VOUCHED
-        .iter()
-        .map(|v| v.name.as_str())
-        .chain(["connection", "transfer-encoding", "te", "upgrade", "keep-alive"]);
+    let names = VOUCHED.iter().map(|v| v.name.as_str()).chain([
+        "connection",
+        "transfer-encoding",
+        "te",
+        "upgrade",
+        "keep-alive",
+    ]);
     for name in names {
         for operation in [
             json!({"operation": "set", "value": "x"}),
@@ -320,7 +335,14 @@ async fn rules_cannot_touch_vouched_or_hop_by_hop_headers() {
 async fn path_tricks_do_not_get_past_path_rules() {
     let echo = spawn_echo().await.unwrap();
     let edge = RunningEdge::start(state(echo)).await.unwrap();
-    let tricks = ["/admin", "/x/../admin", "//admin", "/./admin", "/%61dmin", "/%2e%2E/admin"];
+    let tricks = [
+        "/admin",
+        "/x/../admin",
+        "//admin",
+        "/./admin",
+        "/%61dmin",
+        "/%2e%2E/admin",
+    ];
     for version in [Version::HTTP_11, Version::HTTP_2] {
         for path in tricks {
             let req = request(version, O2O, path).body(empty()).unwrap();
@@ -331,8 +353,14 @@ async fn path_tricks_do_not_get_past_path_rules() {
             .body(empty())
             .unwrap();
         let seen = send(&edge, O2O, req).await.origin_saw();
-        assert_eq!(seen["path"], "/~user/a%2Fb", "{version:?}: the origin gets it normalised");
-        assert_eq!(seen["query"], "q=/../x", "{version:?}: the query as sent: {seen}");
+        assert_eq!(
+            seen["path"], "/~user/a%2Fb",
+            "{version:?}: the origin gets it normalised"
+        );
+        assert_eq!(
+            seen["query"], "q=/../x",
+            "{version:?}: the query as sent: {seen}"
+        );
     }
     let mut client = h3(&edge, O2O).await;
     for path in tricks {
@@ -359,7 +387,11 @@ async fn url_normalisation_settings_decide_what_the_origin_receives() {
     for version in [Version::HTTP_11, Version::HTTP_2] {
         for path in ["/x/../admin", "/%61dmin"] {
             let req = request(version, O2O, path).body(empty()).unwrap();
-            assert_eq!(send(&edge, O2O, req).await.status, 403, "{version:?} {path}");
+            assert_eq!(
+                send(&edge, O2O, req).await.status,
+                403,
+                "{version:?} {path}"
+            );
         }
         for path in ["/x/../hello", "//admin"] {
             let req = request(version, O2O, path).body(empty()).unwrap();
@@ -444,7 +476,11 @@ async fn redirect_targets_are_http_urls_or_paths() {
             )
             .await;
     }
-    for target in ["https://www.example.com/x", "HTTP://www.example.com", "/moved"] {
+    for target in [
+        "https://www.example.com/x",
+        "HTTP://www.example.com",
+        "/moved",
+    ] {
         control.ok(Method::PUT, path, Some(rule(target))).await;
     }
     let req = request(Version::HTTP_2, O2O, "/old").body(empty()).unwrap();

@@ -38,7 +38,9 @@ pub fn settle(parts: &mut request::Parts) -> Result<(), ErrorPage> {
             None => {}
         }
     } else if let (Some(host), Some(authority)) = (&host, authority)
-        && !host.as_bytes().eq_ignore_ascii_case(authority.as_str().as_bytes())
+        && !host
+            .as_bytes()
+            .eq_ignore_ascii_case(authority.as_str().as_bytes())
     {
         return Err(bad_request(
             "The request's host header and :authority name different hosts.",

@@ -8,9 +8,9 @@ use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::{Bytes, BytesMut};
-use http_body::Frame;
 use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, StatusCode};
+use http_body::Frame;
 
 use super::ErrorPage;
 use crate::downstream::ConnInfo;

@@ -122,9 +122,8 @@ impl AcceptPath {
 fn same(a: &Classified, b: &Classified) -> bool {
     match (a, b) {
         (Classified::Chain(a), Classified::Chain(b)) => a.id == b.id,
-        (Classified::Blocked, Classified::Blocked) | (Classified::Unrouted, Classified::Unrouted) => {
-            true
-        }
+        (Classified::Blocked, Classified::Blocked)
+        | (Classified::Unrouted, Classified::Unrouted) => true,
         _ => false,
     }
 }
