@@ -18,4 +18,5 @@ pub mod stages;
 pub mod state;
 pub mod upstream;
 pub mod verify;
+pub mod vouched;
 pub mod xdp;

@@ -21,10 +21,10 @@ use crate::chain::{
 };
 use crate::downstream::{ConnInfo, h3};
 use crate::metrics::{ChainCache, Metrics};
-use crate::pipeline::{ErrorPage, Reply, Route, Router};
+use crate::pipeline::{ErrorPage, Reply, Route, Router, normalize};
 use crate::rules::{ClientInfo, CompiledRule, Field, Phase, RawRequest, ZoneRules};
 use crate::stages::{self, RequestOutcome, RouteOverride, Stage};
-use crate::state::{RecordType, State, ZoneState};
+use crate::state::{OriginUrl, RecordType, State, UrlNormalization, ZoneState};
 use crate::upstream;
 
 /// The compiled, indexed form of a [`State`].
@@ -45,6 +45,7 @@ struct CompiledZone {
     max_request_body: Option<u64>,
     /// The zone's `http3` setting: advertise HTTP/3 on TCP responses.
     http3: bool,
+    url_normalization: UrlNormalization,
 }
 
 impl CompiledZone {
@@ -60,6 +61,7 @@ impl CompiledZone {
                 .max_upload
                 .map(|mb| u64::from(mb.get()) << 20),
             http3: zone.zone.settings.http3.is_on(),
+            url_normalization: zone.zone.settings.url_normalization,
         })
     }
 }
@@ -194,6 +196,26 @@ impl Routing {
             .stages
             .iter()
             .all(|stage| self.zone(&stage.zone_id).http3)
+    }
+
+    /// The chain's URL normalisation: slashes merged when any zone merges them, the URL as
+    /// sent to the origin only when every zone asks for it (a customer's path rules then
+    /// cannot be walked around at the provider's origin unless both zones agree).
+    pub fn url_normalization(&self, chain: &Chain) -> UrlNormalization {
+        let zones = || {
+            chain
+                .stages
+                .iter()
+                .map(|s| self.zone(&s.zone_id).url_normalization)
+        };
+        UrlNormalization {
+            merge_slashes: zones().any(|u| u.merge_slashes),
+            origin: if zones().all(|u| u.origin == OriginUrl::AsSent) {
+                OriginUrl::AsSent
+            } else {
+                OriginUrl::Normalized
+            },
+        }
     }
 
     fn zone(&self, id: &str) -> &CompiledZone {
@@ -350,7 +372,13 @@ impl Router for ChainRouter {
         }
         let stages = routing.stages(chain);
         let client = client_info(conn, chain);
+        // The raw fields keep the URL as sent; every rule reads the normalised one.
         let raw = stages::capture_raw(&stages, req);
+        let url = routing.url_normalization(chain);
+        let normalised = normalize::uri(&req.uri, url.merge_slashes);
+        if let Some(uri) = &normalised {
+            req.uri = uri.clone();
+        }
         // Rules may set `Host`; the host is parsed again only if one did.
         let visitor_host_header = req.headers.get(HOST).cloned();
         let overrides = match stages::run_request(&stages, chain.o2o, req, &client, &raw, None) {
@@ -361,6 +389,10 @@ impl Router for ChainRouter {
                 ))));
             }
         };
+        // Unless a rule rewrote it, the origin gets the URL as sent when the chain says so.
+        if url.origin == OriginUrl::AsSent && normalised.is_some_and(|uri| uri == req.uri) {
+            req.uri = raw.uri.clone();
+        }
         let request_host = if req.headers.get(HOST) == visitor_host_header.as_ref() {
             None
         } else {
@@ -540,12 +572,16 @@ fn request_host(req: &request::Parts) -> Option<String> {
     (!host.is_empty()).then(|| host.trim_end_matches('.').to_ascii_lowercase())
 }
 
+/// The public page says what Cloudflare's says (code, title, a generic sentence, the Ray ID);
+/// the detail names zones, accounts and hostnames, so it goes to the log (and the owner's
+/// trace through the control API), never to an anonymous visitor.
 fn edge_error(error: &EdgeError) -> Reply {
+    tracing::info!(code = error.code(), detail = error.detail(), "edge error");
     Reply::Error(ErrorPage::new(
         error.status(),
         error.code(),
         error.title(),
-        error.detail().to_owned(),
+        error.kind().public_sentence(),
     ))
 }
 

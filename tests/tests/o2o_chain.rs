@@ -267,7 +267,10 @@ async fn sni_and_host_of_different_chains_get_421() {
             .send()
             .await
             .unwrap();
-        assert_eq!(fronted.status(), 421, "http2={http2}");
+        // Over HTTP/2 the `host` header names another host than `:authority`: that request
+        // is malformed (RFC 9113 §8.3.1) before any chain is looked at.
+        let expected = if http2 { 400 } else { 421 };
+        assert_eq!(fronted.status(), expected, "http2={http2}");
     }
     edge.stop().await.unwrap();
 }

@@ -1,6 +1,7 @@
 //! `edge serve` with the XDP classifier attached to a veth, clients in the
-//! peer namespace: the kernel's flow map gives each connection its chain,
-//! blocked hostnames never finish a handshake, a control-socket write
+//! peer namespace: the kernel's flow map cross-checks each connection's chain,
+//! blocked hostnames never finish a handshake, a hash collision in the routes map cannot move
+//! a connection to another name's chain, a control-socket write
 //! reaches the kernel's routes map, and the runtime's counters say which
 //! path each connection took.
 //!
@@ -151,6 +152,27 @@ fn serve_takes_chains_from_the_flow_map_and_keeps_the_kernel_routes_in_sync() {
     let seen = in_peer(&pair, fetch(classic.clone(), server, UNDER_WILDCARD, 1)).unwrap();
     assert_eq!(echoed_header(&seen[0], "host"), vec![UNDER_WILDCARD]);
     expect.kernel += 3;
+    assert_eq!(counts(&xdp), expect);
+
+    // A hash collision as XDP would see it: the routes map sends NOT_O2O's hash to the O2O
+    // chain. The connection keeps its own name's chain (no O2O header) and the disagreement
+    // is counted.
+    let mut pinned = Maps::open_pinned(&pin_dir).expect("the maps are pinned while attached");
+    let own = pinned.routes.get(NOT_O2O).unwrap().expect("routed");
+    let other = pinned.routes.get(O2O).unwrap().expect("routed");
+    assert_ne!(own.chain_id, other.chain_id);
+    pinned.routes.insert(NOT_O2O, other).unwrap();
+    let seen = in_peer(&pair, fetch(classic.clone(), server, NOT_O2O, 1));
+    pinned.routes.insert(NOT_O2O, own).unwrap();
+    drop(pinned);
+    let seen = seen.unwrap();
+    assert!(
+        echoed_header(&seen[0], "cf-connecting-o2o").is_empty(),
+        "the name's own chain, not the colliding hash's: {}",
+        seen[0]
+    );
+    assert_eq!(echoed_header(&seen[0], "host"), vec![NOT_O2O]);
+    expect.disagreed += 1;
     assert_eq!(counts(&xdp), expect);
 
     // A name the kernel leaves to userspace: its own error, not the

@@ -72,6 +72,28 @@ impl ErrorKind {
     }
 }
 
+impl ErrorKind {
+    /// What a public error page says: nothing about which tenant, zone or account is
+    /// involved (that is the detail, for the owner's trace and the logs).
+    pub fn public_sentence(self) -> &'static str {
+        match self {
+            ErrorKind::OriginIsEdge => "The hostname points to an address that is not allowed.",
+            ErrorKind::NoRoute => "The hostname is not served by this edge.",
+            ErrorKind::DirectIp => "The request names no hostname this edge serves.",
+            ErrorKind::CnameCrossUser => {
+                "The hostname points across accounts without being allowed to."
+            }
+            ErrorKind::OriginUnresolvable | ErrorKind::HostnameBlocked => {
+                "The origin for this hostname cannot be determined at the moment."
+            }
+            ErrorKind::Loop => "The request has passed through the edge too many times.",
+            ErrorKind::Fronting => {
+                "The TLS server name and the requested host belong to different sites."
+            }
+        }
+    }
+}
+
 /// An error answer. Cloning is a reference-count increment, so the snapshot can
 /// hand out precomputed errors without allocating.
 #[derive(Debug, Clone, PartialEq, Eq)]

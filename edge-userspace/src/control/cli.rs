@@ -867,13 +867,15 @@ fn xdp_status(status: &Value) -> String {
     let c = &status["connections"];
     let mut out = format!(
         "unknown SNI: {}; TLS port {}, QUIC port {}\n\
-         TLS connections classified: {} by XDP, {} in userspace ({} unseen by XDP), {} blocked\n",
+         TLS connections classified by name: {} agreed with XDP, {} without an XDP verdict ({} unseen by XDP), \
+         {} where XDP disagreed, {} blocked\n",
         text(&status["unknown_sni"]),
         status["tls_port"],
         status["quic_port"],
         c["kernel"],
         c["userspace"],
         c["unseen"],
+        c["disagreed"],
         c["blocked"],
     );
     let attached = &status["attached"];

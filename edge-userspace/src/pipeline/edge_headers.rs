@@ -7,37 +7,19 @@ use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, StatusCode};
+use http_body::Frame;
 
 use super::ErrorPage;
 use crate::downstream::ConnInfo;
+use crate::vouched;
 
-pub const CF_CONNECTING_O2O: HeaderName = HeaderName::from_static("cf-connecting-o2o");
-pub const CF_CONNECTING_IP: HeaderName = HeaderName::from_static("cf-connecting-ip");
-pub const CF_RAY: HeaderName = HeaderName::from_static("cf-ray");
-pub const CF_VISITOR: HeaderName = HeaderName::from_static("cf-visitor");
-pub const CDN_LOOP: HeaderName = HeaderName::from_static("cdn-loop");
-pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-
-/// Headers the edge sets or vouches for; any client-sent copy is dropped on arrival.
-/// (`x-forwarded-for` is not here: it is appended to, as every proxy in a row does.)
-/// Names, not strings: removing by `&str` parses the name again on every request.
-pub const EDGE_OWNED: [HeaderName; 11] = [
-    CF_CONNECTING_O2O,
-    CF_CONNECTING_IP,
-    HeaderName::from_static("cf-connecting-ipv6"),
-    HeaderName::from_static("cf-pseudo-ipv4"),
-    HeaderName::from_static("cf-ipcountry"),
-    CF_RAY,
-    CF_VISITOR,
-    HeaderName::from_static("cf-ew-via"),
-    HeaderName::from_static("cf-worker"),
-    HeaderName::from_static("true-client-ip"),
+pub use crate::vouched::{
+    CDN_LOOP, CF_CONNECTING_IP, CF_CONNECTING_O2O, CF_RAY, CF_VISITOR, X_FORWARDED_FOR,
     X_FORWARDED_PROTO,
-];
+};
 
 /// Identity of this edge in `cdn-loop` and how often a request may pass it.
 #[derive(Clone, Debug)]
@@ -139,20 +121,34 @@ pub fn on_request(
     Ok(())
 }
 
-/// One pass over the names the client sent instead of one lookup per edge-owned name: clients
-/// almost never send any, and every edge-owned name starts with one of three prefixes.
-fn remove_edge_owned(headers: &mut HeaderMap) {
+/// One pass over the names the client sent, against the one list ([`vouched::VOUCHED`]).
+pub(crate) fn remove_edge_owned(headers: &mut HeaderMap) {
     let forged: Vec<HeaderName> = headers
         .keys()
-        .filter(|name| {
-            let name = name.as_str();
-            name.starts_with("cf-") || name.starts_with("true-") || name.starts_with("x-forwarded-")
-        })
-        .filter(|name| EDGE_OWNED.contains(name))
+        .filter(|name| vouched::dropped_on_arrival(name))
         .cloned()
         .collect();
     for name in forged {
         headers.remove(name);
+    }
+}
+
+/// Drops every vouched-for name (appended ones too) from a request's trailers: the edge
+/// adds nothing there, so any such trailer is a client's forgery.
+pub fn drop_vouched_trailers(frame: Frame<Bytes>) -> Frame<Bytes> {
+    match frame.into_trailers() {
+        Ok(mut trailers) => {
+            let forged: Vec<HeaderName> = trailers
+                .keys()
+                .filter(|name| vouched::lookup(name).is_some())
+                .cloned()
+                .collect();
+            for name in forged {
+                trailers.remove(name);
+            }
+            Frame::trailers(trailers)
+        }
+        Err(frame) => frame,
     }
 }
 
@@ -223,15 +219,14 @@ mod tests {
     #[test]
     fn every_edge_owned_name_is_removed() {
         let mut headers = HeaderMap::new();
-        for name in &EDGE_OWNED {
-            headers.insert(name, HeaderValue::from_static("forged"));
+        for vouched in &vouched::VOUCHED {
+            headers.insert(&vouched.name, HeaderValue::from_static("forged"));
         }
-        headers.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
         headers.insert("cf-kept-by-origin", HeaderValue::from_static("1"));
         remove_edge_owned(&mut headers);
         let mut left: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
         left.sort_unstable();
-        assert_eq!(left, ["cf-kept-by-origin", "x-forwarded-for"]);
+        assert_eq!(left, ["cdn-loop", "cf-kept-by-origin", "x-forwarded-for"]);
     }
 
     #[test]

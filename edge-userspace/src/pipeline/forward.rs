@@ -13,7 +13,7 @@ use crate::upstream::RequestBody;
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) plus the legacy ones proxies still see; names, so
 /// that removing them parses nothing per request.
-const HOP_BY_HOP: [HeaderName; 8] = [
+pub(crate) const HOP_BY_HOP: [HeaderName; 8] = [
     CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -104,14 +104,13 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrading: bool) {
 }
 
 /// Builds the origin request: same method, path and query, `Host` from the route, HTTP/1.1
-/// framing left to the origin connection (which may be HTTP/2).
+/// framing left to the origin connection (which may be HTTP/2). The client's hop-by-hop
+/// headers went on arrival and rules cannot add any, so nothing here reads `Connection`.
 pub fn origin_request(
     mut parts: request::Parts,
     body: RequestBody,
     host: &HeaderValue,
-    upgrading: bool,
 ) -> Request<RequestBody> {
-    strip_hop_by_hop(&mut parts.headers, upgrading);
     parts.headers.insert(HOST, host.clone());
     parts.version = Version::HTTP_11;
     parts.extensions = http::Extensions::new();

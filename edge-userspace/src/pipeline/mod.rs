@@ -8,15 +8,17 @@
 //! 4. response filter ([`Router::on_response`]): the stages' response phases, in reverse;
 //! 5. errors ([`ErrorPage`]): anything that stops the request becomes a Cloudflare-style page.
 
+pub mod authority;
 pub mod edge_headers;
 pub mod error_page;
 pub mod forward;
+pub mod normalize;
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::HeaderValue;
-use http::{Method, Request, Response, StatusCode, request, response};
+use http::{Method, Request, Response, StatusCode, Version, request, response};
 use http_body_util::{BodyExt, Empty, LengthLimitError, Limited};
 use hyper::body::Incoming;
 
@@ -131,6 +133,7 @@ impl<R: Router> Proxy<R> {
     {
         let started = std::time::Instant::now();
         let ray = self.ids.next();
+        let http1 = req.version() <= Version::HTTP_11;
         // Kept for the error page: the request itself moves into the pipeline.
         let request_headers = error_page_headers(req.headers());
         let mut in_flight = None;
@@ -143,6 +146,13 @@ impl<R: Router> Proxy<R> {
             ),
         };
         response.headers_mut().insert(edge_headers::CF_RAY, ray);
+        if http1 && response.status() == StatusCode::BAD_REQUEST {
+            // A request the edge could not read unambiguously: nothing after it on the
+            // connection can be trusted to be framed as the client meant.
+            response
+                .headers_mut()
+                .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        }
         let unrouted = || Some(self.config.metrics.as_ref()?.unrouted().start());
         if let Some(in_flight) = in_flight.or_else(unrouted) {
             in_flight.answered(response.status(), started.elapsed());
@@ -173,7 +183,11 @@ impl<R: Router> Proxy<R> {
         let client_upgrade = hyper::upgrade::on(&mut req);
         let (mut parts, body) = req.into_parts();
         let upgrading = forward::is_upgrade(&parts);
-        // Phase 1, request received.
+        // Phase 1, request received. The client's hop-by-hop headers (and those its
+        // `Connection` names) go first, so that its list applies to what it sent and never to
+        // what the edge or a rule adds below.
+        authority::settle(&mut parts)?;
+        forward::strip_hop_by_hop(&mut parts.headers, upgrading);
         edge_headers::on_request(
             &mut parts.headers,
             conn,
@@ -200,6 +214,8 @@ impl<R: Router> Proxy<R> {
             // nothing.
             Empty::new().map_err(|never| match never {}).boxed_unsync()
         } else {
+            // A client's trailers carry no more authority than its headers.
+            let body = body.map_frame(edge_headers::drop_vouched_trailers as fn(_) -> _);
             let body = IdleTimeout::new(body, self.config.request_body_idle_timeout);
             match route.max_request_body {
                 None => body.boxed_unsync(),
@@ -210,7 +226,7 @@ impl<R: Router> Proxy<R> {
                 }
             }
         };
-        let upstream_req = forward::origin_request(parts, body, &route.host_header, upgrading);
+        let upstream_req = forward::origin_request(parts, body, &route.host_header);
         let mut response = self
             .client
             .send(&route.origin, upstream_req)

@@ -19,16 +19,34 @@ use super::model::{
 };
 use super::ratelimit::{Clock, RateLimiter, SystemClock};
 use super::scheme::{ExprKind, Field};
+use crate::pipeline::forward::HOP_BY_HOP;
+use crate::vouched;
 
-/// Headers only the edge may write: a rule that sets or removes one could
-/// forge O2O, the client address, the request id or defeat loop protection.
-pub const EDGE_OWNED_HEADERS: [&str; 5] = [
-    "cf-connecting-o2o",
-    "cf-connecting-ip",
-    "cf-ray",
-    "x-forwarded-for",
-    "cdn-loop",
-];
+/// Why rules may not set, add or remove `name`, if they may not: a header the edge vouches
+/// for (forging or erasing it would fool another account's origin) or one that belongs to a
+/// single hop (framing and connection handling are the edge's, not a tenant's).
+fn untouchable(name: &HeaderName) -> Option<&'static str> {
+    if vouched::lookup(name).is_some() {
+        Some("is vouched for by the edge and cannot be changed by rules")
+    } else if HOP_BY_HOP.contains(name) {
+        Some("is hop-by-hop and cannot be changed by rules")
+    } else {
+        None
+    }
+}
+
+/// `true` for an `http://` or `https://` URL with a host, or a path (`/x`, not `//host`):
+/// a redirect never sends a visitor to `javascript:`, `data:` or another scheme.
+pub fn is_redirect_target(target: &[u8]) -> bool {
+    let lower = target.to_ascii_lowercase();
+    let after_scheme = lower
+        .strip_prefix(b"https://")
+        .or_else(|| lower.strip_prefix(b"http://"));
+    match after_scheme {
+        Some(rest) => rest.first().is_some_and(|b| !b"/\\?#".contains(b)),
+        None => target.starts_with(b"/") && !matches!(target.get(1), Some(b'/' | b'\\')),
+    }
+}
 
 /// A static value, or an expression computed from the request.
 #[derive(Debug)]
@@ -369,6 +387,12 @@ impl RuleCompiler<'_> {
                         .ok()
                         .filter(|_| !v.is_empty())
                         .ok_or_else(|| self.err(field, "not a valid Location value"))?;
+                    if !is_redirect_target(v) {
+                        return Err(self.err(
+                            field,
+                            "must be an http(s) URL or a path starting with a single `/`",
+                        ));
+                    }
                 }
                 Ok(CompiledAction::Redirect {
                     target,
@@ -438,8 +462,8 @@ impl RuleCompiler<'_> {
                     let field = format!("action_parameters.headers.{name}");
                     let hname = HeaderName::from_bytes(name.as_bytes())
                         .map_err(|_| self.err(&field, "not a valid header name"))?;
-                    if EDGE_OWNED_HEADERS.contains(&hname.as_str()) {
-                        return Err(self.err(&field, format!("header `{hname}` is owned by the edge and cannot be changed by rules")));
+                    if let Some(reason) = untouchable(&hname) {
+                        return Err(self.err(&field, format!("header `{hname}` {reason}")));
                     }
                     let value = match change.operation {
                         HeaderOperation::Remove => {

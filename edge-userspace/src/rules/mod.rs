@@ -18,8 +18,8 @@ mod sets;
 mod wildcard;
 
 pub use compiled::{
-    CannedResponse, CompiledAction, CompiledRule, EDGE_OWNED_HEADERS, HeaderValueSource,
-    PhaseRules, ValueSource, ZoneRules,
+    CannedResponse, CompiledAction, CompiledRule, HeaderValueSource, PhaseRules, ValueSource,
+    ZoneRules,
 };
 pub use context::{ClientInfo, Ctx, RawRequest};
 pub use error::{ExprError, RulesError};

@@ -14,7 +14,8 @@ use crate::rules::{ClientInfo, Phase, RawRequest, ZoneRules};
 use phase::{StageState, run_request_phase, run_response_phase};
 pub use trace::{Direction, PhaseTrace, RuleResult, RuleTrace, StageTrace, Trace};
 
-pub static CF_CONNECTING_O2O: HeaderName = HeaderName::from_static("cf-connecting-o2o");
+/// Looked up by reference on every request: a static, not a copy of the constant per use.
+pub static CF_CONNECTING_O2O: HeaderName = crate::vouched::CF_CONNECTING_O2O;
 
 /// One stage of a chain: the zone's name (for traces) and its compiled rules.
 pub type Stage<'z> = (&'z str, &'z ZoneRules);
@@ -153,7 +154,7 @@ pub fn run_request(
     let mut route = RouteOverride::default();
     let provider = stages.len().checked_sub(1);
     // Stripped once: rules cannot set or remove edge-owned headers
-    // (`EDGE_OWNED_HEADERS`, refused when compiling), so no stage can bring
+    // (`crate::vouched`, refused when compiling), so no stage can bring
     // it back, and each lookup hashes the 17-byte custom name.
     req.headers.remove(&CF_CONNECTING_O2O);
     for (i, (zone, rules)) in stages.iter().enumerate() {

@@ -97,7 +97,7 @@ fn apply_rule(
                 location.extend_from_slice(q.as_bytes());
             }
             match HeaderValue::from_bytes(&location) {
-                Ok(v) if !location.is_empty() => {
+                Ok(v) if crate::rules::compiled::is_redirect_target(&location) => {
                     let mut headers = HeaderMap::with_capacity(1);
                     headers.insert(LOCATION, v);
                     let what = format!(

@@ -49,6 +49,52 @@ pub struct ZoneSettings {
     /// `Alt-Svc`. In an O2O chain either zone turning it off turns it off.
     #[serde(default, skip_serializing_if = "OnOff::is_on")]
     pub http3: OnOff,
+    /// How request URLs are normalised before any rule runs (README, "URL normalisation").
+    #[serde(default, skip_serializing_if = "UrlNormalization::is_default")]
+    pub url_normalization: UrlNormalization,
+}
+
+/// A zone's URL normalisation: paths are always normalised before rules run (RFC 3986
+/// dot segments, unreserved percent-decoding, upper-case hex); these say what else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UrlNormalization {
+    /// `//admin` is `/admin`. On unless set: most origins treat them alike.
+    #[serde(default = "on")]
+    pub merge_slashes: bool,
+    /// What the origin receives.
+    #[serde(default)]
+    pub origin: OriginUrl,
+}
+
+fn on() -> bool {
+    true
+}
+
+impl Default for UrlNormalization {
+    fn default() -> Self {
+        UrlNormalization {
+            merge_slashes: true,
+            origin: OriginUrl::Normalized,
+        }
+    }
+}
+
+impl UrlNormalization {
+    pub fn is_default(&self) -> bool {
+        *self == UrlNormalization::default()
+    }
+}
+
+/// The URL the origin receives when no rule rewrote it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OriginUrl {
+    /// The normalised URL the rules saw (the default: the origin serves what was checked).
+    #[default]
+    Normalized,
+    /// The URL as the client sent it.
+    AsSent,
 }
 
 /// A Cloudflare zone setting that is `"on"` or `"off"`; on unless set.

@@ -15,11 +15,10 @@ mod lease;
 mod pool;
 mod progress;
 
-use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -34,7 +33,7 @@ use connector::{AnyOriginCert, Dialer, TlsParams};
 use http_body_util::BodyExt;
 pub use idle::{BodyIdleTimeout, IdleTimeout};
 pub use lease::Leased;
-use pool::{Conn, OriginPool};
+use pool::{Conn, OriginPool, Pools};
 use progress::{Progress, Tracked};
 
 /// Body type sent to origins.
@@ -97,6 +96,9 @@ pub struct ClientConfig {
     pub max_in_flight_per_origin: usize,
     /// Trust anchors for SSL mode `strict`.
     pub roots: Arc<RootCertStore>,
+    /// Origins with a pool at a time (see [`pool::Pools`]): a client can vary the origin
+    /// (a TLS origin's SNI under a wildcard hostname), so the pools are bounded.
+    pub max_origin_pools: usize,
 }
 
 impl Default for ClientConfig {
@@ -113,6 +115,7 @@ impl Default for ClientConfig {
             roots: Arc::new(RootCertStore::from_iter(
                 webpki_roots::TLS_SERVER_ROOTS.iter().cloned(),
             )),
+            max_origin_pools: 4096,
         }
     }
 }
@@ -182,15 +185,15 @@ pub struct Client {
     strict: tokio_rustls::TlsConnector,
     full: tokio_rustls::TlsConnector,
     names: Option<Arc<dyn LocalNames>>,
-    pools: Arc<Mutex<HashMap<Origin, Arc<OriginPool>, foldhash::fast::RandomState>>>,
+    pools: Arc<Pools>,
 }
 
 impl Client {
     /// Fails on settings that would make every request time out or wait forever.
     pub fn new(config: ClientConfig) -> anyhow::Result<Self> {
         anyhow::ensure!(
-            config.max_in_flight_per_origin > 0,
-            "upstream: max_in_flight_per_origin must be at least 1"
+            config.max_in_flight_per_origin > 0 && config.max_origin_pools > 0,
+            "upstream: max_in_flight_per_origin and max_origin_pools must be at least 1"
         );
         for (name, value) in [
             ("connect_timeout", config.connect_timeout),
@@ -222,10 +225,15 @@ impl Client {
         Ok(Self {
             strict: tls(None),
             full: tls(Some(Arc::new(AnyOriginCert(provider.clone())))),
+            pools: Pools::new(config.max_origin_pools),
             config: Arc::new(config),
             names: None,
-            pools: Arc::default(),
         })
+    }
+
+    /// Origins with a pool now (at most `max_origin_pools`).
+    pub fn origin_pools(&self) -> usize {
+        self.pools.len()
     }
 
     /// Resolves origin names through `names` first; set before the first request.
@@ -283,37 +291,34 @@ impl Client {
     }
 
     fn pool(&self, origin: &Origin) -> Result<Arc<OriginPool>, UpstreamError> {
-        let mut pools = self.pools.lock().expect("pool map lock poisoned");
-        if let Some(pool) = pools.get(origin) {
-            return Ok(pool.clone());
-        }
-        let tls = match &origin.tls {
-            None => None,
-            Some(tls) => Some(TlsParams {
-                connector: if tls.verify {
-                    self.strict.clone()
-                } else {
-                    self.full.clone()
-                },
-                sni: ServerName::try_from(tls.sni.clone())
-                    .map_err(|_| UpstreamError::BadOrigin(format!("invalid SNI {:?}", tls.sni)))?,
-            }),
-        };
-        let dialer = Dialer {
-            host: origin.host.clone(),
-            port: origin.port,
-            tls,
-            connect_timeout: self.config.connect_timeout,
-            names: self.names.clone(),
-        };
-        let pool = OriginPool::new(
-            dialer,
-            self.config.max_in_flight_per_origin,
-            self.config.pool_max_idle_per_origin,
-            self.config.pool_idle_timeout,
-        );
-        pools.insert(origin.clone(), pool.clone());
-        Ok(pool)
+        self.pools.get(origin, || {
+            let tls = match &origin.tls {
+                None => None,
+                Some(tls) => Some(TlsParams {
+                    connector: if tls.verify {
+                        self.strict.clone()
+                    } else {
+                        self.full.clone()
+                    },
+                    sni: ServerName::try_from(tls.sni.clone()).map_err(|_| {
+                        UpstreamError::BadOrigin(format!("invalid SNI {:?}", tls.sni))
+                    })?,
+                }),
+            };
+            let dialer = Dialer {
+                host: origin.host.clone(),
+                port: origin.port,
+                tls,
+                connect_timeout: self.config.connect_timeout,
+                names: self.names.clone(),
+            };
+            Ok(OriginPool::new(
+                dialer,
+                self.config.max_in_flight_per_origin,
+                self.config.pool_max_idle_per_origin,
+                self.config.pool_idle_timeout,
+            ))
+        })
     }
 }
 

@@ -1,10 +1,10 @@
 //! The accept path: a new TLS connection's chain, decided once its
 //! ClientHello has been read and before the handshake finishes.
 //!
-//! With the classifier attached, XDP decided while the hello crossed the
-//! interface, and one flow-map lookup (a syscall) reads that decision. When
-//! it is detached, or had no chain for the flow, the SNI is resolved in
-//! userspace against the same snapshot: the same classification, computed here.
+//! The SNI is resolved in userspace against the live snapshot, always: the
+//! name is the identity. With the classifier attached, XDP decided while the
+//! hello crossed the interface by the name's hash; one flow-map lookup reads
+//! that decision as a cross-check, counted when it disagrees.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,6 +28,7 @@ pub(super) struct AcceptPath {
     userspace: AtomicU64,
     unseen: AtomicU64,
     blocked: AtomicU64,
+    disagreed: AtomicU64,
 }
 
 /// Why XDP's decision could not give the connection its chain.
@@ -57,6 +58,7 @@ impl AcceptPath {
             userspace: AtomicU64::new(0),
             unseen: AtomicU64::new(0),
             blocked: AtomicU64::new(0),
+            disagreed: AtomicU64::new(0),
         }
     }
 
@@ -71,9 +73,14 @@ impl AcceptPath {
             userspace: self.userspace.load(Relaxed),
             unseen: self.unseen.load(Relaxed),
             blocked: self.blocked.load(Relaxed),
+            disagreed: self.disagreed.load(Relaxed),
         }
     }
 
+    /// The connection's chain, always from its own name: a 64-bit unkeyed hash cannot stand
+    /// for a hostname's identity (two names with one hash would share a chain). XDP's verdict
+    /// for the flow is a cross-check: counted in `kernel` when it agrees, in `disagreed` (and
+    /// logged) when it names another chain.
     pub(super) fn classify(
         &self,
         peer: SocketAddr,
@@ -82,30 +89,42 @@ impl AcceptPath {
     ) -> Classified {
         let routing = self.routing.load();
         let snapshot = routing.snapshot();
-        let decided = match self.flows.load().as_deref() {
+        let classified = from_sni(snapshot, sni);
+        let kernel = match self.flows.load().as_deref() {
             Some(flows) => from_kernel(flows, snapshot, peer, local, sni),
             None => Err(Fallback::Detached),
         };
-        let classified = match decided {
-            Ok(classified) => {
+        match kernel {
+            Ok(kernel) if same(&kernel, &classified) => {
                 self.kernel.fetch_add(1, Relaxed);
                 tracing::debug!(%peer, path = "kernel", outcome = ?Outcome(&classified), "TLS connection classified");
-                classified
+            }
+            Ok(kernel) => {
+                self.disagreed.fetch_add(1, Relaxed);
+                tracing::warn!(%peer, sni, kernel = ?Outcome(&kernel), by_name = ?Outcome(&classified), "XDP's verdict disagrees with the name's chain; the name's is used");
             }
             Err(fallback) => {
                 self.userspace.fetch_add(1, Relaxed);
                 if fallback == Fallback::Unseen {
                     self.unseen.fetch_add(1, Relaxed);
                 }
-                let classified = from_sni(snapshot, sni);
                 tracing::debug!(%peer, path = "userspace", ?fallback, outcome = ?Outcome(&classified), "TLS connection classified");
-                classified
             }
-        };
+        }
         if let Classified::Blocked = classified {
             self.blocked.fetch_add(1, Relaxed);
         }
         classified
+    }
+}
+
+/// The same decision: one chain, or both blocked.
+fn same(a: &Classified, b: &Classified) -> bool {
+    match (a, b) {
+        (Classified::Chain(a), Classified::Chain(b)) => a.id == b.id,
+        (Classified::Blocked, Classified::Blocked)
+        | (Classified::Unrouted, Classified::Unrouted) => true,
+        _ => false,
     }
 }
 
@@ -200,7 +219,8 @@ mod tests {
                 kernel: 0,
                 userspace: 3,
                 unseen: 0,
-                blocked: 0
+                blocked: 0,
+                disagreed: 0
             }
         );
     }

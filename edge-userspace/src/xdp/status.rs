@@ -140,7 +140,7 @@ impl From<ChainCounters> for ChainOverflow {
 /// once in `kernel` or `userspace`; `unseen` and `blocked` are parts of those.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct AcceptCounts {
-    /// The XDP flow map named the chain (or the block).
+    /// The XDP flow map named the same chain (or the block) as the SNI.
     pub kernel: u64,
     /// Classified by SNI in userspace: XDP detached, or it had no chain for
     /// the flow (unknown or missing SNI, an unparsed hello, a name it leaves
@@ -151,6 +151,9 @@ pub struct AcceptCounts {
     pub unseen: u64,
     /// Handshakes refused because the hostname is blocked.
     pub blocked: u64,
+    /// XDP's verdict named another chain than the SNI's own (a hash collision, or a routes
+    /// map out of step): the SNI's chain was used.
+    pub disagreed: u64,
 }
 
 /// What the program's maps say: `edge xdp stats --json` reads it from the

@@ -93,6 +93,11 @@ pub(super) fn trace(control: &Control, call: &Call) -> Result<Value, ApiError> {
             .and_then(|h| h.metadata.as_deref()),
     };
     let raw = stages::capture_raw(&stages, &parts);
+    // Rules see the normalised URL, as they do on the request path.
+    let url = routing.url_normalization(chain);
+    if let Some(normal) = crate::pipeline::normalize::uri(&parts.uri, url.merge_slashes) {
+        parts.uri = normal;
+    }
     let mut trace = Trace::default();
     let outcome = match stages::run_request(
         &stages,

@@ -93,17 +93,17 @@ fn invalid_rules_name_phase_rule_and_field() {
         (
             "http_request_late_transform",
             json!({"expression": "ssl", "action": "rewrite", "action_parameters": {"headers": {"cf-connecting-o2o": {"operation": "set", "value": "1"}}}}),
-            "header `cf-connecting-o2o` is owned by the edge",
+            "header `cf-connecting-o2o` is vouched for by the edge",
         ),
         (
             "http_request_late_transform",
             json!({"expression": "ssl", "action": "rewrite", "action_parameters": {"headers": {"X-Forwarded-For": {"operation": "remove"}}}}),
-            "header `x-forwarded-for` is owned by the edge",
+            "header `x-forwarded-for` is vouched for by the edge",
         ),
         (
             "http_response_headers_transform",
             json!({"expression": "ssl", "action": "rewrite", "action_parameters": {"headers": {"cf-ray": {"operation": "set", "value": "x"}}}}),
-            "header `cf-ray` is owned by the edge",
+            "header `cf-ray` is vouched for by the edge",
         ),
         (
             "http_request_late_transform",
