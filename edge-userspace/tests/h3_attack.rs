@@ -76,7 +76,10 @@ impl Running {
         };
         // Ready once HTTP/3 answers too.
         while !matches!(running.get("/ready").await, Ok(StatusCode::OK)) {
-            assert!(Instant::now() < deadline, "edge serve did not answer over HTTP/3");
+            assert!(
+                Instant::now() < deadline,
+                "edge serve did not answer over HTTP/3"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         running
@@ -105,7 +108,8 @@ impl Running {
             .with_root_certificates(roots)
             .with_no_client_auth();
         tls.alpn_protocols = vec![b"h3".to_vec()];
-        let mut config = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls).unwrap()));
+        let mut config =
+            quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls).unwrap()));
         let mut transport = quinn::TransportConfig::default();
         transport.max_idle_timeout(Some(Duration::from_secs(5).try_into().unwrap()));
         config.transport_config(Arc::new(transport));
@@ -122,7 +126,8 @@ impl Running {
     async fn get(&self, path: &str) -> anyhow::Result<StatusCode> {
         let endpoint = self.endpoint();
         let conn = self.connect(&endpoint).await?;
-        let (mut driver, mut send) = h3::client::new(h3_quinn::Connection::new(conn.clone())).await?;
+        let (mut driver, mut send) =
+            h3::client::new(h3_quinn::Connection::new(conn.clone())).await?;
         let drive = tokio::spawn(async move {
             let _ = std::future::poll_fn(|cx| driver.poll_close(cx)).await;
         });
@@ -198,10 +203,16 @@ impl Beside {
     async fn finish(self, min: usize) -> u64 {
         self.stop.store(true, Ordering::Relaxed);
         self.task.await.unwrap();
-        let (ok, tried) = (self.ok.load(Ordering::Relaxed), self.tried.load(Ordering::Relaxed));
+        let (ok, tried) = (
+            self.ok.load(Ordering::Relaxed),
+            self.tried.load(Ordering::Relaxed),
+        );
         eprintln!("legitimate client: {ok}/{tried}");
         assert!(tried >= min, "only {tried} legitimate requests ran");
-        assert!(ok * 100 >= tried * 99, "legitimate client: {ok} of {tried} succeeded");
+        assert!(
+            ok * 100 >= tried * 99,
+            "legitimate client: {ok} of {tried} succeeded"
+        );
         self.peak_kib.load(Ordering::Relaxed)
     }
 }
@@ -239,21 +250,22 @@ async fn origin(delay: Duration) -> Origin {
         while let Ok((stream, _)) = listener.accept().await {
             let hits = hits.clone();
             tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                    let hits = hits.clone();
-                    async move {
-                        let path = req.uri().path();
-                        if path.starts_with("/attack") || path.starts_with("/slow/attack") {
-                            hits.fetch_add(1, Ordering::Relaxed);
+                let service =
+                    hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                        let hits = hits.clone();
+                        async move {
+                            let path = req.uri().path();
+                            if path.starts_with("/attack") || path.starts_with("/slow/attack") {
+                                hits.fetch_add(1, Ordering::Relaxed);
+                            }
+                            if path.starts_with("/slow") {
+                                tokio::time::sleep(delay).await;
+                            }
+                            Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                                http_body_util::Full::new(Bytes::from_static(b"ok")),
+                            ))
                         }
-                        if path.starts_with("/slow") {
-                            tokio::time::sleep(delay).await;
-                        }
-                        Ok::<_, std::convert::Infallible>(hyper::Response::new(
-                            http_body_util::Full::new(Bytes::from_static(b"ok")),
-                        ))
-                    }
-                });
+                    });
                 let io = hyper_util::rt::TokioIo::new(stream);
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(io, service)
@@ -325,7 +337,10 @@ async fn a_headers_frame_declaring_a_gigabyte_is_refused_before_it_is_buffered()
                 "the stream is stopped for its declared length ({sent} bytes sent)"
             );
             // The stream's receive window (1 MiB), never the declared gigabyte.
-            assert!(sent <= 2 << 20, "{sent} bytes went in before the stream was stopped");
+            assert!(
+                sent <= 2 << 20,
+                "{sent} bytes went in before the stream was stopped"
+            );
         }
         for conn in conns {
             conn.close(0u32.into(), b"");
@@ -335,7 +350,10 @@ async fn a_headers_frame_declaring_a_gigabyte_is_refused_before_it_is_buffered()
     endpoint.close(0u32.into(), b"");
     let peak = beside.finish(10).await;
     eprintln!("RSS: baseline {baseline} KiB, peak {peak} KiB");
-    assert!(peak <= baseline + 64 * 1024, "RSS rose from {baseline} to {peak} KiB");
+    assert!(
+        peak <= baseline + 64 * 1024,
+        "RSS rose from {baseline} to {peak} KiB"
+    );
     memory_given_back(&edge, baseline, 16 * 1024).await;
 }
 
@@ -422,16 +440,21 @@ async fn partial_headers_time_out_and_cancelled_requests_close_the_connection() 
     let closed = tokio::time::timeout(STEP, conn.closed()).await;
     assert_eq!(
         closed.ok(),
-        Some(quinn::ConnectionError::ApplicationClosed(quinn::ApplicationClose {
-            error_code: EXCESSIVE_LOAD.into(),
-            reason: Bytes::from_static(b"too many cancelled requests"),
-        })),
+        Some(quinn::ConnectionError::ApplicationClosed(
+            quinn::ApplicationClose {
+                error_code: EXCESSIVE_LOAD.into(),
+                reason: Bytes::from_static(b"too many cancelled requests"),
+            }
+        )),
         "the edge closes a connection past its budget of cancelled requests"
     );
     drive.abort();
     let hits = origin.attack_hits.load(Ordering::Relaxed);
     eprintln!("rapid reset: {sent} requests sent, {hits} reached the origin");
-    assert!(sent < 10 * BUDGET, "all {sent} cancelled requests were taken");
+    assert!(
+        sent < 10 * BUDGET,
+        "all {sent} cancelled requests were taken"
+    );
     assert!(
         hits <= BUDGET + 2 * STREAMS,
         "{hits} cancelled requests reached the origin"
@@ -439,7 +462,10 @@ async fn partial_headers_time_out_and_cancelled_requests_close_the_connection() 
 
     let peak = beside.finish(10).await;
     eprintln!("RSS: baseline {baseline} KiB, peak {peak} KiB");
-    assert!(peak <= baseline + 64 * 1024, "RSS rose from {baseline} to {peak} KiB");
+    assert!(
+        peak <= baseline + 64 * 1024,
+        "RSS rose from {baseline} to {peak} KiB"
+    );
     memory_given_back(&edge, baseline, 16 * 1024).await;
 }
 
@@ -569,6 +595,49 @@ async fn a_flood_of_initials_below_the_retry_rate_costs_one_packet_each_and_lock
 
     let peak = beside.finish(10).await;
     eprintln!("RSS: baseline {baseline} KiB, peak {peak} KiB");
-    assert!(peak <= baseline + 64 * 1024, "RSS rose from {baseline} to {peak} KiB");
+    assert!(
+        peak <= baseline + 64 * 1024,
+        "RSS rose from {baseline} to {peak} KiB"
+    );
+    memory_given_back(&edge, baseline, 16 * 1024).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_taken_by_two_thousand_idle_connections_is_given_back() {
+    const IDLE: usize = 2000;
+    const AT_ONCE: usize = 50;
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let origin = origin(Duration::ZERO).await;
+    let edge = Arc::new(Running::start("h3-idle", json!({}), origin.port).await);
+    let baseline = edge.rss_kib();
+    let beside = Beside::start(&edge);
+    let endpoint = edge.endpoint();
+    let mut idle = Vec::new();
+    while idle.len() < IDLE {
+        let mut batch = tokio::task::JoinSet::new();
+        for _ in 0..AT_ONCE {
+            let (edge, endpoint) = (edge.clone(), endpoint.clone());
+            batch.spawn(async move {
+                let conn = edge.connect(&endpoint).await.unwrap();
+                // h3 on both sides: control and QPACK streams, SETTINGS.
+                let (driver, send) = h3::client::new(h3_quinn::Connection::new(conn.clone()))
+                    .await
+                    .unwrap();
+                (conn, driver, send)
+            });
+        }
+        idle.extend(batch.join_all().await);
+    }
+    let held = edge.rss_kib();
+    eprintln!("{IDLE} idle connections: RSS {baseline} → {held} KiB");
+    for (conn, _, _) in &idle {
+        conn.close(0u32.into(), b"");
+    }
+    drop(idle);
+    let peak = beside.finish(10).await.max(held);
+    assert!(
+        peak <= baseline + 256 * 1024,
+        "RSS rose from {baseline} to {peak} KiB"
+    );
     memory_given_back(&edge, baseline, 16 * 1024).await;
 }

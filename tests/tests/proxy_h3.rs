@@ -700,7 +700,11 @@ async fn in_early_data_only_safe_methods_are_served_and_marked() {
     let too_early = metrics.lines().find(|line| {
         line.starts_with(r#"edge_requests_total{chain="none""#) && line.contains(r#"class="4xx""#)
     });
-    assert_eq!(too_early.and_then(|l| l.rsplit(' ').next()), Some("1"), "{metrics}");
+    assert_eq!(
+        too_early.and_then(|l| l.rsplit(' ').next()),
+        Some("1"),
+        "{metrics}"
+    );
     edge.stop().await.unwrap();
 }
 
@@ -733,7 +737,10 @@ async fn open_http3_connections_are_counted_while_they_last() {
     drop(clients);
     let deadline = Instant::now() + Duration::from_secs(10);
     while client_connections(&edge) != 0 {
-        assert!(Instant::now() < deadline, "closed connections still counted");
+        assert!(
+            Instant::now() < deadline,
+            "closed connections still counted"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     edge.stop().await.unwrap();

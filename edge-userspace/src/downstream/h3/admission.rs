@@ -164,10 +164,12 @@ mod tests {
     fn unvalidated_handshakes_past_the_in_progress_bound_must_retry() {
         let mut admission = Admission::new(u32::MAX, 10, 1000);
         // Ten times the bound: the first ten start, every later one gets a Retry.
-        let held: Vec<_> = (0..100)
-            .filter(|_| admission.decide(&UNPROVEN, 0) == Verdict::Accept)
-            .map(|_| admission.handshake())
-            .collect();
+        let mut held = Vec::new();
+        for _ in 0..100 {
+            if admission.decide(&UNPROVEN, 0) == Verdict::Accept {
+                held.push(admission.handshake());
+            }
+        }
         assert_eq!(held.len(), 10);
         assert_eq!(admission.decide(&UNPROVEN, 0), Verdict::Retry);
         // A client that proved its address is not held back by the flood.

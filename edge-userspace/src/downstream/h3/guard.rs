@@ -259,7 +259,10 @@ pub enum Scan {
     /// A unidirectional stream's type, not read yet.
     StreamType(VarInt),
     Type(VarInt),
-    Length { ty: u64, length: VarInt },
+    Length {
+        ty: u64,
+        length: VarInt,
+    },
     Payload(u64),
     /// Bytes without frames the scan follows (a stream type other than control).
     Unframed,
@@ -280,7 +283,9 @@ impl Scan {
         while let Some((&byte, rest)) = bytes.split_first() {
             match self {
                 Scan::Payload(left) => {
-                    let skip = usize::try_from(*left).unwrap_or(usize::MAX).min(bytes.len());
+                    let skip = usize::try_from(*left)
+                        .unwrap_or(usize::MAX)
+                        .min(bytes.len());
                     *left -= skip as u64;
                     bytes = &bytes[skip..];
                     if *left == 0 {

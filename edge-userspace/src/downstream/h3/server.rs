@@ -30,6 +30,7 @@ use super::body::{self, RequestBody};
 use super::cid::{self, QuicLbGenerator};
 use super::{ALPN, ConnectionIds, H3Handler, Settings, guard, tls};
 use crate::downstream::{ConnInfo, Limits, TlsAcceptor, TlsInfo};
+use crate::memory::Spike;
 
 /// Methods served from 0-RTT early data. RFC 9110 defines them as safe (no state change), so a
 /// replayed copy cannot do anything the original did not; everything else waits for the
@@ -107,10 +108,17 @@ impl Listener {
             limits.max_connections,
         );
         let mut connections = JoinSet::new();
+        let mut spike = Spike::default();
         tokio::pin!(shutdown);
         loop {
             let incoming = tokio::select! {
                 _ = &mut shutdown => break,
+                // A finished task keeps its memory (the connection future's cell) until joined:
+                // joined at once, what a burst of connections took is freed when they end.
+                Some(_) = connections.join_next() => {
+                    spike.observe(connections.len());
+                    continue;
+                }
                 incoming = endpoint.accept() => match incoming {
                     Some(incoming) => incoming,
                     None => break,
@@ -121,6 +129,7 @@ impl Listener {
                 continue;
             };
             connections.spawn(connection(shared.clone(), admitted, stop_rx.clone()));
+            spike.observe(connections.len());
         }
         endpoint.set_server_config(None);
         let _ = stop_tx.send(true);
@@ -367,7 +376,8 @@ async fn serve_requests<H: H3Handler>(
                     break;
                 }
             }
-            Some(_) = requests.join_next(), if closing => {}
+            // Joined as they finish, for the same reason as connections.
+            Some(_) = requests.join_next() => {}
             () = &mut handshake_due, if !handshake_checked => {
                 handshake_checked = true;
                 if !handshake.is_complete(conn) {
@@ -445,8 +455,10 @@ impl<H: H3Handler> Stream<H> {
             && self.cancels.cancelled()
         {
             tracing::debug!(peer = %self.conn.remote_address(), "HTTP/3 client cancels too many requests");
-            self.conn
-                .close(VarInt::from_u32(EXCESSIVE_LOAD), b"too many cancelled requests");
+            self.conn.close(
+                VarInt::from_u32(EXCESSIVE_LOAD),
+                b"too many cancelled requests",
+            );
         }
     }
 
