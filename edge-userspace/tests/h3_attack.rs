@@ -639,5 +639,6 @@ async fn memory_taken_by_two_thousand_idle_connections_is_given_back() {
         peak <= baseline + 256 * 1024,
         "RSS rose from {baseline} to {peak} KiB"
     );
-    memory_given_back(&edge, baseline, 16 * 1024).await;
+    // Without the trim it stays 45 MiB and more above the baseline.
+    memory_given_back(&edge, baseline, 24 * 1024).await;
 }
