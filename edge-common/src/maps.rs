@@ -157,7 +157,8 @@ pub struct GlobalCounters {
     pub no_sni: u64,
     /// Of those, hellos whose SNI has no route.
     pub unknown_sni: u64,
-    /// Unknown SNIs dropped by the strict policy.
+    /// Hellos dropped by policy, once per flow (not per retransmission):
+    /// blocked hostnames, and unknown SNIs in strict mode.
     pub policy_drops: u64,
     /// Hellos with a length field that contradicts the record or the message.
     pub malformed: u64,

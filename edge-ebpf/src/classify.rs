@@ -104,7 +104,19 @@ fn first_segment(ctx: &XdpContext, pkt: &Packet, seg: &Segment, spans_segments: 
     match tls::client_hello(pkt, seg.payload) {
         Outcome::Sni { hash, wildcard } => {
             let (flow, action) = decide(hash, wildcard, 0);
+            // The client retransmits a hello that got no answer: dropped again, but counted
+            // once per flow, not per packet.
+            let again = action == DROP
+                && FLOWS.get_ptr(&seg.key).is_some_and(|seen| {
+                    // SAFETY: an LRU map value, copied out (see `later_segment`).
+                    let seen = unsafe { *seen };
+                    seen.verdict == flow.verdict && seen.sni_hash == hash
+                });
             let _ = FLOWS.insert(&seg.key, &flow, 0);
+            if again {
+                return DROP;
+            }
+            count_hello(&flow);
             action_for(ctx, &flow, seg, action)
         }
         Outcome::NoSni => {
@@ -243,6 +255,7 @@ fn resume(ctx: &XdpContext, pkt: &Packet, seg: &Segment, flow: &mut Flow) {
     match outcome {
         Outcome::Sni { hash, wildcard } => {
             let (decided, _) = decide(hash, wildcard, FLOW_LATER_SEGMENT);
+            count_hello(&decided);
             *flow = decided;
             counters::global(|g| g.later_segment += 1);
             debug!(ctx, "ClientHello classified from a later segment");
@@ -295,7 +308,7 @@ fn finish_header(pkt: &Packet, off: usize, flow: &Flow, end: usize) -> Result<us
 }
 
 /// What to do with a hello for this SNI: the route of the exact name, else
-/// of its wildcard key, else the unknown-SNI policy. Counts the hello.
+/// of its wildcard key, else the unknown-SNI policy.
 #[inline(always)]
 fn decide(hash: u64, wildcard: Option<u64>, flags: u8) -> (Flow, u32) {
     let exact = ROUTES.get_ptr(&hash);
@@ -308,10 +321,6 @@ fn decide(hash: u64, wildcard: Option<u64>, flags: u8) -> (Flow, u32) {
         let strict = CONFIG
             .get(0)
             .is_some_and(|config| config.unknown_sni == UNKNOWN_SNI_DROP);
-        counters::global(|g| {
-            g.client_hellos += 1;
-            g.unknown_sni += 1;
-        });
         let verdict = if strict {
             VERDICT_UNKNOWN_DROPPED
         } else {
@@ -325,7 +334,6 @@ fn decide(hash: u64, wildcard: Option<u64>, flags: u8) -> (Flow, u32) {
     };
     // SAFETY: a hash map value read once; userspace replaces routes whole.
     let route = unsafe { *route };
-    counters::global(|g| g.client_hellos += 1);
     let blocked = route.action == ACTION_DROP;
     let flow = Flow {
         sni_hash: hash,
@@ -342,14 +350,29 @@ fn decide(hash: u64, wildcard: Option<u64>, flags: u8) -> (Flow, u32) {
     (flow, if blocked { DROP } else { PASS })
 }
 
-/// Applies a first-segment decision and accounts it.
+/// Counts a hello classified by its SNI, once per flow.
+#[inline(always)]
+fn count_hello(flow: &Flow) {
+    let unknown = flow.verdict == VERDICT_UNKNOWN || flow.verdict == VERDICT_UNKNOWN_DROPPED;
+    counters::global(|g| {
+        g.client_hellos += 1;
+        if unknown {
+            g.unknown_sni += 1;
+        }
+    });
+}
+
+/// Applies a first-segment decision and accounts it: a blocked hostname's
+/// drop under its own chain and, like a strict-mode drop, in `policy_drops`.
 #[inline(always)]
 fn action_for(ctx: &XdpContext, flow: &Flow, seg: &Segment, action: u32) -> u32 {
     let dropped = action == DROP;
     match flow.verdict {
         VERDICT_ROUTED | VERDICT_BLOCKED => counters::chain(flow.chain_id, seg.bytes, dropped),
-        VERDICT_UNKNOWN_DROPPED => counters::global(|g| g.policy_drops += 1),
         _ => {}
+    }
+    if dropped {
+        counters::global(|g| g.policy_drops += 1);
     }
     if dropped {
         debug!(ctx, "ClientHello dropped, verdict {}", flow.verdict);

@@ -126,6 +126,16 @@ fn serve_until_signalled(
         }
         None => tokio::runtime::Builder::new_multi_thread(),
     };
+    edge_userspace::memory::set_trim(|| {
+        unsafe extern "C" {
+            fn mi_collect(force: bool);
+        }
+        // SAFETY: collects the calling thread's heap; callable at any time from any thread.
+        unsafe { mi_collect(true) }
+    });
+    runtime
+        .on_thread_park(edge_userspace::memory::trim_if_requested)
+        .on_thread_unpark(edge_userspace::memory::trim_if_requested);
     runtime.enable_all().build()?.block_on(async {
         // Installed before anything binds, so an early SIGTERM is not lost.
         let shutdown = shutdown_signal()?;

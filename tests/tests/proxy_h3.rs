@@ -695,5 +695,53 @@ async fn in_early_data_only_safe_methods_are_served_and_marked() {
         echoed_header(&post.json(), "early-data"),
         Vec::<&str>::new()
     );
+    // The 425 was answered by the HTTP/3 server itself, before any chain: counted unrouted.
+    let metrics = edge.metrics.encode();
+    let too_early = metrics.lines().find(|line| {
+        line.starts_with(r#"edge_requests_total{chain="none""#) && line.contains(r#"class="4xx""#)
+    });
+    assert_eq!(
+        too_early.and_then(|l| l.rsplit(' ').next()),
+        Some("1"),
+        "{metrics}"
+    );
+    edge.stop().await.unwrap();
+}
+
+/// The value of `edge_client_connections` in the edge's metrics.
+fn client_connections(edge: &RunningEdge) -> u64 {
+    let metrics = edge.metrics.encode();
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("edge_client_connections "))
+        .unwrap_or_else(|| panic!("no edge_client_connections: {metrics}"))
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn open_http3_connections_are_counted_while_they_last() {
+    const OPEN: usize = 50;
+    let echo = spawn_echo().await.unwrap();
+    let edge = RunningEdge::start(o2o_state(echo)).await.unwrap();
+    let mut clients = Vec::new();
+    for _ in 0..OPEN {
+        let mut client = connect(&edge, O2O).await;
+        assert_eq!(client.get(O2O, "/").await.unwrap().status, 200);
+        clients.push(client);
+    }
+    assert_eq!(client_connections(&edge), OPEN as u64);
+    for client in &clients {
+        client.conn.close(0u32.into(), b"");
+    }
+    drop(clients);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while client_connections(&edge) != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "closed connections still counted"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     edge.stop().await.unwrap();
 }

@@ -323,21 +323,30 @@ fn blocked_sni_is_dropped() {
             chain_id: BLOCKED_CHAIN
         }
     );
-    assert_eq!(
-        global(&c),
-        GlobalCounters {
-            client_hellos: 1,
-            ..Default::default()
-        }
-    );
-    assert_eq!(
-        chain(&c, BLOCKED_CHAIN),
-        ChainCounters {
-            packets: 1,
-            bytes: frame.len() as u64,
-            drops: 1
-        }
-    );
+    let counted = || {
+        assert_eq!(
+            global(&c),
+            GlobalCounters {
+                client_hellos: 1,
+                policy_drops: 1,
+                ..Default::default()
+            }
+        );
+        assert_eq!(
+            chain(&c, BLOCKED_CHAIN),
+            ChainCounters {
+                packets: 1,
+                bytes: frame.len() as u64,
+                drops: 1
+            }
+        );
+    };
+    counted();
+    // Ten retransmissions of the unanswered hello: dropped, counted once per flow.
+    for _ in 0..10 {
+        assert_eq!(run(&c, &frame), XDP_DROP);
+    }
+    counted();
     // Unblocking takes effect on the retransmission.
     let mut c = c;
     assert!(c.maps.routes.remove(BLOCKED).unwrap());
@@ -359,7 +368,10 @@ fn unknown_sni_passes_by_default_and_drops_when_strict() {
     c.maps.settings.set_unknown_sni(UnknownSni::Drop).unwrap();
     let tcp = segment(40014);
     let frame = tcp.frame(hello::client_hello(config.clone(), "other.example.org").bytes());
-    assert_eq!(run(&c, &frame), XDP_DROP);
+    for _ in 0..10 {
+        // The first and its retransmissions: one flow, one policy drop.
+        assert_eq!(run(&c, &frame), XDP_DROP);
+    }
     assert_eq!(flow(&c, &tcp).unwrap().verdict, Verdict::UnknownDropped);
     // Strict mode leaves routed names alone.
     let tcp = segment(40015);

@@ -865,10 +865,15 @@ fn trace(result: &Value) -> String {
 
 fn xdp_status(status: &Value) -> String {
     let c = &status["connections"];
+    // A hello XDP drops never reaches userspace: its blocks are XDP's policy drops (one per
+    // flow: blocked hostnames and strict mode), while attached.
+    let dropped = status["attached"]["counters"]["policy_drops"]
+        .as_u64()
+        .unwrap_or(0);
     let mut out = format!(
         "unknown SNI: {}; TLS port {}, QUIC port {}\n\
          TLS connections classified by name: {} agreed with XDP, {} without an XDP verdict ({} unseen by XDP), \
-         {} where XDP disagreed, {} blocked\n",
+         {} where XDP disagreed, {} blocked; hellos dropped by XDP: {dropped}\n",
         text(&status["unknown_sni"]),
         status["tls_port"],
         status["quic_port"],

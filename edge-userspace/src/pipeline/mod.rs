@@ -311,6 +311,19 @@ impl<R: Router> downstream::h3::H3Handler for Arc<Proxy<R>> {
     ) -> Response<Body> {
         self.respond(&conn, req).await
     }
+
+    fn accepted(&self) -> impl Send + 'static {
+        self.config.metrics.as_ref().map(|m| m.connection())
+    }
+
+    fn answered_locally(&self, status: StatusCode) {
+        if let Some(metrics) = &self.config.metrics {
+            metrics
+                .unrouted()
+                .start()
+                .answered(status, std::time::Duration::ZERO);
+        }
+    }
 }
 
 /// The only request header error pages depend on.

@@ -12,8 +12,10 @@ use http_body_util::BodyExt;
 
 use crate::downstream::BoxError;
 
-type Recv = RequestStream<h3_quinn::RecvStream, Bytes>;
-type Send = RequestStream<h3_quinn::SendStream<Bytes>, Bytes>;
+use super::guard;
+
+type Recv = RequestStream<guard::RecvStream, Bytes>;
+type Send = RequestStream<guard::SendStream, Bytes>;
 
 /// The body of an HTTP/3 request: DATA frames, then trailers if the client sent any.
 pub struct RequestBody {

@@ -7,11 +7,16 @@
 //! - `tls`: the TCP listener's certificates, reloads and ticket keys, TLS 1.3 and ALPN `h3`;
 //! - `cid`: connection IDs in the QUIC-LB layout, and which ID a new connection got, so the XDP
 //!   program can count its datagrams per chain ([`ConnectionIds`]);
-//! - `server`: endpoint, limits, stateless retry under load, 0-RTT policy, graceful drain;
+//! - `server`: endpoint, limits, 0-RTT policy, graceful drain;
+//! - `admission`: which handshakes start at once and which must first prove their address
+//!   (stateless Retry), the handshake deadline, the budget of cancelled requests;
+//! - `guard`: every frame's declared length checked before h3 buffers it;
 //! - `body`: h3 streams as `http_body` bodies.
 
+mod admission;
 mod body;
 pub mod cid;
+mod guard;
 mod server;
 mod tls;
 
@@ -20,7 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, Response};
+use http::{Request, Response, StatusCode};
 use serde::Deserialize;
 
 pub use body::RequestBody;
@@ -40,6 +45,13 @@ pub trait H3Handler: Clone + Send + Sync + 'static {
         conn: Arc<ConnInfo>,
         req: Request<RequestBody>,
     ) -> impl Future<Output = Response<Self::Body>> + Send;
+
+    /// Called for every connection admitted to a handshake; what it returns lives as long as
+    /// the connection (e.g. a guard counting open connections).
+    fn accepted(&self) -> impl Send + 'static {}
+
+    /// Counts an answer the HTTP/3 server gave itself, without the pipeline (425 Too Early).
+    fn answered_locally(&self, _status: StatusCode) {}
 }
 
 /// Told which connection ID a connection started with once its handshake named the host, and
@@ -60,11 +72,22 @@ pub struct Settings {
     pub zero_rtt: bool,
     /// Request streams a client may have open at once per connection.
     pub max_concurrent_streams: u32,
-    /// A connection silent for this long is closed (also bounds the handshake).
+    /// A connection silent for this long is closed.
     pub idle_timeout_secs: u64,
+    /// Time a client gets to complete the QUIC handshake (as TCP's TLS handshake timeout).
+    pub handshake_timeout_secs: u64,
+    /// Time a client gets to send a request's complete HEADERS frame once it opened the stream.
+    pub header_timeout_secs: u64,
     /// New handshakes per second above which a client must first prove its address with a
     /// Retry round trip (stateless address validation); 0 means always.
     pub retry_above_handshakes_per_second: u32,
+    /// Handshakes in progress at once above which, likewise, a client must first prove its
+    /// address with a Retry: a flood of Initials below the rate threshold then costs one
+    /// stateless packet each too.
+    pub retry_above_handshakes_in_progress: u32,
+    /// Requests a client may cancel (reset, or stop reading the response of) within 10 s on
+    /// one connection; one more closes the connection with `H3_EXCESSIVE_LOAD` (rapid reset).
+    pub max_cancelled_requests: u32,
     /// The QUIC-LB server id in every connection ID this edge issues.
     pub server_id: u16,
 }
@@ -76,7 +99,11 @@ impl Default for Settings {
             zero_rtt: false,
             max_concurrent_streams: 128,
             idle_timeout_secs: 30,
+            handshake_timeout_secs: 10,
+            header_timeout_secs: 30,
             retry_above_handshakes_per_second: 1000,
+            retry_above_handshakes_in_progress: 256,
+            max_cancelled_requests: 100,
             server_id: 1,
         }
     }
@@ -93,11 +120,27 @@ impl Settings {
             (1..=600).contains(&self.idle_timeout_secs),
             "http3: idle_timeout_secs must be between 1 and 600"
         );
+        anyhow::ensure!(
+            (1..=600).contains(&self.handshake_timeout_secs),
+            "http3: handshake_timeout_secs must be between 1 and 600"
+        );
+        anyhow::ensure!(
+            (1..=600).contains(&self.header_timeout_secs),
+            "http3: header_timeout_secs must be between 1 and 600"
+        );
         Ok(())
     }
 
     fn idle_timeout(&self) -> Duration {
         Duration::from_secs(self.idle_timeout_secs)
+    }
+
+    fn handshake_timeout(&self) -> Duration {
+        Duration::from_secs(self.handshake_timeout_secs)
+    }
+
+    fn header_timeout(&self) -> Duration {
+        Duration::from_secs(self.header_timeout_secs)
     }
 }
 
@@ -113,6 +156,8 @@ mod tests {
         for (json, field) in [
             (r#"{"max_concurrent_streams": 0}"#, "max_concurrent_streams"),
             (r#"{"idle_timeout_secs": 0}"#, "idle_timeout_secs"),
+            (r#"{"handshake_timeout_secs": 0}"#, "handshake_timeout_secs"),
+            (r#"{"header_timeout_secs": 601}"#, "header_timeout_secs"),
         ] {
             let settings: Settings = serde_json::from_str(json).unwrap();
             let error = settings.validate().unwrap_err().to_string();

@@ -1,5 +1,6 @@
-//! The QUIC endpoint: accept loop with stateless retry under load, one task per connection
-//! (h3 control, GOAWAY on shutdown) and one per request stream.
+//! The QUIC endpoint: accept loop with stateless retry under load (`admission`), one task per
+//! connection (handshake deadline, h3 control, GOAWAY on shutdown) and one per request stream
+//! (header timeout, cancelled requests counted).
 
 use std::future::Future;
 use std::net::{SocketAddr, UdpSocket};
@@ -7,7 +8,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{self, Poll, Waker};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
@@ -24,10 +25,12 @@ use rustls::ProtocolVersion;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use super::admission::{Admission, CancelBudget, InProgress, Initial, Verdict};
 use super::body::{self, RequestBody};
 use super::cid::{self, QuicLbGenerator};
-use super::{ALPN, ConnectionIds, H3Handler, Settings, tls};
+use super::{ALPN, ConnectionIds, H3Handler, Settings, guard, tls};
 use crate::downstream::{ConnInfo, Limits, TlsAcceptor, TlsInfo};
+use crate::memory::Spike;
 
 /// Methods served from 0-RTT early data. RFC 9110 defines them as safe (no state change), so a
 /// replayed copy cannot do anything the original did not; everything else waits for the
@@ -40,6 +43,14 @@ const EARLY_DATA: HeaderName = HeaderName::from_static("early-data");
 const LINGER_QUIET: Duration = Duration::from_secs(1);
 /// H3_NO_ERROR: how a drained connection is closed.
 const NO_ERROR: u32 = 0x100;
+/// H3_EXCESSIVE_LOAD: how a connection past its budget of cancelled requests is closed.
+const EXCESSIVE_LOAD: u32 = 0x107;
+/// Bytes a client may send on one stream before the edge has read them (quinn's default is
+/// 1.25 MB): bounds what quinn buffers for a stream whose reader is slow.
+const STREAM_RECEIVE_WINDOW: u32 = 1 << 20;
+/// The same for a whole connection (quinn's default: unbounded), so that many slow streams
+/// together cannot take more.
+const RECEIVE_WINDOW: u32 = 4 << 20;
 
 /// The UDP socket of the HTTPS listener's address, bound but not yet served.
 pub struct Listener {
@@ -86,28 +97,39 @@ impl Listener {
             local,
             zero_rtt: settings.zero_rtt,
             max_field_section_size: limits.max_header_bytes as u64,
+            handshake_timeout: settings.handshake_timeout(),
+            header_timeout: settings.header_timeout(),
+            max_cancelled_requests: settings.max_cancelled_requests,
         });
         let (stop_tx, stop_rx) = watch::channel(false);
-        let mut rate = HandshakeRate::new(settings.retry_above_handshakes_per_second);
+        let mut admission = Admission::new(
+            settings.retry_above_handshakes_per_second,
+            settings.retry_above_handshakes_in_progress,
+            limits.max_connections,
+        );
         let mut connections = JoinSet::new();
+        let mut spike = Spike::default();
         tokio::pin!(shutdown);
         loop {
             let incoming = tokio::select! {
                 _ = &mut shutdown => break,
+                // A finished task keeps its memory (the connection future's cell) until joined:
+                // joined at once, what a burst of connections took is freed when they end.
+                Some(_) = connections.join_next() => {
+                    spike.observe(connections.len());
+                    continue;
+                }
                 incoming = endpoint.accept() => match incoming {
                     Some(incoming) => incoming,
                     None => break,
                 },
             };
             while connections.try_join_next().is_some() {}
-            if connections.len() >= limits.max_connections {
-                incoming.refuse();
-                continue;
-            }
-            let Some(connecting) = admit(incoming, &mut rate) else {
+            let Some(admitted) = admit(incoming, &mut admission, connections.len()) else {
                 continue;
             };
-            connections.spawn(connection(shared.clone(), connecting, stop_rx.clone()));
+            connections.spawn(connection(shared.clone(), admitted, stop_rx.clone()));
+            spike.observe(connections.len());
         }
         endpoint.set_server_config(None);
         let _ = stop_tx.send(true);
@@ -134,7 +156,9 @@ fn endpoint(socket: UdpSocket, settings: &Settings, tls: &TlsAcceptor) -> Result
     let mut transport = TransportConfig::default();
     transport
         .max_concurrent_bidi_streams(VarInt::from_u32(settings.max_concurrent_streams))
-        .max_idle_timeout(Some(IdleTimeout::try_from(settings.idle_timeout())?));
+        .max_idle_timeout(Some(IdleTimeout::try_from(settings.idle_timeout())?))
+        .stream_receive_window(VarInt::from_u32(STREAM_RECEIVE_WINDOW))
+        .receive_window(VarInt::from_u32(RECEIVE_WINDOW));
     server.transport_config(Arc::new(transport));
     let mut config = EndpointConfig::default();
     let server_id = settings.server_id;
@@ -147,52 +171,46 @@ fn endpoint(socket: UdpSocket, settings: &Settings, tls: &TlsAcceptor) -> Result
     )?)
 }
 
-/// Starts the handshake, or answers with a Retry when handshakes arrive faster than the
-/// threshold and the client has not proven its address yet: a spoofed source then costs one
-/// stateless packet instead of a connection's state and a certificate signature.
-fn admit(incoming: Incoming, rate: &mut HandshakeRate) -> Option<(Connecting, Vec<ConnectionId>)> {
-    let busy = rate.arrival();
-    if busy && !incoming.remote_address_validated() && incoming.may_retry() {
-        if let Err(error) = incoming.retry() {
-            tracing::debug!(%error, "QUIC retry failed");
+/// A connection admitted to its handshake: quinn's handle, the connection IDs it was given and
+/// its place among the handshakes in progress.
+struct Admitted {
+    connecting: Connecting,
+    cids: Vec<ConnectionId>,
+    in_progress: InProgress,
+}
+
+/// Starts the handshake, answers with a Retry (see [`super::admission`]: a spoofed source then
+/// costs one stateless packet instead of a connection's state and a certificate signature), or
+/// refuses when every connection slot is taken.
+fn admit(incoming: Incoming, admission: &mut Admission, open: usize) -> Option<Admitted> {
+    let initial = Initial {
+        validated: incoming.remote_address_validated(),
+        may_retry: incoming.may_retry(),
+    };
+    match admission.decide(&initial, open) {
+        Verdict::Accept => {}
+        Verdict::Retry => {
+            if let Err(error) = incoming.retry() {
+                tracing::debug!(%error, "QUIC retry failed");
+            }
+            return None;
         }
-        return None;
+        Verdict::Refuse => {
+            incoming.refuse();
+            return None;
+        }
     }
     let (connecting, cids) = cid::capture(|| incoming.accept());
     match connecting {
-        Ok(connecting) => Some((connecting, cids)),
+        Ok(connecting) => Some(Admitted {
+            connecting,
+            cids,
+            in_progress: admission.handshake(),
+        }),
         Err(error) => {
             tracing::debug!(%error, "QUIC connection refused");
             None
         }
-    }
-}
-
-/// Handshakes started in the current one-second window.
-struct HandshakeRate {
-    limit: u32,
-    window: Instant,
-    count: u32,
-}
-
-impl HandshakeRate {
-    fn new(limit: u32) -> Self {
-        Self {
-            limit,
-            window: Instant::now(),
-            count: 0,
-        }
-    }
-
-    /// Counts one arrival; `true` when the window is past the limit.
-    fn arrival(&mut self) -> bool {
-        let now = Instant::now();
-        if now.duration_since(self.window) >= Duration::from_secs(1) {
-            self.window = now;
-            self.count = 0;
-        }
-        self.count = self.count.saturating_add(1);
-        self.count > self.limit
     }
 }
 
@@ -253,37 +271,31 @@ struct Shared<H> {
     local: SocketAddr,
     zero_rtt: bool,
     max_field_section_size: u64,
+    handshake_timeout: Duration,
+    header_timeout: Duration,
+    max_cancelled_requests: u32,
 }
 
 async fn connection<H: H3Handler>(
     shared: Arc<Shared<H>>,
-    (mut connecting, cids): (Connecting, Vec<ConnectionId>),
+    admitted: Admitted,
     mut stop: watch::Receiver<bool>,
 ) {
+    let _counted = shared.handler.accepted();
+    let Admitted {
+        connecting,
+        cids,
+        in_progress,
+    } = admitted;
     let peer = connecting.remote_address();
-    // The SNI is known once the ClientHello is read, before the handshake completes.
-    let sni: Option<Arc<str>> = match connecting.handshake_data().await {
-        Ok(data) => cid::server_name(Some(data)).map(Arc::from),
-        Err(error) => {
-            tracing::debug!(%peer, %error, "QUIC handshake failed");
-            return;
-        }
-    };
-    // Replays of a 0-RTT flight never complete the handshake (they lack the client's keys),
-    // so their requests are all early and only safe methods are served on them.
-    let (conn, handshake) = if shared.zero_rtt {
-        match connecting.into_0rtt() {
-            Ok((conn, accepted)) => (conn, Handshake::pending(accepted)),
-            Err(connecting) => match connecting.await {
-                Ok(conn) => (conn, Handshake::complete()),
-                Err(error) => return tracing::debug!(%peer, %error, "QUIC handshake failed"),
-            },
-        }
-    } else {
-        match connecting.await {
-            Ok(conn) => (conn, Handshake::complete()),
-            Err(error) => return tracing::debug!(%peer, %error, "QUIC handshake failed"),
-        }
+    let deadline = tokio::time::Instant::now() + shared.handshake_timeout;
+    // Dropping quinn's `Connecting` at the deadline abandons the handshake and its state.
+    let handshaken = tokio::time::timeout_at(deadline, handshake(&shared, connecting)).await;
+    drop(in_progress);
+    let (sni, conn, handshake) = match handshaken {
+        Ok(Ok(handshaken)) => handshaken,
+        Ok(Err(error)) => return tracing::debug!(%peer, %error, "QUIC handshake failed"),
+        Err(_) => return tracing::debug!(%peer, "QUIC handshake deadline passed"),
     };
     let handshake = Arc::new(handshake);
     let named = match (&shared.connection_ids, &sni) {
@@ -295,7 +307,7 @@ async fn connection<H: H3Handler>(
         }
         _ => false,
     };
-    serve_requests(&shared, &conn, sni, &handshake, &mut stop).await;
+    serve_requests(&shared, &conn, sni, &handshake, deadline, &mut stop).await;
     conn.close(VarInt::from_u32(NO_ERROR), b"");
     if let (true, Some(ids)) = (named, &shared.connection_ids) {
         for cid in &cids {
@@ -304,24 +316,52 @@ async fn connection<H: H3Handler>(
     }
 }
 
+/// The handshake up to a connection that can carry requests: the SNI (known once the
+/// ClientHello is read), the connection, and whether the handshake has completed.
+async fn handshake<H: H3Handler>(
+    shared: &Shared<H>,
+    mut connecting: Connecting,
+) -> Result<(Option<Arc<str>>, quinn::Connection, Handshake), quinn::ConnectionError> {
+    let data = connecting.handshake_data().await?;
+    let sni = cid::server_name(Some(data)).map(Arc::from);
+    // Replays of a 0-RTT flight never complete the handshake (they lack the client's keys),
+    // so their requests are all early and only safe methods are served on them.
+    if shared.zero_rtt {
+        match connecting.into_0rtt() {
+            Ok((conn, accepted)) => return Ok((sni, conn, Handshake::pending(accepted))),
+            Err(still) => connecting = still,
+        }
+    }
+    Ok((sni, connecting.await?, Handshake::complete()))
+}
+
 async fn serve_requests<H: H3Handler>(
     shared: &Arc<Shared<H>>,
     conn: &quinn::Connection,
     sni: Option<Arc<str>>,
     handshake: &Arc<Handshake>,
+    handshake_deadline: tokio::time::Instant,
     stop: &mut watch::Receiver<bool>,
 ) {
     let peer = conn.remote_address();
     let built = h3::server::builder()
         .max_field_section_size(shared.max_field_section_size)
-        .build::<_, Bytes>(h3_quinn::Connection::new(conn.clone()))
+        .build::<_, Bytes>(guard::Connection::new(
+            conn.clone(),
+            shared.max_field_section_size,
+        ))
         .await;
     let mut h3 = match built {
         Ok(h3) => h3,
         Err(error) => return tracing::debug!(%peer, %error, "HTTP/3 connection setup failed"),
     };
     let mut requests = JoinSet::new();
+    let cancels = Arc::new(CancelBudget::new(shared.max_cancelled_requests));
     let mut closing = false;
+    // A connection that went on in 0-RTT must still complete its handshake in time.
+    let handshake_due = tokio::time::sleep_until(handshake_deadline);
+    tokio::pin!(handshake_due);
+    let mut handshake_checked = handshake.is_complete(conn);
     loop {
         while requests.try_join_next().is_some() {}
         if closing && requests.is_empty() {
@@ -336,11 +376,26 @@ async fn serve_requests<H: H3Handler>(
                     break;
                 }
             }
-            Some(_) = requests.join_next(), if closing => {}
+            // Joined as they finish, for the same reason as connections.
+            Some(_) = requests.join_next() => {}
+            () = &mut handshake_due, if !handshake_checked => {
+                handshake_checked = true;
+                if !handshake.is_complete(conn) {
+                    tracing::debug!(%peer, "QUIC handshake deadline passed after 0-RTT");
+                    conn.close(VarInt::from_u32(EXCESSIVE_LOAD), b"handshake timeout");
+                    break;
+                }
+            }
             accepted = h3.accept() => match accepted {
                 Ok(Some(resolver)) => {
-                    let request = request(shared.clone(), conn.clone(), resolver, sni.clone(), handshake.clone());
-                    requests.spawn(request);
+                    let request = Stream {
+                        shared: shared.clone(),
+                        conn: conn.clone(),
+                        sni: sni.clone(),
+                        handshake: handshake.clone(),
+                        cancels: cancels.clone(),
+                    };
+                    requests.spawn(request.serve(resolver));
                 }
                 Ok(None) => break,
                 Err(error) => {
@@ -383,58 +438,114 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|stop| *stop).await;
 }
 
-async fn request<H: H3Handler>(
+/// What one request stream needs of its connection.
+struct Stream<H> {
     shared: Arc<Shared<H>>,
     conn: quinn::Connection,
-    resolver: RequestResolver<h3_quinn::Connection, Bytes>,
     sni: Option<Arc<str>>,
     handshake: Arc<Handshake>,
-) {
-    let (req, stream) = match resolver.resolve_request().await {
-        Ok(resolved) => resolved,
-        Err(error) => return tracing::debug!(%error, "HTTP/3 request refused"),
-    };
-    let (mut send, recv) = stream.split();
-    let (mut parts, ()) = req.into_parts();
-    parts.headers.remove(EARLY_DATA);
-    if !handshake.is_complete(&conn) {
-        if !ZERO_RTT_SAFE_METHODS.contains(&parts.method) {
-            let too_early = Response::builder()
-                .status(StatusCode::TOO_EARLY)
-                .body(http_body_util::Empty::<Bytes>::new().map_err(|never| match never {}))
-                .expect("a static response");
-            if let Err(error) = body::send_response(&mut send, too_early).await {
-                tracing::debug!(%error, "425 not delivered");
-            }
-            return;
+    cancels: Arc<CancelBudget>,
+}
+
+impl<H: H3Handler> Stream<H> {
+    /// Serves one request; one the client cancelled is counted against the connection's
+    /// budget, and the connection closes once the budget is spent.
+    async fn serve(self, resolver: RequestResolver<guard::Connection, Bytes>) {
+        if let Err(Ended::Cancelled) = self.request(resolver).await
+            && self.cancels.cancelled()
+        {
+            tracing::debug!(peer = %self.conn.remote_address(), "HTTP/3 client cancels too many requests");
+            self.conn.close(
+                VarInt::from_u32(EXCESSIVE_LOAD),
+                b"too many cancelled requests",
+            );
         }
-        parts
-            .headers
-            .insert(EARLY_DATA, HeaderValue::from_static("1"));
     }
-    let length = parts
-        .headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse().ok());
-    let req = Request::from_parts(parts, RequestBody::new(recv, length));
-    // Per request, not per connection: after a migration the client's new address is the
-    // visitor address rules and `cf-connecting-ip` see.
-    let info = ConnInfo::new(
-        conn.remote_address(),
-        SocketAddr::new(
-            conn.local_ip().unwrap_or(shared.local.ip()),
-            shared.local.port(),
-        ),
-        Some(TlsInfo {
-            sni: sni.as_deref().map(str::to_owned),
-            version: Some(ProtocolVersion::TLSv1_3),
-            alpn: Some(ALPN.to_vec()),
-            // Not classified at accept: each request resolves its own host.
-            chain: None,
-        }),
-    );
-    let response = shared.handler.handle(Arc::new(info), req).await;
-    if let Err(error) = body::send_response(&mut send, response).await {
-        tracing::debug!(%error, "HTTP/3 response cut off");
+
+    async fn request(
+        &self,
+        resolver: RequestResolver<guard::Connection, Bytes>,
+    ) -> Result<(), Ended> {
+        let shared = &self.shared;
+        // Dropping the resolver at the deadline stops the stream: what the client sent of its
+        // HEADERS frame (at most the header limit, see `guard`) is given back.
+        let resolved = tokio::time::timeout(shared.header_timeout, resolver.resolve_request());
+        let (req, stream) = match resolved.await {
+            Ok(Ok(resolved)) => resolved,
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "HTTP/3 request refused");
+                return Err(Ended::of(&error));
+            }
+            Err(_) => {
+                tracing::debug!("HTTP/3 header timeout");
+                return Err(Ended::Failed);
+            }
+        };
+        let (mut send, recv) = stream.split();
+        let (mut parts, ()) = req.into_parts();
+        parts.headers.remove(EARLY_DATA);
+        if !self.handshake.is_complete(&self.conn) {
+            if !ZERO_RTT_SAFE_METHODS.contains(&parts.method) {
+                let too_early = Response::builder()
+                    .status(StatusCode::TOO_EARLY)
+                    .body(http_body_util::Empty::<Bytes>::new().map_err(|never| match never {}))
+                    .expect("a static response");
+                shared.handler.answered_locally(StatusCode::TOO_EARLY);
+                return body::send_response(&mut send, too_early)
+                    .await
+                    .map_err(|error| Ended::of_boxed(&error, "425 not delivered"));
+            }
+            parts
+                .headers
+                .insert(EARLY_DATA, HeaderValue::from_static("1"));
+        }
+        let length = parts
+            .headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse().ok());
+        let req = Request::from_parts(parts, RequestBody::new(recv, length));
+        // Per request, not per connection: after a migration the client's new address is the
+        // visitor address rules and `cf-connecting-ip` see.
+        let info = ConnInfo::new(
+            self.conn.remote_address(),
+            SocketAddr::new(
+                self.conn.local_ip().unwrap_or(shared.local.ip()),
+                shared.local.port(),
+            ),
+            Some(TlsInfo {
+                sni: self.sni.as_deref().map(str::to_owned),
+                version: Some(ProtocolVersion::TLSv1_3),
+                alpn: Some(ALPN.to_vec()),
+                // Not classified at accept: each request resolves its own host.
+                chain: None,
+            }),
+        );
+        let response = shared.handler.handle(Arc::new(info), req).await;
+        body::send_response(&mut send, response)
+            .await
+            .map_err(|error| Ended::of_boxed(&error, "HTTP/3 response cut off"))
+    }
+}
+
+/// How a request ended without its response delivered.
+enum Ended {
+    /// The client reset the stream or stopped reading the response.
+    Cancelled,
+    Failed,
+}
+
+impl Ended {
+    fn of(error: &h3::error::StreamError) -> Self {
+        match error {
+            h3::error::StreamError::RemoteTerminate { .. } => Ended::Cancelled,
+            _ => Ended::Failed,
+        }
+    }
+
+    fn of_boxed(error: &crate::downstream::BoxError, what: &'static str) -> Self {
+        tracing::debug!(%error, "{what}");
+        error
+            .downcast_ref::<h3::error::StreamError>()
+            .map_or(Ended::Failed, Ended::of)
     }
 }
