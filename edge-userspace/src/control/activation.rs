@@ -81,10 +81,7 @@ pub(super) fn local_checks(current: &State, next: &State, changes: &[Change]) ->
             continue;
         };
         let observation = Observation::Cname { result };
-        let after = transition(hostname, &observation);
-        if after.status != hostname.status
-            || after.verification_errors != hostname.verification_errors
-        {
+        if transition(hostname, &observation).changes(hostname) {
             observed.push(Change::Observe {
                 zone_id: zone_id.to_owned(),
                 custom_hostname_id: hostname.id.clone(),
