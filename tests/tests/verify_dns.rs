@@ -683,8 +683,7 @@ fn observed(state: &State, id: &str, observation: Observation) -> State {
 }
 
 #[tokio::test]
-async fn a_silent_dns_stalls_no_other_check_and_servfail_and_timeouts_are_recorded() -> Result<()>
-{
+async fn a_silent_dns_stalls_no_other_check_and_servfail_and_timeouts_are_recorded() -> Result<()> {
     let dns = dns_server().await?;
     let resolver = FlakyResolver::start(dns.addr).await?;
     resolver.fail("slow.example.com", Failure::Silent);
