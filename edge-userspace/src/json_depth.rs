@@ -82,3 +82,24 @@ mod tests {
         assert_eq!(check(wide.as_bytes()), Ok(()));
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+        /// What passes the check never reaches serde_json's own (unnamed)
+        /// recursion limit, whatever else is wrong with it.
+        #[test]
+        fn what_passes_never_hits_serdes_recursion_limit(json in r#"[\[\]{}"\\a:,1 ]{0,3000}"#) {
+            if check(json.as_bytes()).is_ok()
+                && let Err(error) = serde_json::from_str::<serde_json::Value>(&json)
+            {
+                prop_assert!(!error.to_string().contains("recursion limit"), "{error}");
+            }
+        }
+    }
+}

@@ -47,7 +47,7 @@ fn at_the_limit_every_walk_fits_a_small_stack() {
             assert!(check(&nots.1, &req, &client));
             assert_eq!(value(&lowers.1, &req, &client), "shop.example.com");
             let nots = (MAX_DEPTH - 1) / 2 + (MAX_DEPTH - 1) % 2;
-            assert_eq!(check(&mixed.1, &req, &client), nots % 2 == 0);
+            assert_eq!(check(&mixed.1, &req, &client), nots.is_multiple_of(2));
         })
         .unwrap()
         .join()
@@ -89,4 +89,66 @@ fn long_flat_expressions_are_not_deep() {
     assert!(parse(&chain, ExprKind::REQUEST_FILTER).is_ok());
     let siblings = vec!["(ssl)"; 1000].join(" or ");
     assert!(parse(&siblings, ExprKind::REQUEST_FILTER).is_ok());
+}
+
+/// Token soup, deep and shallow: whatever the parser makes of it, it answers
+/// (a tree or an error) and a tree it accepts compiles and evaluates.
+mod soup {
+    use proptest::prelude::*;
+
+    use super::super::{client, parts};
+    use crate::rules::context::{Ctx, RawRequest};
+    use crate::rules::expression::Expression;
+    use crate::rules::scheme::ExprKind;
+
+    const TOKENS: &[&str] = &[
+        "(",
+        ")",
+        "not ",
+        "!",
+        "lower(",
+        "len(",
+        "concat(",
+        "any(",
+        "http.host",
+        "ssl",
+        "http.request.headers[\"x\"]",
+        "[*]",
+        "[0]",
+        " and ",
+        " or ",
+        " xor ",
+        " eq ",
+        " in ",
+        "{",
+        "}",
+        ",",
+        "\"x\"",
+        "1",
+        " contains ",
+        "true",
+    ];
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+        #[test]
+        fn any_token_soup_is_answered(
+            tokens in prop::collection::vec(prop::sample::select(TOKENS.to_vec()), 0..1500),
+            value in any::<bool>(),
+        ) {
+            let src = tokens.concat();
+            let kind = if value { ExprKind::REQUEST_VALUE } else { ExprKind::REQUEST_FILTER };
+            if let Ok(expression) = Expression::compile(&src, kind) {
+                let req = parts("GET", "https://a.example/", &[("x", "y")]);
+                let client = client("192.0.2.1");
+                let raw = RawRequest::capture(&req, true);
+                let ctx = Ctx::new(&req, &raw, &client, None);
+                if value {
+                    let _ = expression.value(&ctx);
+                } else {
+                    let _ = expression.matches(&ctx);
+                }
+            }
+        }
+    }
 }
