@@ -447,7 +447,7 @@ impl<S: StatusSink> Task<S> {
         let track = self.tracks.get_mut(key)?;
         match &observation {
             Observation::Unanswered { reason } => {
-                tracing::warn!(hostname = %ch.hostname, %reason, "hostname validation check got no verdict");
+                tracing::warn!(hostname = %ch.hostname, %reason, "hostname validation check failed");
             }
             Observation::Cname { result }
                 if ch.status == HostnameStatus::Active
