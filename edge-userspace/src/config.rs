@@ -72,6 +72,7 @@ pub const DEMO: &str = include_str!("serve/demo.json");
 
 impl Config {
     pub fn parse(json: &str) -> Result<Config> {
+        crate::json_depth::check(json.as_bytes()).map_err(anyhow::Error::msg)?;
         let config: Config = serde_json::from_str(json)?;
         config.state.validate()?;
         if let Some(verify) = &config.verify {

@@ -1,6 +1,7 @@
 //! The real `edge` binary with a `verify` section: a bad one is refused at
 //! load, a good one runs the verifier, `edge ctl hostnames refresh` asks it to
-//! check a hostname now, and a resolver that never answers changes no status.
+//! check a hostname now, and a resolver that never answers changes no status
+//! (its timeout is the hostname's `verification_errors`).
 //! (Validation against a real DNS server: tests/tests/control_verify.rs.)
 
 mod support;
@@ -93,7 +94,7 @@ fn ctl_refresh_runs_a_check_now_and_a_silent_resolver_changes_nothing() {
     assert_eq!(refreshed["status"], "active");
 
     // Each refresh is one more check (the next is not due for minutes), and
-    // each times out: no verdict, no change.
+    // each times out: no verdict, no status change, the reason recorded.
     let deadline = Instant::now() + Duration::from_secs(10);
     while checks() < 3 {
         assert!(
@@ -119,7 +120,15 @@ fn ctl_refresh_runs_a_check_now_and_a_silent_resolver_changes_nothing() {
     assert!(success, "{stderr}");
     let after: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(after["status"], "active", "{after}");
-    assert_eq!(after["verification_errors"], json!([]), "{after}");
+    let errors = after["verification_errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 1, "{after}");
+    assert!(
+        errors[0]
+            .as_str()
+            .unwrap()
+            .contains("shop.othercustomer.net"),
+        "{after}"
+    );
 
     let (success, _, stderr) = ctl(
         &socket,

@@ -211,3 +211,117 @@ impl Drop for ChallengeServer {
         self.task.abort();
     }
 }
+
+/// How [`FlakyResolver`] fails the names it is told to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// Answers SERVFAIL.
+    ServFail,
+    /// Never answers, over UDP or TCP: the asker times out.
+    Silent,
+}
+
+/// A resolver in front of a [`DnsServer`]: passes queries through over UDP,
+/// except for a name told to fail and the names under it (its
+/// `_cf-custom-hostname.` TXT name), which get SERVFAIL or no answer at all.
+/// Its TCP port accepts connections and never answers. Stops when dropped.
+pub struct FlakyResolver {
+    pub addr: SocketAddr,
+    failing: Arc<Mutex<HashMap<String, Failure>>>,
+    task: JoinHandle<()>,
+    _tcp: TcpListener,
+}
+
+impl FlakyResolver {
+    pub async fn start(upstream: SocketAddr) -> Result<FlakyResolver> {
+        use hickory_server::proto::op::{Message, ResponseCode};
+        let (udp, tcp) = bind_udp_and_tcp().await?;
+        let addr = udp.local_addr()?;
+        let udp = Arc::new(udp);
+        let failing: Arc<Mutex<HashMap<String, Failure>>> = Arc::default();
+        let task = tokio::spawn({
+            let failing = failing.clone();
+            async move {
+                let mut buffer = vec![0u8; 4096];
+                while let Ok((len, from)) = udp.recv_from(&mut buffer).await {
+                    let query = buffer[..len].to_vec();
+                    let Ok(message) = Message::from_vec(&query) else {
+                        continue;
+                    };
+                    let name = message.queries.first().map(|q| {
+                        q.name()
+                            .to_ascii()
+                            .trim_end_matches('.')
+                            .to_ascii_lowercase()
+                    });
+                    let failure = name.and_then(|name| {
+                        let failing = failing.lock().unwrap();
+                        failing
+                            .iter()
+                            .find(|(failing, _)| {
+                                name == **failing || name.ends_with(&format!(".{failing}"))
+                            })
+                            .map(|(_, f)| *f)
+                    });
+                    match failure {
+                        Some(Failure::Silent) => {}
+                        Some(Failure::ServFail) => {
+                            let answer = Message::error_msg(
+                                message.metadata.id,
+                                message.metadata.op_code,
+                                ResponseCode::ServFail,
+                            );
+                            if let Ok(bytes) = answer.to_vec() {
+                                let _ = udp.send_to(&bytes, from).await;
+                            }
+                        }
+                        None => {
+                            let udp = udp.clone();
+                            tokio::spawn(async move {
+                                let Ok(socket) = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await
+                                else {
+                                    return;
+                                };
+                                let mut answer = vec![0u8; 4096];
+                                if socket.send_to(&query, upstream).await.is_ok()
+                                    && let Ok(Ok(len)) = tokio::time::timeout(
+                                        Duration::from_secs(5),
+                                        socket.recv(&mut answer),
+                                    )
+                                    .await
+                                {
+                                    let _ = udp.send_to(&answer[..len], from).await;
+                                }
+                            });
+                        }
+                    }
+                }
+            }
+        });
+        Ok(FlakyResolver {
+            addr,
+            failing,
+            task,
+            _tcp: tcp,
+        })
+    }
+
+    /// Fails `name` and every name under it from now on.
+    pub fn fail(&self, name: &str, failure: Failure) {
+        self.failing
+            .lock()
+            .unwrap()
+            .insert(name.to_ascii_lowercase(), failure);
+    }
+
+    /// Answers `name` again.
+    pub fn heal(&self, name: &str) {
+        self.failing.lock().unwrap().remove(name);
+    }
+}
+
+impl Drop for FlakyResolver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

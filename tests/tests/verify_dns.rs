@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Result;
-use edge_tests::dns::{ChallengeServer, DnsServer};
+use edge_tests::dns::{ChallengeServer, DnsServer, Failure, FlakyResolver};
 use edge_userspace::state::activation::transition;
 use edge_userspace::state::{
     Change, CnameCheck, CustomHostname, HostnameStatus, Observation, State,
@@ -669,4 +669,148 @@ async fn bad_config_is_refused() {
         error,
         VerifyError::Config("`concurrency` must be at least 1".into())
     );
+}
+
+/// Feeds `observation` to hostname `id` as the control plane would.
+fn observed(state: &State, id: &str, observation: Observation) -> State {
+    state
+        .apply(Change::Observe {
+            zone_id: ZONE.into(),
+            custom_hostname_id: id.into(),
+            observation,
+        })
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_silent_dns_stalls_no_other_check_and_servfail_and_timeouts_are_recorded() -> Result<()> {
+    let dns = dns_server().await?;
+    let resolver = FlakyResolver::start(dns.addr).await?;
+    resolver.fail("slow.example.com", Failure::Silent);
+    resolver.fail("bad.example.com", Failure::ServFail);
+    dns.cname("good.example.com", TARGET).await?;
+    let state = state(&[
+        ("bad", "bad.example.com"),
+        ("good", "good.example.com"),
+        ("slow", "slow.example.com"),
+    ]);
+    // A message from an earlier round, which a SERVFAIL must not leave behind.
+    let state = observed(
+        &state,
+        "bad",
+        Observation::Txt {
+            found: Some("stale".into()),
+        },
+    );
+    assert!(hostname(&state, "bad").verification_errors[0].contains("stale"));
+    let config = VerifyConfig {
+        timeout_ms: 2_000,
+        active_recheck_ms: 60_000,
+        error_retry_ms: 60_000,
+        ..VerifyConfig::new(resolver.addr)
+    };
+    let deadline = config.check_deadline();
+    let mut run = Running::start(&config, state)?;
+    let mut reports = std::collections::HashMap::new();
+    while !reports.contains_key("good") {
+        let change = run.next().await;
+        reports.insert(change.custom_hostname_id.clone(), change);
+    }
+    assert_eq!(reports["good"].to, HostnameStatus::Active);
+    // While the silent hostname's check runs, a refresh of another one is
+    // answered and checked at once: the customer moved it away.
+    dns.a("new-host.other.net", ELSEWHERE).await?;
+    dns.cname("good.example.com", "new-host.other.net").await?;
+    run.verifier.refresh(ZONE, "good").await?;
+    loop {
+        let change = run.next().await;
+        let done = change.custom_hostname_id == "good";
+        reports.insert(change.custom_hostname_id.clone(), change);
+        if done {
+            break;
+        }
+    }
+    assert_eq!(reports["good"].to, HostnameStatus::Moved);
+    assert!(
+        hostname(&run.states.borrow(), "slow")
+            .verification_errors
+            .is_empty(),
+        "the silent check ({deadline:?} deadline) had not ended: nothing waited for it"
+    );
+
+    // Then the silent and the failing checks end, each with its reason.
+    while !(reports.contains_key("slow") && reports.contains_key("bad")) {
+        let change = run.next().await;
+        reports.insert(change.custom_hostname_id.clone(), change);
+    }
+    for (id, name) in [("slow", "slow.example.com"), ("bad", "bad.example.com")] {
+        let report = &reports[id];
+        assert_eq!(report.to, HostnameStatus::Pending, "{report:?}");
+        assert!(
+            matches!(&report.observation, Observation::Unanswered { .. }),
+            "{report:?}"
+        );
+        let errors = &hostname(&run.states.borrow(), id).verification_errors;
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].contains(name), "{errors:?}");
+        assert!(!errors[0].contains("stale"), "{errors:?}");
+    }
+    eprintln!(
+        "slow: {:?}\nbad: {:?}",
+        reports["slow"].verification_errors, reports["bad"].verification_errors
+    );
+
+    // Once the DNS answers again, the reason goes with the next verdict.
+    resolver.heal("bad.example.com");
+    dns.cname("bad.example.com", TARGET).await?;
+    run.verifier.refresh(ZONE, "bad").await?;
+    let healed = run.next().await;
+    assert_eq!(
+        (healed.custom_hostname_id.as_str(), healed.to),
+        ("bad", HostnameStatus::Active)
+    );
+    assert!(healed.verification_errors.is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_cname_seen_pointing_here_is_remembered_across_a_restart() -> Result<()> {
+    let dns = dns_server().await?;
+    let state = state(&[("seen", "seen.example.com"), ("pre", "pre.example.com")]);
+    // Before the restart: `seen` activated by its CNAME, `pre` by its TXT
+    // token while its DNS still pointed at the old host.
+    let state = observed(
+        &state,
+        "seen",
+        Observation::Cname {
+            result: CnameCheck::Provider,
+        },
+    );
+    let state = observed(
+        &state,
+        "pre",
+        Observation::Txt {
+            found: Some(token("pre")),
+        },
+    );
+    // The stored state, read back by the next process.
+    let restarted: State = serde_json::from_value(serde_json::to_value(&state)?)?;
+    let seen = hostname(&restarted, "seen");
+    assert_eq!(seen.status, HostnameStatus::Active);
+    assert!(seen.cname_observed);
+    assert!(!hostname(&restarted, "pre").cname_observed);
+
+    // While the edge was down, both point elsewhere.
+    dns.a("seen.example.com", ELSEWHERE).await?;
+    dns.a("pre.example.com", ELSEWHERE).await?;
+    let mut run = Running::start(&config(&dns), restarted)?;
+    let moved = run.next().await;
+    assert_eq!(
+        (moved.custom_hostname_id.as_str(), moved.from, moved.to),
+        ("seen", HostnameStatus::Active, HostnameStatus::Moved)
+    );
+    // `pre` never pointed here: it has not moved, it has not arrived yet.
+    run.quiet_for(Duration::from_secs(1)).await;
+    assert_eq!(run.status("pre"), HostnameStatus::Active);
+    Ok(())
 }

@@ -774,6 +774,7 @@ mod derived {
                         HostnameStatus::Moved,
                     ][status],
                     verification_errors: Vec::new(),
+                    cname_observed: false,
                     ownership_verification: None,
                 },
             });
@@ -858,6 +859,7 @@ mod derived {
                     ssl: Default::default(),
                     status: HostnameStatus::Active,
                     verification_errors: Vec::new(),
+                    cname_observed: false,
                     ownership_verification: None,
                 },
             };

@@ -81,6 +81,9 @@ pub(super) fn local_checks(current: &State, next: &State, changes: &[Change]) ->
             continue;
         };
         let observation = Observation::Cname { result };
+        // Status and errors only: this edge's own zones answer every write
+        // that could move the hostname, so recording that its CNAME points
+        // here (which the verifier needs) is no reason for a write of its own.
         let after = transition(hostname, &observation);
         if after.status != hostname.status
             || after.verification_errors != hostname.verification_errors

@@ -57,7 +57,13 @@ enum CtlCommand {
     },
     /// Replaces the whole state with a document from `export` (`-`: stdin);
     /// validated whole, nothing changes if any part is refused.
-    Import { file: PathBuf },
+    Import {
+        file: PathBuf,
+        /// Confirms an import that keeps none of the current accounts and
+        /// zones (it deletes them all); refused without it.
+        #[arg(long)]
+        replace_all: bool,
+    },
     /// The XDP classifier (`/xdp`): its status unless told otherwise.
     Xdp {
         #[command(subcommand)]
@@ -508,9 +514,13 @@ async fn run_async(ctl: Ctl) -> Result<()> {
                 }
             };
         }
-        CtlCommand::Import { file } => (
+        CtlCommand::Import { file, replace_all } => (
             Method::PUT,
-            "/state".into(),
+            if replace_all {
+                format!("/state?{}=true", super::api::REPLACE_ALL)
+            } else {
+                "/state".into()
+            },
             Some(read_json(&file)?),
             Show::Imported,
         ),

@@ -192,9 +192,32 @@ impl Control {
     }
 
     /// Replaces the whole state (import): validated and compiled like any write.
-    pub(crate) fn replace(&self, next: State) -> Result<(), ApiError> {
+    /// An import that keeps none of the current accounts and zones (`{}`, or
+    /// another edge's state by mistake) deletes every tenant at once, so it is
+    /// refused unless `replace_all` confirms it; the check runs under the
+    /// writer's lock, against the state it would replace.
+    pub(crate) fn replace(&self, next: State, replace_all: bool) -> Result<(), ApiError> {
         next.validate()?;
         let mut writer = self.writer();
+        let current = self.inner.state.load();
+        let keeps_nothing = current
+            .accounts()
+            .iter()
+            .all(|a| next.accounts().get(&a.id).is_none())
+            && current
+                .zones()
+                .iter()
+                .all(|z| next.zones().get(&z.zone.id).is_none());
+        let deletes = current.accounts().len() + current.zones().len();
+        if keeps_nothing && deletes > 0 && !replace_all {
+            return Err(ApiError::malformed(format!(
+                "this import keeps none of the {} accounts and {} zones and would delete them all; \
+                 send it with `?{}=true` (`edge ctl import --replace-all`) to confirm",
+                current.accounts().len(),
+                current.zones().len(),
+                api::REPLACE_ALL,
+            )));
+        }
         self.commit(&mut writer, next, None, |store, next| store.replace(next))
     }
 

@@ -126,11 +126,14 @@ impl Call {
         !self.body.iter().all(u8::is_ascii_whitespace)
     }
 
-    /// The body as `T`; unknown fields, wrong types and bad JSON are 400.
+    /// The body as `T`; unknown fields, wrong types, bad JSON and JSON nested
+    /// past [`crate::json_depth::MAX_DEPTH`] are 400.
     pub fn json<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
         if !self.has_body() {
             return Err(ApiError::malformed("a JSON body is required"));
         }
+        crate::json_depth::check(&self.body)
+            .map_err(|error| ApiError::malformed(format!("request body: {error}")))?;
         serde_json::from_slice(&self.body)
             .map_err(|error| ApiError::malformed(format!("request body: {error}")))
     }

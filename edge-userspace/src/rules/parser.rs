@@ -3,6 +3,10 @@
 //!
 //! Precedence, highest first: `not`, `and`, `xor`, `or`; comparisons bind
 //! tighter than all of them.
+//!
+//! Nesting is bounded by [`MAX_DEPTH`]: the parser, the compiler, the
+//! evaluator and the drop of a tree all recurse once per level, so a tenant's
+//! expression must not choose how deep the stack goes.
 
 use std::net::IpAddr;
 use std::str::FromStr;
@@ -11,6 +15,12 @@ use super::ast::{Arg, IndexKey, IpItem, Node, Ord, Rhs};
 use super::error::ExprError;
 use super::lexer::{Spanned, Tok, lex};
 use super::scheme::{ExprKind, Field, Func, Type};
+
+/// How deeply an expression may nest: each `(`, `not`/`!` and function call
+/// opens a level. Far above what a rule needs (Cloudflare's dashboard writes
+/// at most a few levels) and far below what overflows a thread's stack in any
+/// of the walks over the tree.
+pub const MAX_DEPTH: usize = 64;
 
 /// Parses and type-checks `src`. Filters must be Bool, value expressions Bytes.
 pub fn parse(src: &str, kind: ExprKind) -> Result<Node, ExprError> {
@@ -21,6 +31,7 @@ pub fn parse(src: &str, kind: ExprKind) -> Result<Node, ExprError> {
         pos: 0,
         kind,
         expand_frames: vec![Vec::new()],
+        depth: 0,
     };
     if p.toks.is_empty() {
         return Err(ExprError::at(src, 0, "empty expression"));
@@ -51,6 +62,7 @@ pub fn parse_characteristic(src: &str) -> Result<(Node, Type), ExprError> {
         pos: 0,
         kind: ExprKind::REQUEST_FILTER,
         expand_frames: vec![Vec::new()],
+        depth: 0,
     };
     let (node, ty) = p.parse_value()?;
     if let Some(t) = p.toks.get(p.pos) {
@@ -75,6 +87,8 @@ struct Parser<'s> {
     kind: ExprKind,
     /// Positions of `[*]` seen, one frame per enclosing `any`/`all`.
     expand_frames: Vec<Vec<usize>>,
+    /// Levels open at the current token (see [`MAX_DEPTH`]).
+    depth: usize,
 }
 
 type Typed = (Node, Type);
@@ -113,6 +127,28 @@ impl Parser<'_> {
         } else {
             Err(self.err_at(self.here(), format!("expected {what}")))
         }
+    }
+
+    /// Runs `inner` one nesting level deeper, refusing to go past [`MAX_DEPTH`]
+    /// before it recurses (`at` is where the new level opens).
+    fn nested<T>(
+        &mut self,
+        at: usize,
+        inner: impl FnOnce(&mut Self) -> Result<T, ExprError>,
+    ) -> Result<T, ExprError> {
+        if self.depth >= MAX_DEPTH {
+            return Err(self.err_at(
+                at,
+                format!(
+                    "expression nests deeper than {MAX_DEPTH} levels (the limit; \
+                     each `(`, `not` and function call is a level)"
+                ),
+            ));
+        }
+        self.depth += 1;
+        let out = inner(self);
+        self.depth -= 1;
+        out
     }
 
     fn logical(
@@ -176,9 +212,10 @@ impl Parser<'_> {
 
     fn parse_not(&mut self) -> Result<Typed, ExprError> {
         if matches!(self.peek(), Some(Tok::Bang)) || self.peek_word() == Some("not") {
+            let not_at = self.here();
             self.pos += 1;
             let at = self.here();
-            let (n, ty) = self.parse_not()?;
+            let (n, ty) = self.nested(not_at, Self::parse_not)?;
             self.need_bool(&ty, at, "not")?;
             return Ok((Node::Not(Box::new(n)), Type::Bool));
         }
@@ -417,16 +454,16 @@ impl Parser<'_> {
     fn parse_primary(&mut self) -> Result<Typed, ExprError> {
         let at = self.here();
         match self.bump() {
-            Some(Tok::LParen) => {
-                let inner = self.parse_or()?;
-                self.expect(Tok::RParen, "`)`")?;
+            Some(Tok::LParen) => self.nested(at, |p| {
+                let inner = p.parse_or()?;
+                p.expect(Tok::RParen, "`)`")?;
                 Ok(inner)
-            }
+            }),
             Some(Tok::Str(s)) => Ok((Node::Bytes(s), Type::Bytes)),
             Some(Tok::Word(w)) => {
                 if self.peek() == Some(&Tok::LParen) {
                     self.pos += 1;
-                    return self.parse_call(&w, at);
+                    return self.nested(at, |p| p.parse_call(&w, at));
                 }
                 if let Ok(i) = w.parse::<i64>() {
                     return Ok((Node::Int(i), Type::Int));

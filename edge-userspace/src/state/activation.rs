@@ -27,6 +27,10 @@ pub enum Observation {
     Block { reason: String },
     /// An operator lifts a block; the hostname must validate again.
     Unblock,
+    /// A check that reached no verdict (SERVFAIL, a timeout, its deadline):
+    /// not evidence, so the status stays, but the reason replaces the
+    /// hostname's `verification_errors` so the customer sees it.
+    Unanswered { reason: String },
 }
 
 /// Where the hostname's CNAME chain ends.
@@ -41,25 +45,54 @@ pub enum CnameCheck {
     NoRecord,
 }
 
-/// A hostname's status and `verification_errors` after an observation.
+/// A hostname's status, `verification_errors` and whether its CNAME has
+/// been seen pointing here, after an observation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transition {
     pub status: HostnameStatus,
     pub verification_errors: Vec<String>,
+    pub cname_observed: bool,
+}
+
+impl Transition {
+    /// Whether applying the transition to `ch` changes it (then it is a write).
+    pub fn changes(&self, ch: &CustomHostname) -> bool {
+        self.status != ch.status
+            || self.verification_errors != ch.verification_errors
+            || self.cname_observed != ch.cname_observed
+    }
 }
 
 /// The activation state machine. Only the CNAME check can move an active
 /// hostname: a TXT or HTTP token proves control, not that traffic still
 /// arrives here (users complain that "active" proves nothing about DNS).
 pub fn transition(ch: &CustomHostname, observation: &Observation) -> Transition {
-    let keep = || Transition {
-        status: ch.status,
-        verification_errors: ch.verification_errors.clone(),
+    let next = status_and_errors(ch, observation);
+    // Seen pointing here once the CNAME check activates it; forgotten when
+    // it must validate from the start again.
+    let cname_observed = match (next.0, observation) {
+        (
+            HostnameStatus::Active,
+            Observation::Cname {
+                result: CnameCheck::Provider,
+            },
+        ) => true,
+        (HostnameStatus::Pending | HostnameStatus::Blocked, _) => false,
+        _ => ch.cname_observed,
     };
-    let to = |status, errors: Vec<String>| Transition {
-        status,
-        verification_errors: errors,
-    };
+    Transition {
+        status: next.0,
+        verification_errors: next.1,
+        cname_observed,
+    }
+}
+
+fn status_and_errors(
+    ch: &CustomHostname,
+    observation: &Observation,
+) -> (HostnameStatus, Vec<String>) {
+    let keep = || (ch.status, ch.verification_errors.clone());
+    let to = |status, errors: Vec<String>| (status, errors);
     let token = ch.ownership_verification.as_ref().map(|v| v.value.as_str());
     use HostnameStatus::*;
     match (ch.status, observation) {
@@ -67,6 +100,7 @@ pub fn transition(ch: &CustomHostname, observation: &Observation) -> Transition 
         (_, Observation::Block { reason }) => to(Blocked, vec![reason.clone()]),
         (Blocked, Observation::Unblock) => to(Pending, Vec::new()),
         (Blocked, _) | (_, Observation::Unblock) => keep(),
+        (_, Observation::Unanswered { reason }) => to(ch.status, vec![reason.clone()]),
         (_, Observation::Cname { result }) => match (ch.status, result) {
             (_, CnameCheck::Provider) => to(Active, Vec::new()),
             (Active | Moved, other) => to(Moved, vec![cname_error(&ch.hostname, other)]),
@@ -212,6 +246,7 @@ mod tests {
             ssl: CustomHostnameSsl::default(),
             status,
             verification_errors: vec!["old".into()],
+            cname_observed: false,
             ownership_verification: Some(OwnershipVerification {
                 verification_type: VerificationType::Txt,
                 name: "_cf-custom-hostname.shop.example.com".into(),
@@ -249,6 +284,9 @@ mod tests {
             reason: "abuse".into(),
         };
         let unblock = Observation::Unblock;
+        let unanswered = Observation::Unanswered {
+            reason: "DNS lookup of shop.example.com failed: SERVFAIL".into(),
+        };
         #[rustfmt::skip]
         let table: &[(HostnameStatus, &Observation, HostnameStatus, Option<&str>)] = &[
             (Pending, &provider, Active, None),
@@ -276,6 +314,10 @@ mod tests {
             (Blocked, &unblock, Pending, None),
             (PendingDeletion, &provider, PendingDeletion, Some("old")),
             (PendingDeletion, &block, PendingDeletion, Some("old")),
+            (Pending, &unanswered, Pending, Some("SERVFAIL")),
+            (Active, &unanswered, Active, Some("SERVFAIL")),
+            (Moved, &unanswered, Moved, Some("SERVFAIL")),
+            (Blocked, &unanswered, Blocked, Some("old")),
         ];
         for (from, obs, to, error) in table {
             let t = transition(&ch(*from), obs);

@@ -433,9 +433,11 @@ impl State {
                 let Transition {
                     status,
                     verification_errors,
+                    cname_observed,
                 } = activation::transition(hostname, &observation);
                 hostname.status = status;
                 hostname.verification_errors = verification_errors;
+                hostname.cname_observed = cname_observed;
             }
         }
         Ok(())

@@ -181,6 +181,14 @@ pub struct CustomHostname {
     pub status: HostnameStatus,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub verification_errors: Vec<String>,
+    /// Whether a CNAME check has seen the hostname point at the provider
+    /// since it last had to validate. Only then is an active hostname whose
+    /// CNAME leads elsewhere `moved` (one activated by a TXT or HTTP token
+    /// before its DNS was switched has not arrived yet). Stored, so that a
+    /// hostname whose CNAME moved away while the edge was down goes `moved`
+    /// after a restart.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cname_observed: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ownership_verification: Option<OwnershipVerification>,
 }

@@ -102,6 +102,13 @@ impl VerifyConfig {
     pub fn error_retry(&self) -> Duration {
         Duration::from_millis(self.error_retry_ms)
     }
+
+    /// Each hostname's whole check (CNAME chain, TXT, HTTP challenge) ends
+    /// within this, whatever its DNS does: three steps of [`Self::timeout`]
+    /// each.
+    pub fn check_deadline(&self) -> Duration {
+        self.timeout() * 3
+    }
 }
 
 #[cfg(test)]

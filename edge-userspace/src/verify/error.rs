@@ -11,6 +11,8 @@ pub enum VerifyError {
     Dns { name: String, reason: String },
     #[error("no custom hostname `{id}` awaiting validation in zone `{zone_id}`")]
     UnknownHostname { zone_id: String, id: String },
+    #[error("the check of {hostname} did not finish within its {ms} ms deadline")]
+    Deadline { hostname: String, ms: u128 },
     #[error("no zone `{0}`")]
     UnknownZone(String),
     #[error("the hostname verifier has stopped")]

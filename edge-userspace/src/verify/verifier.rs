@@ -1,14 +1,19 @@
 //! The verifier task: knows which hostnames await validation (from the
 //! control plane's state), runs their checks when the back-off schedule says
 //! so, and reports what changed to a [`StatusSink`].
+//!
+//! Checks run concurrently, at most [`VerifyConfig::concurrency`] at once,
+//! each under its own deadline ([`VerifyConfig::check_deadline`]); the task
+//! keeps scheduling, following the state and answering refreshes while they
+//! run, so one customer's DNS that never answers stalls nobody else's check.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::{JoinError, JoinHandle, JoinSet};
 use tokio::time::Instant;
 
 use super::{Checker, Retry, VerifyConfig, VerifyError};
@@ -89,6 +94,9 @@ impl Verifier {
             tracks: HashMap::new(),
             seen: Arc::default(),
             queue: Queue::default(),
+            running: JoinSet::new(),
+            in_flight: HashMap::new(),
+            again: HashSet::new(),
         };
         Ok(Verifier {
             commands,
@@ -140,11 +148,6 @@ struct Track {
     status: HostnameStatus,
     retry: Retry,
     due: Option<Instant>,
-    /// Whether a CNAME check has seen it point here since this process
-    /// started. Only then is an active hostname `moved` when it points
-    /// elsewhere: one activated by TXT or HTTP pre-validation before its
-    /// DNS was switched has not moved, it has not arrived yet.
-    pointed_here: bool,
 }
 
 impl Track {
@@ -154,7 +157,6 @@ impl Track {
             status: ch.status,
             retry: Retry::start(now.into_std()),
             due: Some(now),
-            pointed_here: false,
         }
     }
 
@@ -184,7 +186,16 @@ struct Task<S> {
     /// The state `tracks` follows.
     seen: Arc<State>,
     queue: Queue,
+    /// The checks under way.
+    running: JoinSet<Checked>,
+    /// Which hostname each running check is for.
+    in_flight: HashMap<tokio::task::Id, Key>,
+    /// Hostnames refreshed while their check ran: checked again once it ends.
+    again: HashSet<Key>,
 }
+
+/// A finished check: the hostname as it was checked and what was observed.
+type Checked = (Key, CustomHostname, Observation);
 
 /// When tracks are due, earliest first, so that finding the due ones costs
 /// those, not a walk of every watched hostname. An entry whose track has
@@ -203,22 +214,17 @@ impl Queue {
         tracks.get(key).is_some_and(|t| t.due == Some(at))
     }
 
-    /// The tracks due at `now`, each once.
-    fn take_due(&mut self, tracks: &HashMap<Key, Track>, now: Instant) -> Vec<Key> {
-        let mut due = Vec::new();
+    /// The next track due at `now`, if any.
+    fn take_due(&mut self, tracks: &HashMap<Key, Track>, now: Instant) -> Option<Key> {
         while let Some(Reverse((at, _))) = self.0.peek()
             && *at <= now
         {
-            let Some(Reverse((at, key))) = self.0.pop() else {
-                break;
-            };
+            let Reverse((at, key)) = self.0.pop()?;
             if Self::is_current(tracks, at, &key) {
-                due.push(key);
+                return Some(key);
             }
         }
-        due.sort_unstable();
-        due.dedup();
-        due
+        None
     }
 
     /// When the next track is due.
@@ -237,13 +243,21 @@ impl<S: StatusSink> Task<S> {
     async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
         self.reconcile(Instant::now());
         loop {
-            let due = self.queue.take_due(&self.tracks, Instant::now());
-            if !due.is_empty() {
-                self.check(due).await;
-                continue;
-            }
-            let next = self.queue.next(&self.tracks);
+            self.start_due();
+            // With every slot taken, the next due check waits for a slot.
+            let next = if self.running.len() < self.config.concurrency {
+                self.queue.next(&self.tracks)
+            } else {
+                None
+            };
             tokio::select! {
+                Some(joined) = self.running.join_next_with_id(), if !self.running.is_empty() => {
+                    let mut finished = vec![joined];
+                    while let Some(more) = self.running.try_join_next_with_id() {
+                        finished.push(more);
+                    }
+                    self.finish(finished).await;
+                }
                 changed = self.states.changed() => match changed {
                     Ok(()) => self.reconcile(Instant::now()),
                     Err(_) => return,
@@ -313,6 +327,10 @@ impl<S: StatusSink> Task<S> {
         self.reconcile(Instant::now());
         let key = (zone_id, id);
         match self.tracks.get_mut(&key) {
+            Some(_) if self.in_flight.values().any(|k| *k == key) => {
+                self.again.insert(key);
+                Ok(())
+            }
             Some(track) => {
                 track.restart(Instant::now());
                 self.queue.schedule(&key, track);
@@ -325,37 +343,76 @@ impl<S: StatusSink> Task<S> {
         }
     }
 
-    /// Runs the due checks, at most `concurrency` at a time, and reports
-    /// the changes they found in one batch.
-    async fn check(&mut self, due: Vec<Key>) {
+    /// Starts the due checks while a slot is free. A check that misses its
+    /// deadline or gets no answer is an [`Observation::Unanswered`].
+    fn start_due(&mut self) {
+        let state = self.states.borrow().clone();
+        while self.running.len() < self.config.concurrency {
+            let Some(key) = self.queue.take_due(&self.tracks, Instant::now()) else {
+                return;
+            };
+            // Still running (a check can outlast `error_retry`): its end
+            // schedules the next one.
+            if self.in_flight.values().any(|k| *k == key) {
+                continue;
+            }
+            let Some(ch) = find(&state, &key) else {
+                self.tracks.remove(&key);
+                continue;
+            };
+            // Replaced when the check concludes; bounds the repeats of one
+            // that never does (its task panicked).
+            if let Some(track) = self.tracks.get_mut(&key) {
+                track.due = Some(Instant::now() + self.config.error_retry());
+                self.queue.schedule(&key, track);
+            }
+            let (checker, state, id) = (self.checker.clone(), state.clone(), key.clone());
+            let deadline = self.config.check_deadline();
+            let task = self.running.spawn(async move {
+                let checked = tokio::time::timeout(deadline, checker.observe(&state, &key.0, &ch));
+                let observation = match checked.await {
+                    Ok(Ok(observation)) => observation,
+                    Ok(Err(error)) => Observation::Unanswered {
+                        reason: error.to_string(),
+                    },
+                    Err(_) => Observation::Unanswered {
+                        reason: VerifyError::Deadline {
+                            hostname: ch.hostname.clone(),
+                            ms: deadline.as_millis(),
+                        }
+                        .to_string(),
+                    },
+                };
+                (key, ch, observation)
+            });
+            self.in_flight.insert(task.id(), id);
+        }
+    }
+
+    /// Concludes finished checks and reports the changes they found in one batch.
+    async fn finish(&mut self, finished: Vec<Result<(tokio::task::Id, Checked), JoinError>>) {
         let state = self.states.borrow().clone();
         let mut changes = Vec::new();
-        for batch in due.chunks(self.config.concurrency) {
-            let mut checks = JoinSet::new();
-            for key in batch {
-                let Some(ch) = find(&state, key) else {
-                    self.tracks.remove(key);
-                    continue;
-                };
-                // Replaced when the check concludes; bounds the repeats of
-                // one that never does (its task panicked).
-                if let Some(track) = self.tracks.get_mut(key) {
-                    track.due = Some(Instant::now() + self.config.error_retry());
-                    self.queue.schedule(key, track);
+        for joined in finished {
+            let (key, ch, observation) = match joined {
+                Ok((id, checked)) => {
+                    self.in_flight.remove(&id);
+                    checked
                 }
-                let (checker, state, key) = (self.checker.clone(), state.clone(), key.clone());
-                checks.spawn(async move {
-                    let result = checker.observe(&state, &key.0, &ch).await;
-                    (key, ch, result)
-                });
+                // Panicked: its track retries after `error_retry`.
+                Err(error) => {
+                    self.in_flight.remove(&error.id());
+                    continue;
+                }
+            };
+            if let Some(change) = self.conclude(&key, &ch, observation) {
+                changes.push(change);
             }
-            while let Some(joined) = checks.join_next().await {
-                let Ok((key, ch, result)) = joined else {
-                    continue;
-                };
-                if let Some(change) = self.conclude(&key, &ch, result) {
-                    changes.push(change);
-                }
+            if self.again.remove(&key)
+                && let Some(track) = self.tracks.get_mut(&key)
+            {
+                track.restart(Instant::now());
+                self.queue.schedule(&key, track);
             }
         }
         if changes.is_empty() {
@@ -384,32 +441,28 @@ impl<S: StatusSink> Task<S> {
         &mut self,
         key: &Key,
         ch: &CustomHostname,
-        result: Result<Observation, VerifyError>,
+        observation: Observation,
     ) -> Option<StatusChange> {
         let now = Instant::now();
         let track = self.tracks.get_mut(key)?;
-        let observation = match result {
-            Ok(observation) => observation,
-            Err(error) => {
-                tracing::warn!(hostname = %ch.hostname, %error, "hostname validation check failed");
-                track.checked(now, &self.config);
-                self.queue.schedule(key, track);
-                return None;
+        match &observation {
+            Observation::Unanswered { reason } => {
+                tracing::warn!(hostname = %ch.hostname, %reason, "hostname validation check failed");
             }
-        };
-        if let Observation::Cname { result } = &observation {
-            let here = *result == CnameCheck::Provider;
-            if ch.status == HostnameStatus::Active && !here && !track.pointed_here {
+            Observation::Cname { result }
+                if ch.status == HostnameStatus::Active
+                    && *result != CnameCheck::Provider
+                    && !ch.cname_observed =>
+            {
                 tracing::debug!(hostname = %ch.hostname, "active by pre-validation, DNS not pointing here yet");
                 track.checked(now, &self.config);
                 self.queue.schedule(key, track);
                 return None;
             }
-            track.pointed_here |= here;
+            _ => {}
         }
         let next = transition(ch, &observation);
-        let changed =
-            next.status != ch.status || next.verification_errors != ch.verification_errors;
+        let changed = next.changes(ch);
         if next.status != track.status {
             track.status = next.status;
             track.retry = Retry::start(now.into_std());

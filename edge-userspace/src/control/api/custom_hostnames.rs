@@ -109,6 +109,7 @@ pub(super) fn create(control: &Control, call: &Call) -> Result<Value, ApiError> 
             ssl: body.ssl,
             status: HostnameStatus::Pending,
             verification_errors: Vec::new(),
+            cname_observed: false,
         };
         let zone_id = zs.zone.id.clone();
         Ok((

@@ -19,6 +19,8 @@ use super::ApiError;
 use super::router::{MAX_STATE_BODY, Route, raw_route, route};
 use crate::state::{State, ZoneState};
 
+pub use state::REPLACE_ALL;
+
 pub static ROUTES: &[Route] = &[
     route(Method::GET, "/zones", zones::list),
     route(Method::POST, "/zones", zones::create),

@@ -14,9 +14,22 @@ pub(super) fn export(control: &Control, _: &Call) -> Result<Value, ApiError> {
     Ok(to_value(&*control.state()))
 }
 
+/// The query parameter (`=true`) that confirms an import deleting every
+/// current account and zone (see [`Control::replace`]).
+pub const REPLACE_ALL: &str = "replace_all";
+
 pub(super) fn import(control: &Control, call: &Call) -> Result<Value, ApiError> {
+    let replace_all = match call.query(REPLACE_ALL) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Err(ApiError::malformed(format!(
+                "`{REPLACE_ALL}` must be `true` or `false`, not `{other}`"
+            )));
+        }
+    };
     let state: State = call.json()?;
-    control.replace(state)?;
+    control.replace(state, replace_all)?;
     let state = control.state();
     Ok(json!({
         "accounts": state.accounts().len(),

@@ -1,6 +1,7 @@
 //! Tests of the rules language and compiled rulesets.
 
 mod alloc;
+mod depth;
 mod eval;
 mod index;
 mod naive;
