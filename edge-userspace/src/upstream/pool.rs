@@ -98,7 +98,8 @@ impl OriginPool {
         self.idle.lock().expect("idle list lock poisoned").pop()
     }
 
-    async fn connect(&self) -> io::Result<Conn> {
+    /// A new connection, whatever is pooled.
+    pub async fn connect(&self) -> io::Result<Conn> {
         let io = self.dialer.dial().await?;
         if io.is_h2() {
             let (sender, conn) = http2::Builder::new(TokioExecutor::new())
