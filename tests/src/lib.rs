@@ -1,5 +1,6 @@
 //! Shared fixtures for the integration tests.
 
+pub mod binary;
 pub mod chain;
 pub mod control;
 pub mod dns;
