@@ -159,20 +159,10 @@ impl EdgeProcess {
     /// A reqwest client from `local` (a loopback address of its own: caps are per address),
     /// trusting the edge's CA and resolving `hosts` to its TLS listener.
     pub fn client(&self, local: IpAddr, hosts: &[&str], http2: bool) -> reqwest::Client {
-        let mut builder = reqwest::Client::builder()
-            .tls_certs_only([reqwest::Certificate::from_pem(&self.ca_pem).unwrap()])
-            .no_proxy()
+        crate::chain::client_builder(&self.ca_pem, self.https, hosts, http2)
             .local_address(local)
-            .timeout(Duration::from_secs(10));
-        for host in hosts {
-            builder = builder.resolve(host, self.https);
-        }
-        builder = if http2 {
-            builder.http2_prior_knowledge()
-        } else {
-            builder.http1_only()
-        };
-        builder.build().unwrap()
+            .build()
+            .unwrap()
     }
 }
 

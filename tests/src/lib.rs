@@ -5,6 +5,7 @@ pub mod chain;
 pub mod control;
 pub mod dns;
 pub mod frames;
+pub mod h2raw;
 pub mod h3;
 pub mod handshake;
 pub mod hello;

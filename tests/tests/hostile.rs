@@ -5,6 +5,7 @@
 //! in the test's config (a second) so that every attack ends in seconds; each attack is bounded
 //! in count and time.
 
+use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,6 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use edge_tests::binary::EdgeProcess;
 use edge_tests::chain::o2o_state;
+use edge_tests::h2raw::{frame, get_block, preface};
 use edge_tests::proxy::spawn_echo;
 use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -269,32 +271,24 @@ async fn silent_and_idle_connections_are_closed_and_shed_first() {
     );
 }
 
-/// An origin answering `/large` with `len` bytes and anything else with `ok`, on keep-alive
+/// The size of `/large`.
+const LARGE: usize = 4 << 20;
+
+/// Answers `/large` with [`LARGE`] bytes and anything else with `ok`, on keep-alive
 /// connections.
-async fn spawn_large_origin(len: usize) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut tcp, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let large = vec![b'x'; len];
-                while let Some(head) = read_head(&mut tcp).await {
-                    let body: &[u8] = if head.starts_with(b"GET /large ") {
-                        &large
-                    } else {
-                        b"ok"
-                    };
-                    let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len());
-                    if tcp.write_all(head.as_bytes()).await.is_err()
-                        || tcp.write_all(body).await.is_err()
-                    {
-                        return;
-                    }
-                }
-            });
+async fn serve_large(mut tcp: TcpStream) {
+    let large = vec![b'x'; LARGE];
+    while let Some(head) = read_head(&mut tcp).await {
+        let body: &[u8] = if head.starts_with(b"GET /large ") {
+            &large
+        } else {
+            b"ok"
+        };
+        let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len());
+        if tcp.write_all(head.as_bytes()).await.is_err() || tcp.write_all(body).await.is_err() {
+            return;
         }
-    });
-    addr
+    }
 }
 
 /// One request head, or `None` at the end of the stream.
@@ -312,7 +306,7 @@ async fn read_head(tcp: &mut TcpStream) -> Option<Vec<u8>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_that_never_read_lose_their_streams_and_origin_slots() {
-    let origin = spawn_large_origin(4 << 20).await;
+    let origin = spawn_origin(serve_large).await;
     let mut edge = start(origin).await;
     let rss = warm(&edge).await;
     let legit = Legit::start(&edge, "/legit");
@@ -417,28 +411,6 @@ async fn clients_that_never_read_lose_their_streams_and_origin_slots() {
     edge.assert_running();
 }
 
-/// An HTTP/2 (TLS) connection's frames as raw bytes: the preface and an empty SETTINGS first.
-fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let len = u32::try_from(payload.len()).unwrap().to_be_bytes();
-    let mut out = vec![len[1], len[2], len[3], kind, flags];
-    out.extend_from_slice(&stream.to_be_bytes());
-    out.extend_from_slice(payload);
-    out
-}
-
-fn preface() -> Vec<u8> {
-    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
-    out.extend(frame(0x4, 0, 0, &[]));
-    out
-}
-
-/// HPACK for `GET https://HOST/` (static table entries and one literal).
-fn get_block() -> Vec<u8> {
-    let mut block = vec![0x82, 0x87, 0x84, 0x01, HOST.len() as u8];
-    block.extend_from_slice(HOST.as_bytes());
-    block
-}
-
 /// Writes `chunks` until the edge closes the connection; `true` when it did within `limit`
 /// (the reads drain whatever it answers meanwhile).
 async fn cut_while_sending(
@@ -495,7 +467,7 @@ async fn http2_floods_are_cut_and_counted_not_logged() {
         let mut burst = preface();
         for s in 0..200u32 {
             let id = 2 * s + 1;
-            burst.extend(frame(0x1, 0x4 | 0x1, id, &get_block()));
+            burst.extend(frame(0x1, 0x4 | 0x1, id, &get_block(HOST)));
             burst.extend(frame(0x3, 0, id, &0x8u32.to_be_bytes()));
         }
         assert!(
@@ -506,7 +478,7 @@ async fn http2_floods_are_cut_and_counted_not_logged() {
     // CONTINUATION flood: a header block that never ends.
     let tls = tls_from(&edge, attacker(40), &[b"h2"]).await.unwrap();
     let mut start = preface();
-    start.extend(frame(0x1, 0x1, 1, &get_block()));
+    start.extend(frame(0x1, 0x1, 1, &get_block(HOST)));
     let chunks = std::iter::once(start).chain(
         std::iter::repeat_with(|| frame(0x9, 0, 1, &[0x40, 0x01, b'a', 0x7f, 0x00])).take(100_000),
     );
@@ -517,7 +489,7 @@ async fn http2_floods_are_cut_and_counted_not_logged() {
     // HPACK bomb: one 3 KB header put in the dynamic table, then referenced 1,000 times in
     // one request (3 MB of headers decoded from 4 KB): refused, not decoded whole.
     let tls = tls_from(&edge, attacker(41), &[b"h2"]).await.unwrap();
-    let mut bomb = get_block();
+    let mut bomb = get_block(HOST);
     bomb.extend([0x40, 0x01, b'x', 0x7f]);
     // Length 3000 as an HPACK integer with a 7-bit prefix: 127, then the rest in 7-bit groups.
     let mut rest = 3000 - 127;
@@ -703,50 +675,45 @@ async fn huge_heads_and_smuggling_shapes_are_refused() {
     );
 }
 
-/// An origin that closes each keep-alive connection when the second request arrives on it,
-/// before answering: what an origin closing idle connections does to a request that crosses
-/// its close.
-async fn spawn_closing_origin() -> SocketAddr {
+/// An origin on loopback serving each connection with `serve`.
+async fn spawn_origin<F: Future<Output = ()> + Send + 'static>(
+    serve: fn(TcpStream) -> F,
+) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
-        while let Ok((mut tcp, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                if read_head(&mut tcp).await.is_some() {
-                    let _ = tcp
-                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                        .await;
-                    // The next request is read, then the connection closed unanswered.
-                    let _ = read_head(&mut tcp).await;
-                }
-            });
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(serve(tcp));
         }
     });
     addr
 }
 
-/// An origin answering every request with `101 Switching Protocols`.
-async fn spawn_switching_origin() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut tcp, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                if read_head(&mut tcp).await.is_some() {
-                    let _ = tcp
-                        .write_all(b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\nraw bytes")
-                        .await;
-                    tokio::time::sleep(Duration::from_secs(5)).await;
-                }
-            });
-        }
-    });
-    addr
+/// Answers the first request of a connection, then reads the second and closes the connection
+/// without answering: what an origin closing idle keep-alive connections does to a request
+/// that crosses its close.
+async fn close_on_second_request(mut tcp: TcpStream) {
+    if read_head(&mut tcp).await.is_some() {
+        let _ = tcp
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+            .await;
+        let _ = read_head(&mut tcp).await;
+    }
+}
+
+/// Answers a request with `101 Switching Protocols`, asked for or not.
+async fn switch_protocols(mut tcp: TcpStream) {
+    if read_head(&mut tcp).await.is_some() {
+        let _ = tcp
+            .write_all(b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\nraw bytes")
+            .await;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_origin_closing_keep_alive_connections_costs_no_idempotent_request() {
-    let origin = spawn_closing_origin().await;
+    let origin = spawn_origin(close_on_second_request).await;
     let edge = start(origin).await;
     let client = edge.client(LEGIT, &[HOST], true);
     let url = format!("https://{HOST}:{}/", edge.https.port());
@@ -776,7 +743,7 @@ async fn an_origin_closing_keep_alive_connections_costs_no_idempotent_request() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unrequested_switch_of_protocols_is_a_502() {
-    let origin = spawn_switching_origin().await;
+    let origin = spawn_origin(switch_protocols).await;
     let edge = start(origin).await;
     for http2 in [false, true] {
         let client = edge.client(LEGIT, &[HOST], http2);

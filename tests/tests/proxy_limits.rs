@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use edge_tests::h2raw::{frame, get_block, preface};
 use edge_tests::proxy::{Edge, EdgeSetup, plain_origin, spawn_echo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -73,14 +74,6 @@ async fn h2_stream_limit_is_advertised() {
 }
 
 /// One raw HTTP/2 frame: well-behaved clients (the h2 crate) refuse to send an attack burst.
-fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let len = u32::try_from(payload.len()).unwrap().to_be_bytes();
-    let mut out = vec![len[1], len[2], len[3], kind, flags];
-    out.extend_from_slice(&stream.to_be_bytes());
-    out.extend_from_slice(payload);
-    out
-}
-
 #[tokio::test]
 async fn h2_rapid_reset_flood_gets_goaway() {
     let edge = edge(|setup| setup.limits.h2_max_pending_accept_reset_streams = 10).await;
@@ -88,11 +81,8 @@ async fn h2_rapid_reset_flood_gets_goaway() {
     let tcp = TcpStream::connect(edge.tls_addr).await.unwrap();
     let mut stream = tls.connect(HOST.try_into().unwrap(), tcp).await.unwrap();
 
-    // HPACK: :method GET, :scheme https, :path / (static table), :authority literal.
-    let mut block = vec![0x82, 0x87, 0x84, 0x01, HOST.len() as u8];
-    block.extend_from_slice(HOST.as_bytes());
-    let mut burst = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
-    burst.extend(frame(0x4, 0, 0, &[]));
+    let block = get_block(HOST);
+    let mut burst = preface();
     for i in 0..100u32 {
         let id = 2 * i + 1;
         burst.extend(frame(0x1, 0x4 | 0x1, id, &block));
