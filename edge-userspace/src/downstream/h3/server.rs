@@ -86,6 +86,7 @@ impl Listener {
             local,
             zero_rtt: settings.zero_rtt,
             max_field_section_size: limits.max_header_bytes as u64,
+            write_timeout: limits.write_timeout,
         });
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut rate = HandshakeRate::new(settings.retry_above_handshakes_per_second);
@@ -253,6 +254,8 @@ struct Shared<H> {
     local: SocketAddr,
     zero_rtt: bool,
     max_field_section_size: u64,
+    /// A response write the client takes nothing of for this long resets its stream.
+    write_timeout: Duration,
 }
 
 async fn connection<H: H3Handler>(
@@ -403,7 +406,9 @@ async fn request<H: H3Handler>(
                 .status(StatusCode::TOO_EARLY)
                 .body(http_body_util::Empty::<Bytes>::new().map_err(|never| match never {}))
                 .expect("a static response");
-            if let Err(error) = body::send_response(&mut send, too_early).await {
+            if let Err(error) =
+                body::send_response(&mut send, too_early, shared.write_timeout).await
+            {
                 tracing::debug!(%error, "425 not delivered");
             }
             return;
@@ -434,7 +439,7 @@ async fn request<H: H3Handler>(
         }),
     );
     let response = shared.handler.handle(Arc::new(info), req).await;
-    if let Err(error) = body::send_response(&mut send, response).await {
+    if let Err(error) = body::send_response(&mut send, response, shared.write_timeout).await {
         tracing::debug!(%error, "HTTP/3 response cut off");
     }
 }
