@@ -6,10 +6,13 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
-/// Things held per client address (connections, requests to one origin), capped.
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// Things held per client address (connections, requests to one origin), capped: one
+/// semaphore per address that holds something, dropped with its last holder.
 pub struct PerAddress {
     max: usize,
-    open: Mutex<HashMap<IpAddr, usize>>,
+    open: Mutex<HashMap<IpAddr, Arc<Semaphore>>>,
 }
 
 impl PerAddress {
@@ -20,16 +23,37 @@ impl PerAddress {
         })
     }
 
+    fn semaphore(&self, ip: IpAddr) -> Arc<Semaphore> {
+        let mut open = self.open.lock().expect("per-address lock poisoned");
+        open.entry(ip)
+            .or_insert_with(|| Arc::new(Semaphore::new(self.max)))
+            .clone()
+    }
+
     /// Counts one for `ip` until the guard drops; `None` when `ip` has its maximum.
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<AddressGuard> {
         let ip = canonical(ip);
-        let mut open = self.open.lock().expect("per-address lock poisoned");
-        let count = open.entry(ip).or_default();
-        if *count >= self.max {
-            return None;
-        }
-        *count += 1;
-        Some(AddressGuard(self.clone(), ip))
+        let permit = self.semaphore(ip).try_acquire_owned().ok();
+        let guard = AddressGuard(self.clone(), ip, permit);
+        guard.2.is_some().then_some(guard)
+    }
+
+    /// Counts one for `ip` once one of its others ends, if it has its maximum; waits at most
+    /// until `deadline` (`None` then).
+    pub async fn admit_by(
+        self: &Arc<Self>,
+        ip: IpAddr,
+        deadline: tokio::time::Instant,
+    ) -> Option<AddressGuard> {
+        let ip = canonical(ip);
+        let semaphore = self.semaphore(ip);
+        let permit = tokio::time::timeout_at(deadline, semaphore.acquire_owned())
+            .await
+            .ok()
+            .map(|permit| permit.expect("per-address semaphores are never closed"));
+        // Made even without a permit: its drop forgets the address if nothing else holds it.
+        let guard = AddressGuard(self.clone(), ip, permit);
+        guard.2.is_some().then_some(guard)
     }
 }
 
@@ -42,16 +66,15 @@ pub(crate) fn canonical(ip: IpAddr) -> IpAddr {
 }
 
 /// One of an address's count.
-pub struct AddressGuard(Arc<PerAddress>, IpAddr);
+pub struct AddressGuard(Arc<PerAddress>, IpAddr, Option<OwnedSemaphorePermit>);
 
 impl Drop for AddressGuard {
     fn drop(&mut self) {
         let mut open = self.0.open.lock().expect("per-address lock poisoned");
-        if let Some(count) = open.get_mut(&self.1) {
-            *count -= 1;
-            if *count == 0 {
-                open.remove(&self.1);
-            }
+        drop(self.2.take());
+        // Only the map holds it: no permit out, nobody waiting.
+        if open.get(&self.1).is_some_and(|s| Arc::strong_count(s) == 1) {
+            open.remove(&self.1);
         }
     }
 }
@@ -74,5 +97,29 @@ mod tests {
         assert!(per.admit("192.0.2.2".parse().unwrap()).is_some());
         drop(first);
         assert!(per.admit(ip).is_some());
+        assert!(per.open.lock().unwrap().len() <= 2);
+    }
+
+    #[tokio::test]
+    async fn a_waiting_request_gets_the_slot_its_address_frees_or_gives_up() {
+        let per = PerAddress::new(1);
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let held = per.admit(ip).unwrap();
+        let soon = || tokio::time::Instant::now() + std::time::Duration::from_millis(50);
+        assert!(
+            per.admit_by(ip, soon()).await.is_none(),
+            "gave up at the deadline"
+        );
+        let waiting = {
+            let per = per.clone();
+            tokio::spawn(async move { per.admit_by(ip, soon()).await.is_some() })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        drop(held);
+        assert!(waiting.await.unwrap(), "took the freed slot");
+        assert!(
+            per.open.lock().unwrap().is_empty(),
+            "nothing left for the address"
+        );
     }
 }

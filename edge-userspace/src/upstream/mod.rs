@@ -114,8 +114,9 @@ pub struct ClientConfig {
     /// buffers and connection task); an HTTP/2 origin gets one connection whose own stream
     /// limit (usually 100 to 256) binds first.
     pub max_in_flight_per_origin: usize,
-    /// Requests one client address may have in flight to one origin; beyond it: 429. Without
-    /// it, three HTTP/2 connections that never read took all of an origin's slots.
+    /// Requests one client address may have in flight to one origin; further ones wait for
+    /// one of that address's to end, within the header timeout, then get 429. Without it,
+    /// three HTTP/2 connections that never read took all of an origin's slots.
     pub max_in_flight_per_client: usize,
     /// Trust anchors for SSL mode `strict`.
     #[serde(skip)]
@@ -172,8 +173,8 @@ pub enum UpstreamError {
     Timeout(&'static str),
     /// The origin's address or SNI is unusable.
     BadOrigin(String),
-    /// The client already has [`ClientConfig::max_in_flight_per_client`] requests in flight
-    /// to this origin: the client's doing, not the origin's.
+    /// The client had [`ClientConfig::max_in_flight_per_client`] requests in flight to this
+    /// origin for the whole header timeout: the client's doing, not the origin's.
     ClientCap,
 }
 
@@ -289,12 +290,17 @@ impl Client {
         req: Request<RequestBody>,
     ) -> Result<Response<ResponseBody>, UpstreamError> {
         let (pool, clients) = self.pool(origin)?;
-        let client = clients.admit(client).ok_or(UpstreamError::ClientCap)?;
         let timeout = self.config.header_timeout;
         // Only a request that asked for a protocol switch may get one.
         let asked_upgrade = req.headers().contains_key(UPGRADE);
         // Waiting for a slot counts against the header timeout: the client waits either way.
+        // The client's own slot first, so that requests over its cap wait without holding
+        // one of the origin's.
         let mut progress = Progress::new();
+        let client = clients
+            .admit_by(client, progress.deadline(timeout))
+            .await
+            .ok_or(UpstreamError::ClientCap)?;
         let permit = tokio::time::timeout_at(
             progress.deadline(timeout),
             pool.slots.clone().acquire_owned(),
