@@ -31,6 +31,13 @@ pub struct Config {
     /// HTTP/3 on the UDP port of `listen.https` (on unless `"enabled": false`).
     #[serde(default)]
     pub http3: crate::downstream::h3::Settings,
+    /// Client-side timeouts and caps, for every TCP listener (and HTTP/3's connection count,
+    /// header size and drain); read at start.
+    #[serde(default)]
+    pub limits: crate::downstream::Limits,
+    /// Origin-side timeouts and caps; read at start.
+    #[serde(default)]
+    pub origin: crate::upstream::ClientConfig,
     pub state: State,
     /// The control socket (`edge ctl`); the store in `state_dir` keeps what it changes.
     #[serde(default)]
@@ -79,6 +86,8 @@ impl Config {
             verify.validate()?;
         }
         config.http3.validate()?;
+        config.limits.validate()?;
+        config.origin.validate()?;
         Ok(config)
     }
 
@@ -106,6 +115,47 @@ mod tests {
             .resolve("shop.othercustomer.net")
             .unwrap();
         assert!(!single.o2o && single.stages.len() == 1);
+    }
+
+    #[test]
+    fn limits_and_origin_sections_set_what_they_name_and_refuse_the_rest() {
+        let mut json: serde_json::Value = serde_json::from_str(DEMO).unwrap();
+        json["limits"] =
+            serde_json::json!({"idle_timeout_ms": 1500, "max_connections_per_address": 3});
+        json["origin"] = serde_json::json!({"max_in_flight_per_client": 5});
+        let config = Config::parse(&json.to_string()).unwrap();
+        assert_eq!(
+            config.limits.idle_timeout,
+            std::time::Duration::from_millis(1500)
+        );
+        assert_eq!(config.limits.max_connections_per_address, 3);
+        assert_eq!(
+            config.limits.write_timeout,
+            crate::downstream::Limits::default().write_timeout
+        );
+        assert_eq!(config.origin.max_in_flight_per_client, 5);
+        for (section, body, named) in [
+            (
+                "limits",
+                serde_json::json!({"idle_timeout": 1}),
+                "idle_timeout",
+            ),
+            (
+                "limits",
+                serde_json::json!({"write_timeout_ms": 0}),
+                "write_timeout_ms",
+            ),
+            (
+                "origin",
+                serde_json::json!({"max_in_flight_per_client": 0}),
+                "max_in_flight_per_client",
+            ),
+        ] {
+            let mut json: serde_json::Value = serde_json::from_str(DEMO).unwrap();
+            json[section] = body;
+            let error = format!("{:#}", Config::parse(&json.to_string()).unwrap_err());
+            assert!(error.contains(named), "{error}");
+        }
     }
 
     #[test]

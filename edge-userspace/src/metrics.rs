@@ -26,6 +26,7 @@ use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
 use crate::chain::Chain;
+use crate::downstream::Closed;
 
 /// Upper bounds (seconds) of the latency buckets: sub-millisecond for cached or blocked
 /// answers up to the origin header timeout's range.
@@ -42,6 +43,12 @@ pub struct ChainLabels {
     pub zones: String,
     /// The custom hostname that made the provider zone the owner, if any.
     pub hostname: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    /// [`Closed::as_str`].
+    reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -64,6 +71,8 @@ pub struct Metrics {
     upstream_errors: Family<ChainLabels, Counter>,
     in_flight: Family<ChainLabels, Gauge>,
     connections: Gauge,
+    /// One counter per [`Closed`] reason, in [`Closed::ALL`]'s order.
+    closed: [Counter; Closed::ALL.len()],
     unrouted: Arc<ChainMetrics>,
 }
 
@@ -75,6 +84,13 @@ impl Metrics {
         let upstream_errors = Family::<ChainLabels, Counter>::default();
         let in_flight = Family::<ChainLabels, Gauge>::default();
         let connections = Gauge::default();
+        let closed = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "client_connections_closed",
+            "Client connections the edge closed (idle, shed, over the per-address cap) or that \
+             ended with an error (protocol errors, floods, resets), by reason",
+            closed.clone(),
+        );
         registry.register(
             "requests",
             "Requests answered, by chain and status class",
@@ -107,6 +123,11 @@ impl Metrics {
             upstream_errors,
             in_flight,
             connections,
+            closed: Closed::ALL.map(|why| {
+                closed.get_or_create_owned(&ReasonLabels {
+                    reason: why.as_str(),
+                })
+            }),
             unrouted: Arc::new(ChainMetrics::placeholder()),
         };
         metrics.unrouted = Arc::new(metrics.chain(ChainLabels {
@@ -143,6 +164,15 @@ impl Metrics {
     pub fn connection(&self) -> ConnectionGuard {
         self.connections.inc();
         ConnectionGuard(self.connections.clone())
+    }
+
+    /// Counts a connection the edge closed, or that ended with an error.
+    pub fn connection_closed(&self, why: Closed) {
+        let index = Closed::ALL
+            .iter()
+            .position(|r| *r == why)
+            .expect("every reason is in Closed::ALL");
+        self.closed[index].inc();
     }
 
     /// Adds series read at scrape time, e.g. the XDP program's counters from its maps.

@@ -76,6 +76,29 @@ pub fn add_rules(state: &mut Value, zone_index: usize, phase: &str, rules: Value
     );
 }
 
+/// A reqwest client builder trusting only `ca_pem`, resolving `hosts` to `https`, speaking
+/// HTTP/2 or HTTP/1.1 only.
+pub fn client_builder(
+    ca_pem: &[u8],
+    https: SocketAddr,
+    hosts: &[&str],
+    http2: bool,
+) -> reqwest::ClientBuilder {
+    let mut builder = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(ca_pem).unwrap()])
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(20));
+    for host in hosts {
+        builder = builder.resolve(host, https);
+    }
+    if http2 {
+        builder.http2_prior_knowledge()
+    } else {
+        builder.http1_only()
+    }
+}
+
 pub struct RunningEdge {
     pub https: SocketAddr,
     pub http: SocketAddr,
@@ -140,20 +163,9 @@ impl RunningEdge {
 
     /// A reqwest client trusting only the edge's CA, resolving `hosts` to it.
     pub fn client(&self, hosts: &[&str], http2: bool) -> reqwest::Client {
-        let mut builder = reqwest::Client::builder()
-            .tls_certs_only([reqwest::Certificate::from_pem(&self.ca_pem).unwrap()])
-            .no_proxy()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(Duration::from_secs(20));
-        for host in hosts {
-            builder = builder.resolve(host, self.https);
-        }
-        builder = if http2 {
-            builder.http2_prior_knowledge()
-        } else {
-            builder.http1_only()
-        };
-        builder.build().unwrap()
+        client_builder(&self.ca_pem, self.https, hosts, http2)
+            .build()
+            .unwrap()
     }
 
     /// Drains and waits for the edge to stop.

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use edge_tests::h2raw::{frame, get_block, preface};
 use edge_tests::proxy::{Edge, EdgeSetup, plain_origin, spawn_echo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -73,14 +74,6 @@ async fn h2_stream_limit_is_advertised() {
 }
 
 /// One raw HTTP/2 frame: well-behaved clients (the h2 crate) refuse to send an attack burst.
-fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let len = u32::try_from(payload.len()).unwrap().to_be_bytes();
-    let mut out = vec![len[1], len[2], len[3], kind, flags];
-    out.extend_from_slice(&stream.to_be_bytes());
-    out.extend_from_slice(payload);
-    out
-}
-
 #[tokio::test]
 async fn h2_rapid_reset_flood_gets_goaway() {
     let edge = edge(|setup| setup.limits.h2_max_pending_accept_reset_streams = 10).await;
@@ -88,11 +81,8 @@ async fn h2_rapid_reset_flood_gets_goaway() {
     let tcp = TcpStream::connect(edge.tls_addr).await.unwrap();
     let mut stream = tls.connect(HOST.try_into().unwrap(), tcp).await.unwrap();
 
-    // HPACK: :method GET, :scheme https, :path / (static table), :authority literal.
-    let mut block = vec![0x82, 0x87, 0x84, 0x01, HOST.len() as u8];
-    block.extend_from_slice(HOST.as_bytes());
-    let mut burst = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
-    burst.extend(frame(0x4, 0, 0, &[]));
+    let block = get_block(HOST);
+    let mut burst = preface();
     for i in 0..100u32 {
         let id = 2 * i + 1;
         burst.extend(frame(0x1, 0x4 | 0x1, id, &block));
@@ -168,24 +158,31 @@ async fn slow_clients_are_cut_off() {
     );
 }
 
+async fn answered(stream: &mut TcpStream, limit: Duration) -> bool {
+    let mut buf = [0u8; 16];
+    matches!(
+        tokio::time::timeout(limit, stream.read_exact(&mut buf)).await,
+        Ok(Ok(_)) if buf.starts_with(b"HTTP/1.1 200")
+    )
+}
+
 #[tokio::test]
-async fn connection_cap_queues_further_clients() {
+async fn connection_cap_queues_further_clients_behind_busy_connections() {
     let edge = edge(|setup| setup.limits.max_connections = 2).await;
     let request = b"GET / HTTP/1.1\r\nhost: limits.example.com\r\n\r\n";
-    async fn answered(stream: &mut TcpStream, limit: Duration) -> bool {
-        let mut buf = [0u8; 16];
-        matches!(
-            tokio::time::timeout(limit, stream.read_exact(&mut buf)).await,
-            Ok(Ok(_)) if buf.starts_with(b"HTTP/1.1 200")
-        )
-    }
+    // Two connections busy with an upload that has not ended: nothing to shed.
     let mut held = Vec::new();
     for _ in 0..2 {
         let mut stream = TcpStream::connect(edge.plain_addr).await.unwrap();
-        stream.write_all(request).await.unwrap();
-        assert!(answered(&mut stream, Duration::from_secs(5)).await);
+        stream
+            .write_all(
+                b"POST / HTTP/1.1\r\nhost: limits.example.com\r\ncontent-length: 10\r\n\r\nabc",
+            )
+            .await
+            .unwrap();
         held.push(stream);
     }
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let mut third = TcpStream::connect(edge.plain_addr).await.unwrap();
     third.write_all(request).await.unwrap();
     assert!(
@@ -196,6 +193,63 @@ async fn connection_cap_queues_further_clients() {
     assert!(
         answered(&mut third, Duration::from_secs(5)).await,
         "served once a slot frees"
+    );
+}
+
+#[tokio::test]
+async fn a_full_listener_sheds_the_connection_idle_longest() {
+    let edge = edge(|setup| setup.limits.max_connections = 2).await;
+    let request = b"GET / HTTP/1.1\r\nhost: limits.example.com\r\n\r\n";
+    // Two keep-alive connections, idle after their answer.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut stream = TcpStream::connect(edge.plain_addr).await.unwrap();
+        stream.write_all(request).await.unwrap();
+        assert!(answered(&mut stream, Duration::from_secs(5)).await);
+        held.push(stream);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut third = TcpStream::connect(edge.plain_addr).await.unwrap();
+    third.write_all(request).await.unwrap();
+    assert!(
+        answered(&mut third, Duration::from_secs(5)).await,
+        "a new client waited behind idle connections"
+    );
+    assert!(
+        closed_within(&mut held[0], Duration::from_secs(5))
+            .await
+            .is_some(),
+        "the connection idle longest was closed"
+    );
+}
+
+#[tokio::test]
+async fn silent_and_idle_connections_are_closed() {
+    let edge = edge(|setup| setup.limits.idle_timeout = Duration::from_millis(300)).await;
+    // Plain TCP that never sends a byte; TLS that completes its handshake, then says nothing.
+    let mut silent = TcpStream::connect(edge.plain_addr).await.unwrap();
+    assert_eq!(
+        closed_within(&mut silent, Duration::from_secs(5)).await,
+        Some(Vec::new())
+    );
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(edge.rustls_client(&[b"h2"])));
+    let tcp = TcpStream::connect(edge.tls_addr).await.unwrap();
+    let mut quiet = tls.connect(HOST.try_into().unwrap(), tcp).await.unwrap();
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut buf = [0u8; 1024];
+        while let Ok(1..) = quiet.read(&mut buf).await {}
+    })
+    .await;
+    assert!(closed.is_ok(), "a silent TLS connection stayed open");
+    // A keep-alive connection between requests.
+    let mut kept = TcpStream::connect(edge.plain_addr).await.unwrap();
+    kept.write_all(b"GET / HTTP/1.1\r\nhost: limits.example.com\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(
+        closed_within(&mut kept, Duration::from_secs(5))
+            .await
+            .is_some()
     );
 }
 

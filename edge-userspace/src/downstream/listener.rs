@@ -14,18 +14,53 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+use super::control_frames::ControlFrames;
+use super::watchdog::{Activity, Closed, Registry};
 use super::{ConnInfo, Handler, TlsAcceptor};
+use crate::per_address::PerAddress;
 
-/// Resource limits of a listener. The defaults follow Cloudflare's documented limits where
-/// there is one (32 KB of request headers) and h2's own recommendations otherwise.
-#[derive(Clone, Debug)]
+/// Resource limits of a listener: the config file's `limits` section (every field optional,
+/// durations in milliseconds). The defaults follow Cloudflare's documented limits where there is
+/// one (32 KB of request headers) and h2's own recommendations otherwise; each bounds one of the
+/// attacks the hostile-traffic suite (`tests/tests/hostile_*.rs`) runs.
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Limits {
-    /// Connections served at once; further clients wait in the kernel's accept queue.
+    /// Connections served at once; when full, the connection idle longest is closed for a new
+    /// one, and without an idle one new clients wait in the kernel's accept queue.
     pub max_connections: usize,
+    /// Connections one client address may hold open at once; beyond it a new connection is
+    /// closed at accept.
+    pub max_connections_per_address: usize,
     /// Time a client gets to finish the TLS handshake.
+    #[serde(
+        rename = "tls_handshake_timeout_ms",
+        deserialize_with = "crate::duration_ms::deserialize"
+    )]
     pub tls_handshake_timeout: Duration,
-    /// Time an HTTP/1.1 client gets to send a complete request head (slowloris guard).
+    /// Time an HTTP/1.1 client gets to send a complete request head once it has started it
+    /// (slowloris guard).
+    #[serde(
+        rename = "header_read_timeout_ms",
+        deserialize_with = "crate::duration_ms::deserialize"
+    )]
     pub header_read_timeout: Duration,
+    /// A connection with no request in flight for this long is closed: one that never sends a
+    /// byte, a TLS connection silent after its handshake, an HTTP/2 connection that only
+    /// answers PINGs, a keep-alive connection between requests.
+    #[serde(
+        rename = "idle_timeout_ms",
+        deserialize_with = "crate::duration_ms::deserialize"
+    )]
+    pub idle_timeout: Duration,
+    /// A response the client does not read for this long (it takes no byte of it: a full TCP
+    /// window, an HTTP/2 stream window of zero) is dropped with its origin request: the
+    /// HTTP/2 stream is reset, an HTTP/1.1 connection closed, the origin's slot freed.
+    #[serde(
+        rename = "write_timeout_ms",
+        deserialize_with = "crate::duration_ms::deserialize"
+    )]
+    pub write_timeout: Duration,
     /// Bytes of request head (HTTP/1.1 buffer, HTTP/2 header list); beyond it: 431.
     pub max_header_bytes: usize,
     /// Number of request header lines (HTTP/1.1); beyond it: 431.
@@ -36,7 +71,14 @@ pub struct Limits {
     pub h2_max_pending_accept_reset_streams: usize,
     /// HTTP/2 streams this side had to reset because of client errors, before GOAWAY.
     pub h2_max_local_error_reset_streams: usize,
+    /// HTTP/2 SETTINGS and PING frames (not ACKs) a client may send in any 10 seconds; beyond
+    /// it the connection is closed (SETTINGS / PING floods, see [`super::control_frames`]).
+    pub h2_max_control_frames: u32,
     /// How long in-flight requests may run after shutdown was signalled.
+    #[serde(
+        rename = "drain_timeout_ms",
+        deserialize_with = "crate::duration_ms::deserialize"
+    )]
     pub drain_timeout: Duration,
 }
 
@@ -44,13 +86,21 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             max_connections: 10_000,
+            // 10,000 silent connections from one address filled a listener in 5 s; 256 keep
+            // forty such addresses from doing it, while a proxy or NAT in front of many users
+            // still opens plenty.
+            max_connections_per_address: 256,
             tls_handshake_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(30),
             max_header_bytes: 32 * 1024,
             max_headers: 100,
             h2_max_concurrent_streams: 128,
             h2_max_pending_accept_reset_streams: 20,
             h2_max_local_error_reset_streams: 1024,
+            // A browser sends one SETTINGS and a few PINGs a minute.
+            h2_max_control_frames: 1000,
             drain_timeout: Duration::from_secs(30),
         }
     }
@@ -60,8 +110,10 @@ impl Limits {
     /// Rejects settings that would stop the listener from serving at all.
     pub fn validate(&self) -> anyhow::Result<()> {
         let zero_duration = [
-            ("tls_handshake_timeout", self.tls_handshake_timeout),
-            ("header_read_timeout", self.header_read_timeout),
+            ("tls_handshake_timeout_ms", self.tls_handshake_timeout),
+            ("header_read_timeout_ms", self.header_read_timeout),
+            ("idle_timeout_ms", self.idle_timeout),
+            ("write_timeout_ms", self.write_timeout),
         ]
         .into_iter()
         .find(|(_, d)| d.is_zero());
@@ -71,6 +123,14 @@ impl Limits {
         anyhow::ensure!(
             self.max_connections > 0,
             "limits: max_connections must be at least 1"
+        );
+        anyhow::ensure!(
+            self.max_connections_per_address > 0,
+            "limits: max_connections_per_address must be at least 1"
+        );
+        anyhow::ensure!(
+            self.h2_max_control_frames > 0,
+            "limits: h2_max_control_frames must be at least 1"
         );
         anyhow::ensure!(
             self.max_headers > 0,
@@ -122,14 +182,12 @@ pub async fn serve<H: Handler>(
     limits.validate()?;
     let http = Arc::new(http_builder(&limits));
     let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let per_address = PerAddress::new(limits.max_connections_per_address);
+    let registry = Arc::new(Registry::default());
     let graceful = GracefulShutdown::new();
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
-        let permit = tokio::select! {
-            _ = &mut shutdown => break,
-            permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
-        };
         let (tcp, peer) = tokio::select! {
             _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
@@ -142,20 +200,40 @@ pub async fn serve<H: Handler>(
                 }
             },
         };
+        let Some(address) = per_address.admit(peer.ip()) else {
+            // Closed at once: the client sees its connection reset or closed.
+            handler.closed(Closed::AddressCap);
+            continue;
+        };
+        let permit = match permits.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                // Full: the connection idle longest makes room; with none idle, the new one
+                // waits for any to end.
+                registry.shed_idlest();
+                tokio::select! {
+                    _ = &mut shutdown => break,
+                    permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+                }
+            }
+        };
         while connections.try_join_next().is_some() {}
         let watcher = graceful.watcher();
         let (tls, handler, http) = (tls.clone(), handler.clone(), http.clone());
-        let handshake_timeout = limits.tls_handshake_timeout;
+        let activity = Activity::new(limits.idle_timeout, limits.write_timeout);
+        let registered = registry.register(&activity);
+        let (handshake_timeout, control_frames) =
+            (limits.tls_handshake_timeout, limits.h2_max_control_frames);
         let accepted = handler.accepted();
         connections.spawn(async move {
-            let _permit = permit;
-            let _accepted = accepted;
+            let _held = (permit, address, registered, accepted);
             let _ = tcp.set_nodelay(true);
             let Ok(local) = tcp.local_addr() else { return };
-            match tls {
+            let served = match tls {
                 None => {
                     let conn = ConnInfo::new(peer, local, None);
-                    serve_connection(tcp, conn, handler, &http, watcher).await;
+                    let io = ControlFrames::new(tcp, control_frames);
+                    serve_connection(io, conn, &handler, &http, watcher, &activity).await
                 }
                 Some(tls) => {
                     match tokio::time::timeout(handshake_timeout, tls.accept(tcp, peer, local))
@@ -163,12 +241,22 @@ pub async fn serve<H: Handler>(
                     {
                         Ok(Ok((stream, info))) => {
                             let conn = ConnInfo::new(peer, local, Some(info));
-                            serve_connection(stream, conn, handler, &http, watcher).await;
+                            let io = ControlFrames::new(stream, control_frames);
+                            serve_connection(io, conn, &handler, &http, watcher, &activity).await
                         }
-                        Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                        Ok(Err(error)) => {
+                            tracing::debug!(%peer, %error, "TLS handshake failed");
+                            None
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            None
+                        }
                     }
                 }
+            };
+            if let Some(closed) = served {
+                handler.closed(closed);
             }
         });
     }
@@ -187,25 +275,48 @@ pub async fn serve<H: Handler>(
     Ok(())
 }
 
+/// Serves one connection until it ends or its [`Activity`] expires; says why the edge closed
+/// it, if it did.
 async fn serve_connection<IO, H>(
     io: IO,
     conn: ConnInfo,
-    handler: H,
+    handler: &H,
     http: &auto::Builder<TokioExecutor>,
     watcher: Watcher,
-) where
+    activity: &Arc<Activity>,
+) -> Option<Closed>
+where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     H: Handler,
 {
     let peer = conn.peer;
     let conn = Arc::new(conn);
-    let service = service_fn(move |req| {
-        let (handler, conn) = (handler.clone(), conn.clone());
-        async move { Ok::<_, Infallible>(handler.handle(conn, req).await) }
-    });
+    let service = {
+        let (handler, activity) = (handler.clone(), activity.clone());
+        service_fn(move |req| {
+            let (handler, conn, activity) = (handler.clone(), conn.clone(), activity.clone());
+            async move {
+                let request = activity.request();
+                let response = handler.handle(conn, req).await;
+                Ok::<_, Infallible>(response.map(|body| activity.watch(body, request)))
+            }
+        })
+    };
     let connection = http.serve_connection_with_upgrades(TokioIo::new(io), service);
-    if let Err(error) = watcher.watch(connection.into_owned()).await {
-        tracing::debug!(%peer, %error, "connection ended with an error");
+    tokio::select! {
+        ended = watcher.watch(connection.into_owned()) => match ended {
+            Ok(()) => None,
+            Err(error) => {
+                // Clients under attack end thousands of connections this way (rapid reset,
+                // floods): counted, not logged one line each.
+                tracing::debug!(%peer, %error, "connection ended with an error");
+                Some(Closed::ProtocolError)
+            }
+        },
+        closed = activity.expired() => {
+            tracing::debug!(%peer, why = closed.as_str(), "closing the connection");
+            Some(closed)
+        }
     }
 }
 

@@ -2,13 +2,16 @@
 //!
 //! `ca` and `certs` decide which certificate a hostname gets, `tls` runs the handshake with the
 //! hostname's policy, `listener` accepts connections under the limits and hands every request
-//! to a [`Handler`] (the pipeline).
+//! to a [`Handler`] (the pipeline); `watchdog` closes idle connections and drops responses the
+//! client does not read, `control_frames` cuts HTTP/2 SETTINGS and PING floods.
 
 pub mod ca;
 pub mod certs;
+pub mod control_frames;
 pub mod h3;
 pub mod listener;
 pub mod tls;
+pub mod watchdog;
 
 use std::future::Future;
 use std::io::Write;
@@ -24,6 +27,7 @@ pub use ca::LocalCa;
 pub use certs::{CertStore, MinTls, Tier};
 pub use listener::{Limits, serve, shutdown_signal};
 pub use tls::{Classified, ClassifyConnection, TlsAcceptor, TlsInfo};
+pub use watchdog::Closed;
 
 /// Boxed error type carried by streaming bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -73,10 +77,7 @@ impl ConnInfo {
 }
 
 fn ip_header(ip: IpAddr) -> HeaderValue {
-    let ip = match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-        v4 => v4,
-    };
+    let ip = crate::per_address::canonical(ip);
     // Formatted on the stack: the longest IPv6 text is 45 bytes.
     let mut text = [0u8; 64];
     let mut cursor = std::io::Cursor::new(&mut text[..]);
@@ -88,7 +89,7 @@ fn ip_header(ip: IpAddr) -> HeaderValue {
 /// Answers requests; one instance is shared by every connection of a listener.
 pub trait Handler: Clone + Send + Sync + 'static {
     /// Response body; streamed frame by frame to the client.
-    type Body: http_body::Body<Data = Bytes, Error = BoxError> + Send + 'static;
+    type Body: http_body::Body<Data = Bytes, Error = BoxError> + Send + Unpin + 'static;
 
     fn handle(
         &self,
@@ -99,4 +100,8 @@ pub trait Handler: Clone + Send + Sync + 'static {
     /// Called for every accepted connection; what it returns lives as long as the connection
     /// (e.g. a guard counting open connections).
     fn accepted(&self) -> impl Send + 'static {}
+
+    /// Called when the edge closes a connection itself, or one ends with an error (e.g. for a
+    /// metric: under attack these are too many to log one by one).
+    fn closed(&self, _why: Closed) {}
 }

@@ -216,6 +216,9 @@ impl<R: Router> Proxy<R> {
         } else {
             // A client's trailers carry no more authority than its headers.
             let body = body.map_frame(edge_headers::drop_vouched_trailers as fn(_) -> _);
+            // Marked, so that a body the client botched (bad chunked framing, a reset) is told
+            // apart from an origin failure.
+            let body = body.map_err(|error| Box::new(ClientBodyError(error.into())) as BoxError);
             let body = IdleTimeout::new(body, self.config.request_body_idle_timeout);
             match route.max_request_body {
                 None => body.boxed_unsync(),
@@ -229,11 +232,18 @@ impl<R: Router> Proxy<R> {
         let upstream_req = forward::origin_request(parts, body, &route.host_header);
         let mut response = self
             .client
-            .send(&route.origin, upstream_req)
+            .send(&route.origin, conn.peer.ip(), upstream_req)
             .await
             .map_err(|error| {
                 if error.caused_by::<LengthLimitError>() {
                     body_too_large()
+                } else if error.caused_by::<ClientBodyError>() {
+                    bad_request_body()
+                } else if error.caused_by::<upstream::BodyIdleTimeout>() {
+                    // Only the request body is timed before the response head.
+                    request_body_timeout()
+                } else if let UpstreamError::ClientCap = error {
+                    too_many_in_flight()
                 } else {
                     if let Some(in_flight) = in_flight {
                         in_flight.upstream_error();
@@ -272,6 +282,50 @@ fn body_too_large() -> ErrorPage {
     )
 }
 
+/// The client's request body failed on its way in (malformed chunked framing, a reset):
+/// the client's fault, not the origin's.
+#[derive(Debug)]
+struct ClientBodyError(BoxError);
+
+impl std::fmt::Display for ClientBodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "request body: {}", self.0)
+    }
+}
+
+impl std::error::Error for ClientBodyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(self.0.as_ref())
+    }
+}
+
+fn bad_request_body() -> ErrorPage {
+    ErrorPage::new(
+        StatusCode::BAD_REQUEST,
+        400,
+        "Bad request",
+        "The request body could not be read: its framing is invalid or it was cut off.",
+    )
+}
+
+fn request_body_timeout() -> ErrorPage {
+    ErrorPage::new(
+        StatusCode::REQUEST_TIMEOUT,
+        408,
+        "Request timeout",
+        "The request body stopped arriving.",
+    )
+}
+
+fn too_many_in_flight() -> ErrorPage {
+    ErrorPage::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        429,
+        "Too many requests",
+        "This client already has as many requests in flight to this origin as it may.",
+    )
+}
+
 fn upstream_error(origin: &Origin, error: &UpstreamError) -> ErrorPage {
     tracing::info!(origin = %origin.host, port = origin.port, %error, "origin request failed");
     let (code, title, detail) = match error.status() {
@@ -298,6 +352,12 @@ impl<R: Router> downstream::Handler for Arc<Proxy<R>> {
 
     fn accepted(&self) -> impl Send + 'static {
         self.config.metrics.as_ref().map(|m| m.connection())
+    }
+
+    fn closed(&self, why: downstream::Closed) {
+        if let Some(metrics) = &self.config.metrics {
+            metrics.connection_closed(why);
+        }
     }
 }
 

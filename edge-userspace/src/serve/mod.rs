@@ -15,11 +15,11 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::control::{self, Control};
-use crate::downstream::{self, Limits, LocalCa, h3};
+use crate::downstream::{self, LocalCa, h3};
 use crate::metrics::Metrics;
 use crate::pipeline::{PipelineConfig, Proxy};
 use crate::routing::{ChainRouter, OwnRecords};
-use crate::upstream::{self, ClientConfig};
+use crate::upstream;
 use crate::xdp::{XdpCollector, XdpRuntime};
 
 /// Where the config comes from; a file is read again on SIGHUP.
@@ -118,7 +118,7 @@ pub async fn run(
     };
     let proxy = Proxy::new(
         router,
-        upstream::Client::new(ClientConfig::default())?
+        upstream::Client::new(config.origin.clone())?
             .with_local_names(Arc::new(OwnRecords(routing.clone()))),
         PipelineConfig {
             metrics: Some(metrics.clone()),
@@ -149,11 +149,12 @@ pub async fn run(
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
+    let limits = &config.limits;
     let tls_server = downstream::serve(
         https,
         Some(acceptor),
         proxy.clone(),
-        Limits::default(),
+        limits.clone(),
         stopped(stop_rx.clone()),
     );
     let plain_server = async {
@@ -163,7 +164,7 @@ pub async fn run(
                     listener,
                     None,
                     proxy.clone(),
-                    Limits::default(),
+                    limits.clone(),
                     stopped(stop_rx.clone()),
                 )
                 .await
@@ -179,7 +180,7 @@ pub async fn run(
                     .serve(
                         proxy.clone(),
                         &quic_tls,
-                        &Limits::default(),
+                        limits,
                         Some(connection_ids),
                         stopped,
                     )

@@ -27,6 +27,8 @@ pub(super) struct Http1 {
     sender: http1::SendRequest<RequestBody>,
     /// `None` once the connection has ended.
     driver: Option<Driver>,
+    /// Whether a request was sent on it before.
+    used: bool,
 }
 
 impl Http1 {
@@ -37,6 +39,7 @@ impl Http1 {
         Self {
             sender,
             driver: Some(Box::pin(connection.with_upgrades())),
+            used: false,
         }
     }
 
@@ -66,6 +69,12 @@ impl Http1 {
             && matches!(self.sender.poll_ready(&mut cx), Poll::Ready(Ok(())))
     }
 
+    /// Whether it carried a request before: a reused connection may have been closed by the
+    /// origin while the next request was on its way.
+    pub fn reused(&self) -> bool {
+        self.used
+    }
+
     pub fn is_closed(&self) -> bool {
         self.driver.is_none() || self.sender.is_closed()
     }
@@ -77,6 +86,7 @@ impl Http1 {
         &mut self,
         req: Request<RequestBody>,
     ) -> Result<Response<Incoming>, Box<TrySendError<Request<RequestBody>>>> {
+        self.used = true;
         let response = self.sender.try_send_request(req);
         let mut response = std::pin::pin!(response);
         let response = std::future::poll_fn(|cx| {

@@ -15,23 +15,23 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use super::http1::Http1;
 use super::pool::OriginPool;
+use crate::per_address::AddressGuard;
+
+/// The origin's in-flight slot, and the client address's among them.
+pub(super) type Slot = (OwnedSemaphorePermit, AddressGuard);
 
 pub struct Leased<B: Body + Unpin> {
     inner: B,
-    _permit: OwnedSemaphorePermit,
+    _slot: Slot,
     connection: Option<(Arc<OriginPool>, Http1)>,
     ended: bool,
 }
 
 impl<B: Body + Unpin> Leased<B> {
-    pub(super) fn new(
-        inner: B,
-        permit: OwnedSemaphorePermit,
-        connection: Option<(Arc<OriginPool>, Http1)>,
-    ) -> Self {
+    pub(super) fn new(inner: B, slot: Slot, connection: Option<(Arc<OriginPool>, Http1)>) -> Self {
         Self {
             inner,
-            _permit: permit,
+            _slot: slot,
             connection,
             ended: false,
         }

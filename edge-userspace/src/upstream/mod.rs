@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::HOST;
+use http::header::{HOST, UPGRADE};
 use http::{Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
 use rustls::RootCertStore;
@@ -71,16 +71,34 @@ pub struct OriginTls {
     pub verify: bool,
 }
 
-/// Pool sizes and timeouts.
-#[derive(Clone, Debug)]
+/// Pool sizes and timeouts: the config file's `origin` section (every field optional,
+/// durations in milliseconds).
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ClientConfig {
+    #[serde(
+        rename = "connect_timeout_ms",
+        deserialize_with = "crate::duration_ms::deserialize"
+    )]
     pub connect_timeout: Duration,
     /// Longest wait for the response head after the request body last moved (so: after it
     /// was fully sent, or since the origin stopped reading it). Includes connecting.
+    #[serde(
+        rename = "header_timeout_ms",
+        deserialize_with = "crate::duration_ms::deserialize"
+    )]
     pub header_timeout: Duration,
     /// Longest silence inside a response body.
+    #[serde(
+        rename = "idle_body_timeout_ms",
+        deserialize_with = "crate::duration_ms::deserialize"
+    )]
     pub idle_body_timeout: Duration,
     /// Idle pooled connections are closed after this.
+    #[serde(
+        rename = "pool_idle_timeout_ms",
+        deserialize_with = "crate::duration_ms::deserialize"
+    )]
     pub pool_idle_timeout: Duration,
     /// Idle connections kept per origin. As many as may be in flight: with fewer, every
     /// burst above the limit closes its extra connections and the next reopens them
@@ -94,7 +112,12 @@ pub struct ClientConfig {
     /// buffers and connection task); an HTTP/2 origin gets one connection whose own stream
     /// limit (usually 100 to 256) binds first.
     pub max_in_flight_per_origin: usize,
+    /// Requests one client address may have in flight to one origin; further ones wait for
+    /// one of that address's to end, within the header timeout, then get 429. Without it,
+    /// three HTTP/2 connections that never read took all of an origin's slots.
+    pub max_in_flight_per_client: usize,
     /// Trust anchors for SSL mode `strict`.
+    #[serde(skip)]
     pub roots: Arc<RootCertStore>,
     /// Origins with a pool at a time (see [`pool::Pools`]): a client can vary the origin
     /// (a TLS origin's SNI under a wildcard hostname), so the pools are bounded.
@@ -112,11 +135,38 @@ impl Default for ClientConfig {
             // 640 requests in flight to one HTTP/1.1 origin (the proxy bench) held 640
             // connections and 52 MiB; with 256 of them, 44 MiB at the same CPU and p99.
             max_in_flight_per_origin: 256,
+            max_in_flight_per_client: 64,
             roots: Arc::new(RootCertStore::from_iter(
                 webpki_roots::TLS_SERVER_ROOTS.iter().cloned(),
             )),
             max_origin_pools: 4096,
         }
+    }
+}
+
+impl ClientConfig {
+    /// Refuses settings that would make every request time out or wait forever.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.max_in_flight_per_origin > 0,
+            "origin: max_in_flight_per_origin must be at least 1"
+        );
+        anyhow::ensure!(
+            self.max_in_flight_per_client > 0,
+            "origin: max_in_flight_per_client must be at least 1"
+        );
+        anyhow::ensure!(
+            self.max_origin_pools > 0,
+            "origin: max_origin_pools must be at least 1"
+        );
+        for (name, value) in [
+            ("connect_timeout_ms", self.connect_timeout),
+            ("header_timeout_ms", self.header_timeout),
+            ("idle_body_timeout_ms", self.idle_body_timeout),
+        ] {
+            anyhow::ensure!(!value.is_zero(), "origin: {name} must be longer than zero");
+        }
+        Ok(())
     }
 }
 
@@ -129,6 +179,9 @@ pub enum UpstreamError {
     Timeout(&'static str),
     /// The origin's address or SNI is unusable.
     BadOrigin(String),
+    /// The client had [`ClientConfig::max_in_flight_per_client`] requests in flight to this
+    /// origin for the whole header timeout: the client's doing, not the origin's.
+    ClientCap,
 }
 
 impl UpstreamError {
@@ -137,6 +190,7 @@ impl UpstreamError {
         match self {
             UpstreamError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             UpstreamError::Failed(_) | UpstreamError::BadOrigin(_) => StatusCode::BAD_GATEWAY,
+            UpstreamError::ClientCap => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 }
@@ -172,6 +226,9 @@ impl fmt::Display for UpstreamError {
             }
             UpstreamError::Timeout(what) => write!(f, "origin timed out: {what}"),
             UpstreamError::BadOrigin(why) => write!(f, "unusable origin: {why}"),
+            UpstreamError::ClientCap => {
+                f.write_str("the client has too many requests in flight to the origin")
+            }
         }
     }
 }
@@ -191,20 +248,7 @@ pub struct Client {
 impl Client {
     /// Fails on settings that would make every request time out or wait forever.
     pub fn new(config: ClientConfig) -> anyhow::Result<Self> {
-        anyhow::ensure!(
-            config.max_in_flight_per_origin > 0 && config.max_origin_pools > 0,
-            "upstream: max_in_flight_per_origin and max_origin_pools must be at least 1"
-        );
-        for (name, value) in [
-            ("connect_timeout", config.connect_timeout),
-            ("header_timeout", config.header_timeout),
-            ("idle_body_timeout", config.idle_body_timeout),
-        ] {
-            anyhow::ensure!(
-                !value.is_zero(),
-                "upstream: {name} must be longer than zero"
-            );
-        }
+        config.validate()?;
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let tls = |verifier: Option<Arc<AnyOriginCert>>| {
             let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
@@ -242,19 +286,30 @@ impl Client {
         self
     }
 
-    /// Sends `req` (whose `Host` header names the virtual host) to `origin`.
+    /// Sends `req` (whose `Host` header names the virtual host) to `origin` for the client at
+    /// `client`.
     ///
     /// Returns when the response head has arrived; the body then streams with the idle-body
     /// timeout. Failures of one origin only fail the requests sent to it.
     pub async fn send(
         &self,
         origin: &Origin,
+        client: IpAddr,
         req: Request<RequestBody>,
     ) -> Result<Response<ResponseBody>, UpstreamError> {
         let pool = self.pool(origin)?;
+        let clients = pool.clients.clone();
         let timeout = self.config.header_timeout;
+        // Only a request that asked for a protocol switch may get one.
+        let asked_upgrade = req.headers().contains_key(UPGRADE);
         // Waiting for a slot counts against the header timeout: the client waits either way.
+        // The client's own slot first, so that requests over its cap wait without holding
+        // one of the origin's.
         let mut progress = Progress::new();
+        let client = clients
+            .admit_by(client, progress.deadline(timeout))
+            .await
+            .ok_or(UpstreamError::ClientCap)?;
         let permit = tokio::time::timeout_at(
             progress.deadline(timeout),
             pool.slots.clone().acquire_owned(),
@@ -285,9 +340,15 @@ impl Client {
                 }
             }
         };
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS && !asked_upgrade {
+            return Err(UpstreamError::Failed(
+                "the origin switched protocols without being asked".into(),
+            ));
+        }
         let idle = self.config.idle_body_timeout;
         let connection = connection.map(|sender| (pool, sender));
-        Ok(response.map(|body| Leased::new(IdleTimeout::new(body, idle), permit, connection)))
+        Ok(response
+            .map(|body| Leased::new(IdleTimeout::new(body, idle), (permit, client), connection)))
     }
 
     fn pool(&self, origin: &Origin) -> Result<Arc<OriginPool>, UpstreamError> {
@@ -315,6 +376,7 @@ impl Client {
             Ok(OriginPool::new(
                 dialer,
                 self.config.max_in_flight_per_origin,
+                self.config.max_in_flight_per_client,
                 self.config.pool_max_idle_per_origin,
                 self.config.pool_idle_timeout,
             ))
@@ -325,8 +387,11 @@ impl Client {
 type Sent = (Response<Incoming>, Option<http1::Http1>);
 
 /// Sends `req` on a pooled or new connection; sends it again, up to [`MAX_RETRIES`] times,
-/// only when it is idempotent and never reached the origin. An HTTP/1.1 connection comes back
-/// with the response, to drive while the body is read and return to the pool when it ends.
+/// only when it is idempotent and never reached the origin, or when it has no body and the
+/// origin closed the pooled connection it was written to before answering (origins close idle
+/// keep-alive connections on their own time, which may cross a request on its way): then on a
+/// new connection. An HTTP/1.1 connection comes back with the response, to drive while the
+/// body is read and return to the pool when it ends.
 async fn send_retrying(
     pool: &OriginPool,
     origin: &Origin,
@@ -334,10 +399,16 @@ async fn send_retrying(
 ) -> Result<Sent, UpstreamError> {
     let idempotent = req.method().is_idempotent();
     let mut retries = 0;
+    let mut fresh = false;
     loop {
         let retry = idempotent && retries < MAX_RETRIES;
         retries += 1;
-        let conn = match pool.checkout().await {
+        let conn = if fresh {
+            pool.connect().await
+        } else {
+            pool.checkout().await
+        };
+        let conn = match conn {
             Ok(conn) => conn,
             Err(error) if retry && never_connected(&error) => continue,
             Err(error) => return Err(classify(Box::new(error))),
@@ -347,10 +418,16 @@ async fn send_retrying(
                 // Origin-form: the authority travels in `Host`.
                 let path = req.uri().path_and_query().cloned();
                 *req.uri_mut() = path.map_or_else(|| Uri::from_static("/"), Uri::from);
+                let again = (retry && conn.reused() && http_body::Body::is_end_stream(req.body()))
+                    .then(|| same_request(&req));
                 match conn.send(req).await {
                     Ok(response) => return Ok((response, Some(conn))),
-                    Err(mut error) => match error.take_message() {
-                        Some(unsent) if retry => unsent,
+                    Err(mut error) => match (error.take_message(), again) {
+                        (Some(unsent), _) if retry => unsent,
+                        (_, Some(again)) if closed_unanswered(error.error()) => {
+                            fresh = true;
+                            again
+                        }
                         _ => return Err(classify(Box::new((*error).into_error()))),
                     },
                 }
@@ -370,6 +447,39 @@ async fn send_retrying(
         tracing::debug!(origin = %origin.host, port = origin.port, "request never reached the origin, sending it again");
         req = unsent;
     }
+}
+
+/// A bodiless request's head again, for a second send.
+fn same_request(req: &Request<RequestBody>) -> Request<RequestBody> {
+    let mut again = Request::new(
+        http_body_util::Empty::new()
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
+    *again.method_mut() = req.method().clone();
+    *again.uri_mut() = req.uri().clone();
+    *again.version_mut() = req.version();
+    *again.headers_mut() = req.headers().clone();
+    again
+}
+
+/// The origin closed (or reset) the connection before any byte of a response: what a
+/// keep-alive connection closed by the origin while the request was on its way looks like.
+fn closed_unanswered(error: &hyper::Error) -> bool {
+    if error.is_incomplete_message() {
+        return true;
+    }
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<io::Error>() {
+            return matches!(
+                io.kind(),
+                io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+            );
+        }
+        source = cause.source();
+    }
+    false
 }
 
 /// Refused or reset while connecting: the request was not written yet.

@@ -18,6 +18,8 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
+use crate::per_address::PerAddress;
+
 use super::connector::Dialer;
 use super::http1::Http1;
 use super::{Origin, RequestBody, UpstreamError};
@@ -37,6 +39,9 @@ pub(super) struct OriginPool {
     dialer: Dialer,
     /// Requests in flight to this origin (head or body still moving).
     pub slots: Arc<Semaphore>,
+    /// What each client address has in flight to this origin (its own cap, taken before a
+    /// slot, so that requests over it wait without holding one of the origin's).
+    pub clients: Arc<PerAddress>,
     idle: Mutex<Vec<Idle>>,
     h2: Mutex<Option<http2::SendRequest<RequestBody>>>,
     max_idle: usize,
@@ -123,12 +128,14 @@ impl OriginPool {
     pub fn new(
         dialer: Dialer,
         max_in_flight: usize,
+        max_in_flight_per_client: usize,
         max_idle: usize,
         idle_timeout: Duration,
     ) -> Self {
         Self {
             dialer,
             slots: Arc::new(Semaphore::new(max_in_flight)),
+            clients: PerAddress::new(max_in_flight_per_client),
             idle: Mutex::default(),
             h2: Mutex::default(),
             max_idle,
@@ -181,7 +188,8 @@ impl OriginPool {
         self.idle.lock().expect("idle list lock poisoned").pop()
     }
 
-    async fn connect(&self) -> io::Result<Conn> {
+    /// A new connection, whatever is pooled.
+    pub async fn connect(&self) -> io::Result<Conn> {
         let io = self.dialer.dial().await?;
         if io.is_h2() {
             let (sender, conn) = http2::Builder::new(TokioExecutor::new())

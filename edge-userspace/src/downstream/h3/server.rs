@@ -100,6 +100,7 @@ impl Listener {
             handshake_timeout: settings.handshake_timeout(),
             header_timeout: settings.header_timeout(),
             max_cancelled_requests: settings.max_cancelled_requests,
+            write_timeout: limits.write_timeout,
         });
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut admission = Admission::new(
@@ -274,6 +275,8 @@ struct Shared<H> {
     handshake_timeout: Duration,
     header_timeout: Duration,
     max_cancelled_requests: u32,
+    /// A response write the client takes nothing of for this long resets its stream.
+    write_timeout: Duration,
 }
 
 async fn connection<H: H3Handler>(
@@ -491,7 +494,7 @@ impl<H: H3Handler> Stream<H> {
                     .body(http_body_util::Empty::<Bytes>::new().map_err(|never| match never {}))
                     .expect("a static response");
                 shared.handler.answered_locally(StatusCode::TOO_EARLY);
-                return body::send_response(&mut send, too_early)
+                return body::send_response(&mut send, too_early, shared.write_timeout)
                     .await
                     .map_err(|error| Ended::of_boxed(&error, "425 not delivered"));
             }
@@ -521,7 +524,7 @@ impl<H: H3Handler> Stream<H> {
             }),
         );
         let response = shared.handler.handle(Arc::new(info), req).await;
-        body::send_response(&mut send, response)
+        body::send_response(&mut send, response, shared.write_timeout)
             .await
             .map_err(|error| Ended::of_boxed(&error, "HTTP/3 response cut off"))
     }
