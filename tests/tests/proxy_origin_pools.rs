@@ -14,6 +14,8 @@ use http_body_util::{BodyExt, Empty};
 
 const MAX_POOLS: usize = 4;
 const IDLE: Duration = Duration::from_millis(300);
+/// The client address every request comes from (its per-client cap is not what is tested).
+const CLIENT: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
 /// Every `*.test` name is loopback.
 struct Loopback;
@@ -57,7 +59,7 @@ async fn origin_pools_are_bounded_and_evicted_when_unused() {
     // Ten times the bound, one new origin per request, each answered in full.
     for i in 0..10 * MAX_POOLS {
         let response = client
-            .send(&origin(i, echo.port()), request("pool.test"))
+            .send(&origin(i, echo.port()), CLIENT, request("pool.test"))
             .await
             .unwrap();
         assert_eq!(response.status(), StatusCode::OK);
@@ -77,13 +79,13 @@ async fn origin_pools_are_bounded_and_evicted_when_unused() {
     let mut held = Vec::new();
     for i in 0..MAX_POOLS {
         let response = client
-            .send(&origin(100 + i, echo.port()), request("pool.test"))
+            .send(&origin(100 + i, echo.port()), CLIENT, request("pool.test"))
             .await
             .unwrap();
         held.push(response);
     }
     let Err(refused) = client
-        .send(&origin(200, echo.port()), request("pool.test"))
+        .send(&origin(200, echo.port()), CLIENT, request("pool.test"))
         .await
     else {
         panic!("a new origin while every pool carries a request got a pool");
@@ -95,7 +97,7 @@ async fn origin_pools_are_bounded_and_evicted_when_unused() {
         response.into_body().collect().await.unwrap();
     }
     let response = client
-        .send(&origin(200, echo.port()), request("pool.test"))
+        .send(&origin(200, echo.port()), CLIENT, request("pool.test"))
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
