@@ -19,6 +19,8 @@ use super::ApiError;
 use super::router::{MAX_STATE_BODY, Route, raw_route, route};
 use crate::state::{State, ZoneState};
 
+pub(in crate::control) use custom_hostnames::plan_create;
+pub(in crate::control) use rulesets::plan_put;
 pub use state::REPLACE_ALL;
 
 pub static ROUTES: &[Route] = &[
