@@ -9,6 +9,7 @@ pub mod config;
 pub mod control;
 pub mod downstream;
 pub mod echo;
+pub mod fuzzing;
 pub mod json_depth;
 pub mod memory;
 pub mod metrics;
