@@ -4,7 +4,7 @@
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::{merge_patch, to_value, zone};
+use super::{Planned, merge_patch, to_value, zone};
 use crate::control::ids::new_id;
 use crate::control::router::Call;
 use crate::control::{ApiError, Control};
@@ -98,7 +98,7 @@ pub(super) fn create(control: &Control, call: &Call) -> Result<Value, ApiError> 
 /// zone's and the new hostname's ids); [`crate::control::dry_run`] runs it too.
 pub(in crate::control) fn plan_create(
     call: &Call,
-) -> Result<impl FnOnce(&State) -> Result<(Vec<Change>, (String, String)), ApiError>, ApiError> {
+) -> Result<impl FnOnce(&State) -> Planned<(String, String)>, ApiError> {
     let body: Create = call.json()?;
     let id = new_id()?;
     let token = new_id()?;

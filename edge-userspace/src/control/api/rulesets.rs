@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use super::{to_value, zone};
+use super::{Planned, to_value, zone};
 use crate::control::ids::new_id;
 use crate::control::router::Call;
 use crate::control::{ApiError, Control};
@@ -58,7 +58,7 @@ pub(super) fn put(control: &Control, call: &Call) -> Result<Value, ApiError> {
 pub(in crate::control) fn plan_put(
     call: &Call,
     phase: Phase,
-) -> Result<impl FnOnce(&State) -> Result<(Vec<Change>, (String, Ruleset)), ApiError>, ApiError> {
+) -> Result<impl FnOnce(&State) -> Planned<(String, Ruleset)>, ApiError> {
     let mut ruleset: Ruleset = call.json()?;
     if ruleset.id.is_none() {
         ruleset.id = Some(new_id()?);
