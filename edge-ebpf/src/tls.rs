@@ -4,6 +4,10 @@
 //! Every loop has a constant bound and every length is checked against its
 //! container (extension ⊂ extensions ⊂ handshake message ⊂ record), so a lying
 //! length ends the walk as `Malformed` instead of reading someone else's bytes.
+//!
+//! The `client_hello` fuzz target (`edge-userspace/fuzz`) compiles this very
+//! file in userspace over a slice-backed `Packet` and `SCRATCH`: what this
+//! file uses of `crate::packet` and `crate::maps` must exist there too.
 
 use edge_common::sni;
 
@@ -182,6 +186,18 @@ fn server_name(pkt: &Packet, off: usize, len: usize) -> Outcome {
         return Outcome::Malformed;
     }
     let off = off + 5;
+    // RFC 6066 names carry no trailing dot, but rustls (the edge's TLS)
+    // accepts one and drops it, so this walk drops it too: otherwise
+    // `blocked.example.com.` would miss the route that drops
+    // `blocked.example.com` and still be served. (A name whose last byte is
+    // in a later segment keeps it.)
+    // black_box: folded into the pointer, the `- 1` is a negative packet
+    // offset, which the verifier refuses.
+    let name_len = match pkt.u8(core::hint::black_box(off + name_len - 1)) {
+        Some(b'.') if name_len > 1 => name_len - 1,
+        Some(b'.') => return Outcome::Malformed,
+        _ => name_len,
+    };
     // The name may run past this segment: hash what is here, carry the rest.
     let here = if off + name_len > pkt.limit() {
         pkt.limit().saturating_sub(off)

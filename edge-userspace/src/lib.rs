@@ -10,6 +10,7 @@ pub mod control;
 pub mod downstream;
 pub mod duration_ms;
 pub mod echo;
+pub mod fuzzing;
 pub mod json_depth;
 pub mod memory;
 pub mod metrics;

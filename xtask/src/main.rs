@@ -8,6 +8,7 @@ mod bench_proxy;
 mod bench_xdp;
 mod check_setup;
 mod ebpf;
+mod fuzz;
 mod run;
 mod setup;
 
@@ -38,8 +39,12 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// fmt and clippy checks, then the whole test suite (BPF tests included; needs root).
+    /// fmt and clippy checks, then the whole test suite (BPF tests included; needs root),
+    /// then `fuzz`.
     Test,
+    /// Build the fuzz targets (edge-userspace/fuzz) and run each for FUZZ_SECONDS
+    /// (default 30); fails on a crash, naming the input to keep in regressions/.
+    Fuzz,
     /// ns per packet of the XDP classifier vs a trivial XDP program (needs root).
     BenchXdp,
     /// h2load over TLS + HTTP/2: the edge's O2O chain vs nginx, haproxy, h2o, caddy
@@ -92,6 +97,7 @@ fn main() -> Result<()> {
             run::status(run::cargo()?.args(["bench", "-p", "edge-userspace", "--bench", "routes"]))
         }
         Command::BenchH3 => bench_h3::run(),
+        Command::Fuzz => fuzz::run(),
         Command::Test => {
             setup::all()?;
             ebpf::build()?;
@@ -113,7 +119,8 @@ fn main() -> Result<()> {
                 "--release",
                 "--features",
                 "edge-tests/kernel",
-            ]))
+            ]))?;
+            fuzz::run()
         }
     }
 }

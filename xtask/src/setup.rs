@@ -34,7 +34,8 @@ const APT_PACKAGES: &[(&str, &str)] = &[
 pub fn all() -> Result<()> {
     ebpf_toolchain()?;
     apt(APT_PACKAGES)?;
-    bpf_linker()
+    bpf_linker()?;
+    cargo_fuzz()
 }
 
 /// What `cargo xtask build-ebpf` needs: the nightly with rust-src, LLVM 22, bpf-linker.
@@ -119,4 +120,13 @@ fn bpf_linker() -> Result<()> {
             ])
             .env("LLVM_PREFIX", "/usr/lib/llvm-22"),
     )
+}
+
+/// cargo-fuzz builds and runs the fuzz targets (`cargo xtask fuzz`).
+pub fn cargo_fuzz() -> Result<()> {
+    if succeeds(run::cargo()?.args(["fuzz", "--version"])) {
+        return Ok(());
+    }
+    println!("setup: cargo install cargo-fuzz 0.13 (builds and runs the fuzz targets)");
+    status(run::cargo()?.args(["install", "cargo-fuzz", "--version", "0.13.2", "--locked"]))
 }

@@ -10,6 +10,7 @@ mod activation;
 mod api;
 pub mod cli;
 pub mod client;
+mod dry_run;
 mod envelope;
 mod ids;
 mod router;
@@ -32,6 +33,7 @@ use crate::routing::Routing;
 use crate::serve::apply::{Applier, ApplyError, Write};
 use crate::state::{Change, State};
 use crate::xdp::XdpRuntime;
+pub use dry_run::{Body, dry_run};
 pub use envelope::ApiError;
 pub use socket::serve;
 use store::Store;
@@ -174,13 +176,7 @@ impl Control {
     ) -> Result<R, ApiError> {
         let mut writer = self.writer();
         let current = self.inner.state.load_full();
-        let (mut changes, answer) = plan(&current)?;
-        let mut next = current.apply_all(changes.iter().cloned())?;
-        let observed = activation::local_checks(&current, &next, &changes);
-        if !observed.is_empty() {
-            next = next.apply_all(observed.iter().cloned())?;
-            changes.extend(observed);
-        }
+        let (next, changes, answer) = prepare(&current, plan)?;
         let write = Write {
             previous: &current,
             changes: &changes,
@@ -243,4 +239,21 @@ impl Control {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// A write up to its commit: `plan`'s changes applied to `current` and
+/// validated, completed with the real-time checks this edge answers itself.
+/// [`dry_run`] stops here too, so that the fuzz target runs what a write runs.
+fn prepare<R>(
+    current: &State,
+    plan: impl FnOnce(&State) -> Result<(Vec<Change>, R), ApiError>,
+) -> Result<(State, Vec<Change>, R), ApiError> {
+    let (mut changes, answer) = plan(current)?;
+    let mut next = current.apply_all(changes.iter().cloned())?;
+    let observed = activation::local_checks(current, &next, &changes);
+    if !observed.is_empty() {
+        next = next.apply_all(observed.iter().cloned())?;
+        changes.extend(observed);
+    }
+    Ok((next, changes, answer))
 }

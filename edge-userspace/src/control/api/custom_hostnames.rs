@@ -4,13 +4,13 @@
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::{merge_patch, to_value, zone};
+use super::{Planned, merge_patch, to_value, zone};
 use crate::control::ids::new_id;
 use crate::control::router::Call;
 use crate::control::{ApiError, Control};
 use crate::state::{
     Change, CustomHostname, CustomHostnameSsl, FallbackOrigin, FallbackOriginStatus,
-    HostnameStatus, Observation, OwnershipVerification, VerificationType, ZoneState,
+    HostnameStatus, Observation, OwnershipVerification, State, VerificationType, ZoneState,
 };
 
 #[derive(Deserialize)]
@@ -90,11 +90,21 @@ pub(super) fn get(control: &Control, call: &Call) -> Result<Value, ApiError> {
 /// A new hostname is `pending` with a fresh TXT token; the write itself
 /// activates it when this edge holds its DNS and the CNAME points here.
 pub(super) fn create(control: &Control, call: &Call) -> Result<Value, ApiError> {
+    let (zone_id, id) = control.write(plan_create(call)?)?;
+    current(control, &zone_id, &id)
+}
+
+/// The body of a create, parsed, as the write's plan (which answers the
+/// zone's and the new hostname's ids); [`crate::control::dry_run`] runs it too.
+pub(in crate::control) fn plan_create(
+    call: &Call,
+) -> Result<impl FnOnce(&State) -> Planned<(String, String)>, ApiError> {
     let body: Create = call.json()?;
     let id = new_id()?;
     let token = new_id()?;
-    let zone_id = control.write(|state| {
-        let zs = zone(state, call.param("zone"))?;
+    let zone_key = call.param("zone").to_owned();
+    Ok(move |state: &State| {
+        let zs = zone(state, &zone_key)?;
         let custom_hostname = CustomHostname {
             id: id.clone(),
             ownership_verification: Some(OwnershipVerification {
@@ -117,10 +127,9 @@ pub(super) fn create(control: &Control, call: &Call) -> Result<Value, ApiError> 
                 zone_id: zone_id.clone(),
                 custom_hostname,
             }],
-            zone_id,
+            (zone_id, id),
         ))
-    })?;
-    current(control, &zone_id, &id)
+    })
 }
 
 /// Besides the fields Cloudflare lets customers patch, an operator may set

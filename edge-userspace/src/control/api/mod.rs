@@ -19,6 +19,11 @@ use super::ApiError;
 use super::router::{MAX_STATE_BODY, Route, raw_route, route};
 use crate::state::{State, ZoneState};
 
+pub(in crate::control) use custom_hostnames::plan_create;
+/// What a write's plan answers: the changes, and what to answer once they
+/// are committed.
+pub(in crate::control) type Planned<R> = Result<(Vec<crate::state::Change>, R), ApiError>;
+pub(in crate::control) use rulesets::plan_put;
 pub use state::REPLACE_ALL;
 
 pub static ROUTES: &[Route] = &[

@@ -3,13 +3,13 @@
 
 use serde_json::{Value, json};
 
-use super::{to_value, zone};
+use super::{Planned, to_value, zone};
 use crate::control::ids::new_id;
 use crate::control::router::Call;
 use crate::control::{ApiError, Control};
 use crate::rules::Phase;
 use crate::rules::model::Ruleset;
-use crate::state::Change;
+use crate::state::{Change, State};
 
 fn phase(call: &Call) -> Result<Phase, ApiError> {
     let name = call.param("phase");
@@ -48,6 +48,17 @@ pub(super) fn get(control: &Control, call: &Call) -> Result<Value, ApiError> {
 /// reads can name them.
 pub(super) fn put(control: &Control, call: &Call) -> Result<Value, ApiError> {
     let phase = phase(call)?;
+    let (zone_id, ruleset) = control.write(plan_put(call, phase)?)?;
+    Ok(view(&zone_id, phase, &ruleset))
+}
+
+/// The body of a put, parsed and given its ids, as the write's plan (which
+/// answers the zone's id and the ruleset); [`crate::control::dry_run`] runs
+/// it too.
+pub(in crate::control) fn plan_put(
+    call: &Call,
+    phase: Phase,
+) -> Result<impl FnOnce(&State) -> Planned<(String, Ruleset)>, ApiError> {
     let mut ruleset: Ruleset = call.json()?;
     if ruleset.id.is_none() {
         ruleset.id = Some(new_id()?);
@@ -57,16 +68,16 @@ pub(super) fn put(control: &Control, call: &Call) -> Result<Value, ApiError> {
             rule.id = Some(new_id()?);
         }
     }
-    let zone_id = control.write(|state| {
-        let zone_id = zone(state, call.param("zone"))?.zone.id.clone();
+    let zone_key = call.param("zone").to_owned();
+    Ok(move |state: &State| {
+        let zone_id = zone(state, &zone_key)?.zone.id.clone();
         Ok((
             vec![Change::PutRuleset {
                 zone_id: zone_id.clone(),
                 phase,
                 ruleset: Some(ruleset.clone()),
             }],
-            zone_id,
+            (zone_id, ruleset),
         ))
-    })?;
-    Ok(view(&zone_id, phase, &ruleset))
+    })
 }
