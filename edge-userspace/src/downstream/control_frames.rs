@@ -19,7 +19,7 @@ use tokio::time::Instant;
 /// The window over which control frames are counted.
 pub const WINDOW: Duration = Duration::from_secs(10);
 
-const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+use super::http2::PREFACE;
 const SETTINGS: u8 = 0x4;
 const PING: u8 = 0x6;
 const ACK: u8 = 0x1;

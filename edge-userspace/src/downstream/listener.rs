@@ -5,18 +5,18 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 use super::control_frames::ControlFrames;
+use super::rewind::{self, Rewind};
 use super::watchdog::{Activity, Closed, Registry};
-use super::{ConnInfo, Handler, TlsAcceptor};
+use super::{ConnInfo, Handler, TlsAcceptor, http2};
 use crate::per_address::PerAddress;
 
 /// Resource limits of a listener: the config file's `limits` section (every field optional,
@@ -180,11 +180,11 @@ pub async fn serve<H: Handler>(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     limits.validate()?;
-    let http = Arc::new(http_builder(&limits));
+    let http = Arc::new(Protocols::new(&limits));
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let per_address = PerAddress::new(limits.max_connections_per_address);
     let registry = Arc::new(Registry::default());
-    let graceful = GracefulShutdown::new();
+    let (drain, draining) = watch::channel(false);
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
@@ -218,7 +218,7 @@ pub async fn serve<H: Handler>(
             }
         };
         while connections.try_join_next().is_some() {}
-        let watcher = graceful.watcher();
+        let draining = draining.clone();
         let (tls, handler, http) = (tls.clone(), handler.clone(), http.clone());
         let activity = Activity::new(limits.idle_timeout, limits.write_timeout);
         let registered = registry.register(&activity);
@@ -233,7 +233,7 @@ pub async fn serve<H: Handler>(
                 None => {
                     let conn = ConnInfo::new(peer, local, None);
                     let io = ControlFrames::new(tcp, control_frames);
-                    serve_connection(io, conn, &handler, &http, watcher, &activity).await
+                    serve_connection(io, conn, &handler, &http, draining, &activity).await
                 }
                 Some(tls) => {
                     match tokio::time::timeout(handshake_timeout, tls.accept(tcp, peer, local))
@@ -242,7 +242,7 @@ pub async fn serve<H: Handler>(
                         Ok(Ok((stream, info))) => {
                             let conn = ConnInfo::new(peer, local, Some(info));
                             let io = ControlFrames::new(stream, control_frames);
-                            serve_connection(io, conn, &handler, &http, watcher, &activity).await
+                            serve_connection(io, conn, &handler, &http, draining, &activity).await
                         }
                         Ok(Err(error)) => {
                             tracing::debug!(%peer, %error, "TLS handshake failed");
@@ -261,8 +261,10 @@ pub async fn serve<H: Handler>(
         });
     }
     drop(listener);
-    tracing::info!(connections = graceful.count(), "draining");
-    if tokio::time::timeout(limits.drain_timeout, graceful.shutdown())
+    tracing::info!(connections = connections.len(), "draining");
+    let _ = drain.send(true);
+    let drained = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(limits.drain_timeout, drained)
         .await
         .is_err()
     {
@@ -275,14 +277,40 @@ pub async fn serve<H: Handler>(
     Ok(())
 }
 
+/// How the listener speaks HTTP: hyper's HTTP/1.1 server, and HTTP/2 on `h2` directly.
+struct Protocols {
+    http1: http1::Builder,
+    http2: h2::server::Builder,
+}
+
+impl Protocols {
+    fn new(limits: &Limits) -> Self {
+        let mut http1 = http1::Builder::new();
+        http1
+            .timer(TokioTimer::new())
+            .keep_alive(true)
+            .header_read_timeout(limits.header_read_timeout)
+            // The read buffer's cap is not enough on its own: one read can bring a whole
+            // oversized head (over TLS, a record's plaintext at once), which then parses.
+            .max_buf_size(limits.max_header_bytes)
+            .max_header_size(limits.max_header_bytes)
+            .max_headers(limits.max_headers);
+        Self {
+            http1,
+            http2: http2::builder(limits),
+        }
+    }
+}
+
 /// Serves one connection until it ends or its [`Activity`] expires; says why the edge closed
-/// it, if it did.
+/// it, if it did. Over TLS, ALPN says which HTTP it is (RFC 9113 §3.2); on the plain listener
+/// the HTTP/2 preface does (prior knowledge, §3.3).
 async fn serve_connection<IO, H>(
     io: IO,
     conn: ConnInfo,
     handler: &H,
-    http: &auto::Builder<TokioExecutor>,
-    watcher: Watcher,
+    http: &Protocols,
+    draining: watch::Receiver<bool>,
     activity: &Arc<Activity>,
 ) -> Option<Closed>
 where
@@ -290,21 +318,22 @@ where
     H: Handler,
 {
     let peer = conn.peer;
-    let conn = Arc::new(conn);
-    let service = {
-        let (handler, activity) = (handler.clone(), activity.clone());
-        service_fn(move |req| {
-            let (handler, conn, activity) = (handler.clone(), conn.clone(), activity.clone());
-            async move {
-                let request = activity.request();
-                let response = handler.handle(conn, req).await;
-                Ok::<_, Infallible>(response.map(|body| activity.watch(body, request)))
-            }
-        })
+    let served = async {
+        let (h2, io) = match &conn.tls {
+            Some(tls) => (tls.alpn.as_deref() == Some(b"h2"), Rewind::new(io)),
+            None => rewind::starts_with(io, http2::PREFACE).await?,
+        };
+        let conn = Arc::new(conn);
+        if h2 {
+            http2::serve(io, &http.http2, conn, handler, activity, draining)
+                .await
+                .map_err(Into::into)
+        } else {
+            serve_http1(io, conn, handler, &http.http1, activity, draining).await
+        }
     };
-    let connection = http.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::select! {
-        ended = watcher.watch(connection.into_owned()) => match ended {
+        ended = served => match ended {
             Ok(()) => None,
             Err(error) => {
                 // Clients under attack end thousands of connections this way (rapid reset,
@@ -320,22 +349,37 @@ where
     }
 }
 
-fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .keep_alive(true)
-        .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(limits.max_header_bytes)
-        .max_headers(limits.max_headers);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(limits.h2_max_concurrent_streams)
-        .max_pending_accept_reset_streams(limits.h2_max_pending_accept_reset_streams)
-        .max_local_error_reset_streams(limits.h2_max_local_error_reset_streams)
-        .max_header_list_size(limits.max_header_bytes as u32)
-        .keep_alive_interval(Duration::from_secs(20));
-    builder
+/// One HTTP/1.1 connection on hyper's server, upgrades included.
+async fn serve_http1<IO, H>(
+    io: IO,
+    conn: Arc<ConnInfo>,
+    handler: &H,
+    http1: &http1::Builder,
+    activity: &Arc<Activity>,
+    mut draining: watch::Receiver<bool>,
+) -> Result<(), super::BoxError>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    H: Handler,
+{
+    let service = {
+        let (handler, activity) = (handler.clone(), activity.clone());
+        service_fn(move |req| {
+            let (handler, conn, activity) = (handler.clone(), conn.clone(), activity.clone());
+            async move {
+                let request = activity.request();
+                let response = handler.handle(conn, req).await;
+                Ok::<_, Infallible>(response.map(|body| activity.watch(body, request)))
+            }
+        })
+    };
+    let connection = http1
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    tokio::pin!(connection);
+    tokio::select! {
+        ended = connection.as_mut() => return Ok(ended?),
+        _ = draining.wait_for(|draining| *draining) => connection.as_mut().graceful_shutdown(),
+    }
+    Ok(connection.await?)
 }

@@ -1,15 +1,19 @@
 //! Client-facing side: TLS termination and the HTTP/1.1 + HTTP/2 listeners.
 //!
 //! `ca` and `certs` decide which certificate a hostname gets, `tls` runs the handshake with the
-//! hostname's policy, `listener` accepts connections under the limits and hands every request
-//! to a [`Handler`] (the pipeline); `watchdog` closes idle connections and drops responses the
-//! client does not read, `control_frames` cuts HTTP/2 SETTINGS and PING floods.
+//! hostname's policy, `listener` accepts connections under the limits and serves each with
+//! hyper's HTTP/1.1 server or `http2` (h2 directly), handing every request to a [`Handler`]
+//! (the pipeline); `watchdog` closes idle connections and drops responses the client does not
+//! read, `control_frames` cuts HTTP/2 SETTINGS and PING floods, `date` stamps `Date`.
 
 pub mod ca;
 pub mod certs;
 pub mod control_frames;
+mod date;
 pub mod h3;
+pub mod http2;
 pub mod listener;
+mod rewind;
 pub mod tls;
 pub mod watchdog;
 
@@ -21,7 +25,6 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::header::HeaderValue;
 use http::{Request, Response};
-use hyper::body::Incoming;
 
 pub use ca::LocalCa;
 pub use certs::{CertStore, MinTls, Tier};
@@ -91,11 +94,16 @@ pub trait Handler: Clone + Send + Sync + 'static {
     /// Response body; streamed frame by frame to the client.
     type Body: http_body::Body<Data = Bytes, Error = BoxError> + Send + Unpin + 'static;
 
-    fn handle(
+    /// Answers `req`, whose body type is the front door's own (hyper's for HTTP/1.1,
+    /// [`http2::RequestBody`] for HTTP/2).
+    fn handle<B>(
         &self,
         conn: Arc<ConnInfo>,
-        req: Request<Incoming>,
-    ) -> impl Future<Output = Response<Self::Body>> + Send;
+        req: Request<B>,
+    ) -> impl Future<Output = Response<Self::Body>> + Send
+    where
+        B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<BoxError>;
 
     /// Called for every accepted connection; what it returns lives as long as the connection
     /// (e.g. a guard counting open connections).

@@ -14,7 +14,7 @@ use std::fmt;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -107,6 +107,7 @@ impl Activity {
             body: Some(body),
             guard: Some(guard),
             waiting_since: Some(Instant::now()),
+            writer: None,
         }));
         let weak: Weak<dyn Writing> = Arc::downgrade(&shared) as Weak<dyn Writing>;
         let mut state = self.lock();
@@ -190,6 +191,9 @@ struct Slot<B> {
     /// `Some` from when the body gave a frame (or was made) until it is asked for the next:
     /// while it is, the client has not made room for what it was given.
     waiting_since: Option<Instant>,
+    /// The writer waiting for the client to make room ([`Watched::poll_cancelled`]), woken
+    /// when the response is cancelled.
+    writer: Option<Waker>,
 }
 
 impl<B: Send> Writing for Mutex<Slot<B>> {
@@ -199,12 +203,15 @@ impl<B: Send> Writing for Mutex<Slot<B>> {
     }
 
     fn cancel(&self) {
-        let (body, guard) = {
+        let (body, guard, writer) = {
             let mut slot = self.lock().expect("response slot lock poisoned");
-            (slot.body.take(), slot.guard.take())
+            (slot.body.take(), slot.guard.take(), slot.writer.take())
         };
         // Outside the slot's lock: the guard takes the connection's.
         drop((body, guard));
+        if let Some(writer) = writer {
+            writer.wake();
+        }
     }
 }
 
@@ -223,6 +230,23 @@ impl std::error::Error for WriteStalled {}
 
 /// A response body under its connection's write-progress timeout.
 pub struct Watched<B>(Arc<Mutex<Slot<B>>>);
+
+impl<B> Watched<B> {
+    /// Ready once the write timeout has cancelled the response. A writer that stops polling
+    /// the body while it waits for the client (the HTTP/2 writer waiting for window) polls
+    /// this instead, so that the cancellation reaches the client as a reset at once.
+    pub fn poll_cancelled(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut slot = self.0.lock().expect("response slot lock poisoned");
+        if slot.body.is_none() {
+            return Poll::Ready(());
+        }
+        match &mut slot.writer {
+            Some(writer) => writer.clone_from(cx.waker()),
+            None => slot.writer = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+}
 
 impl<B> Body for Watched<B>
 where

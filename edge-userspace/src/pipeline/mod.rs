@@ -20,7 +20,6 @@ use bytes::Bytes;
 use http::header::HeaderValue;
 use http::{Method, Request, Response, StatusCode, Version, request, response};
 use http_body_util::{BodyExt, Empty, LengthLimitError, Limited};
-use hyper::body::Incoming;
 
 use crate::downstream::{self, BoxError, ConnInfo};
 use crate::metrics::{ChainMetrics, InFlight, Metrics};
@@ -346,7 +345,11 @@ fn upstream_error(origin: &Origin, error: &UpstreamError) -> ErrorPage {
 impl<R: Router> downstream::Handler for Arc<Proxy<R>> {
     type Body = Body;
 
-    async fn handle(&self, conn: Arc<ConnInfo>, req: Request<Incoming>) -> Response<Body> {
+    async fn handle<B>(&self, conn: Arc<ConnInfo>, req: Request<B>) -> Response<Body>
+    where
+        B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<BoxError>,
+    {
         self.respond(&conn, req).await
     }
 
