@@ -416,7 +416,7 @@ impl<'s, 'p> Builder<'s, 'p> {
         if let Some(chain) = self.record_chains.get(&(z, origin.clone())) {
             return Ok(chain.clone());
         }
-        let chain = self.push_chain(name, None, z, false, origin.clone(), None, None);
+        let chain = self.push_chain(name, None, z, origin.clone(), None, None);
         self.record_chains.insert((z, origin), chain.clone());
         Ok(chain)
     }
@@ -555,7 +555,6 @@ impl<'s, 'p> Builder<'s, 'p> {
             name,
             o2o_customer,
             p,
-            o2o_customer.is_some(),
             origin,
             Some(hostname),
             Some(&ch.admission),
@@ -591,7 +590,6 @@ impl<'s, 'p> Builder<'s, 'p> {
         name: &str,
         customer: Option<usize>,
         provider: usize,
-        o2o: bool,
         origin: Arc<Origin>,
         custom_hostname: Option<ChainHostname>,
         hostname_admission: Option<&Admission>,
@@ -616,7 +614,8 @@ impl<'s, 'p> Builder<'s, 'p> {
         let mut chain = Chain {
             id: 0,
             stages,
-            o2o,
+            // A customer stage is there only for O2O.
+            o2o: customer.is_some(),
             origin,
             custom_hostname,
             admission: ChainAdmission::new(budget),
