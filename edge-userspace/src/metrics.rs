@@ -346,7 +346,7 @@ impl<V> ChainCache<V> {
         {
             return found.clone();
         }
-        let found = Arc::new(self.metrics.chain(labels(chain)));
+        let found = Arc::new(self.metrics.chain(chain_labels(chain)));
         self.current.rcu(|entries| {
             let mut by_id = if same(entries) {
                 entries.by_id.clone()
@@ -363,7 +363,8 @@ impl<V> ChainCache<V> {
     }
 }
 
-fn labels(chain: &Chain) -> ChainLabels {
+/// The labels every per-chain series carries.
+pub(crate) fn chain_labels(chain: &Chain) -> ChainLabels {
     let zones: Vec<&str> = chain.stages.iter().map(|s| &*s.zone_name).collect();
     ChainLabels {
         chain: chain.id.to_string(),

@@ -301,6 +301,17 @@ impl OwnAddresses {
     }
 }
 
+/// A chain at its `max_concurrent_requests`: 429, as Cloudflare answers a site's own rate
+/// limit (error 1015), so the client backs off and tries again.
+fn over_concurrency() -> ErrorPage {
+    ErrorPage::new(
+        http::StatusCode::TOO_MANY_REQUESTS,
+        1015,
+        "You are being rate limited",
+        "This website has as many requests in progress as its owner allows. Try again shortly.",
+    )
+}
+
 /// Origin names resolved through the live state's records (see [`OwnAddresses`]).
 pub struct OwnRecords(pub Arc<ArcSwap<Routing>>);
 
@@ -400,10 +411,16 @@ impl Router for ChainRouter {
         };
         let (origin, host_header) =
             self.origin(chain, &host, request_host.as_deref(), overrides)?;
+        // Counted once the rules have let the request through, until its response body ends.
+        let admitted = chain
+            .admission
+            .enter()
+            .map_err(|_| Reply::Error(over_concurrency()))?;
         let route = Route {
             origin,
             host_header,
             max_request_body: routing.max_request_body(chain),
+            admitted: admitted.map(Arc::new),
         };
         let response_rules = routing.response_rules(chain);
         // Response rules read the head, never the extensions (which hold the chain's metrics).

@@ -124,6 +124,7 @@ impl Edge {
                     origin,
                     host_header: HeaderValue::try_from(host.as_str()).unwrap(),
                     max_request_body: setup.max_request_body,
+                    admitted: None,
                 };
                 (host, route)
             })

@@ -14,6 +14,7 @@ async fn sigterm_drains_and_stops_the_listener() {
         origin: plain_origin(echo),
         host_header: "signal.example.com".parse().unwrap(),
         max_request_body: None,
+        admitted: None,
     };
     let proxy = Proxy::new(
         TableRouter([("signal.example.com".to_owned(), route)].into()),

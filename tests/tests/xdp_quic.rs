@@ -178,6 +178,7 @@ async fn the_quic_server_records_a_connection_id_per_named_handshake() {
         origin: plain_origin(echo),
         host_header: HeaderValue::from_static(HOST),
         max_request_body: None,
+        admitted: None,
     };
     let proxy = Proxy::new(
         TableRouter(HashMap::from([(HOST.to_owned(), route)])),

@@ -64,6 +64,10 @@ enum Command {
     /// requests/s and p99 over HTTP/3 vs HTTP/2 on the same O2O chain, in one run
     /// (knobs REQUESTS, CONNECTIONS, STREAMS, ROUNDS, BODY in the environment).
     BenchH3,
+    /// Tenant B's handshakes/s and p99 alone, beside a handshake flood on tenant A without a
+    /// budget, and with a budget on A, in one run of the real binary (about 70 s; knobs
+    /// PHASE_SECS, ROUNDS, B_CONNECTIONS, FLOOD_CONNECTIONS, BUDGET in the environment).
+    BenchTenants,
 }
 
 fn main() -> Result<()> {
@@ -97,6 +101,16 @@ fn main() -> Result<()> {
             run::status(run::cargo()?.args(["bench", "-p", "edge-userspace", "--bench", "routes"]))
         }
         Command::BenchH3 => bench_h3::run(),
+        Command::BenchTenants => {
+            ebpf::build()?;
+            run::status(run::cargo()?.args([
+                "bench",
+                "--package",
+                "edge-tests",
+                "--bench",
+                "tenants",
+            ]))
+        }
         Command::Fuzz => fuzz::run(),
         Command::Test => {
             setup::all()?;

@@ -11,10 +11,11 @@ use std::sync::Arc;
 use super::error::{EdgeError, ErrorKind};
 use super::model::{Chain, ChainHostname, HostHeader, Origin, OriginSni, OriginTls, Stage};
 use super::snapshot::{Outcome, Snapshot};
+use crate::admission::{self, ChainAdmission};
 use crate::state::hostname::{is_wildcard, parent};
 use crate::state::{
-    CustomHostname, DnsRecord, FallbackOriginStatus, HostnameStatus, REQUEST_HOST_HEADER,
-    RecordType, State, ZoneState,
+    Admission, CustomHostname, DnsRecord, FallbackOriginStatus, HostnameStatus,
+    REQUEST_HOST_HEADER, RecordType, State, ZoneState,
 };
 
 /// Builds the snapshot of `state`; chains equal to one of `previous` keep its
@@ -415,7 +416,7 @@ impl<'s, 'p> Builder<'s, 'p> {
         if let Some(chain) = self.record_chains.get(&(z, origin.clone())) {
             return Ok(chain.clone());
         }
-        let chain = self.push_chain(name, None, z, false, origin.clone(), None);
+        let chain = self.push_chain(name, None, z, origin.clone(), None, None);
         self.record_chains.insert((z, origin), chain.clone());
         Ok(chain)
     }
@@ -554,9 +555,9 @@ impl<'s, 'p> Builder<'s, 'p> {
             name,
             o2o_customer,
             p,
-            o2o_customer.is_some(),
             origin,
             Some(hostname),
+            Some(&ch.admission),
         );
         self.hostname_chains.insert(shared, chain.clone());
         Ok(chain)
@@ -589,9 +590,9 @@ impl<'s, 'p> Builder<'s, 'p> {
         name: &str,
         customer: Option<usize>,
         provider: usize,
-        o2o: bool,
         origin: Arc<Origin>,
         custom_hostname: Option<ChainHostname>,
+        hostname_admission: Option<&Admission>,
     ) -> Arc<Chain> {
         let stages = self
             .stage_lists
@@ -604,14 +605,28 @@ impl<'s, 'p> Builder<'s, 'p> {
                     .collect()
             })
             .clone();
+        let zones = customer.iter().chain(std::iter::once(&provider));
+        let budget = admission::strictest(
+            zones
+                .map(|&z| &self.zones[z].zone.settings.admission)
+                .chain(hostname_admission),
+        );
         let mut chain = Chain {
             id: 0,
             stages,
-            o2o,
+            // A customer stage is there only for O2O.
+            o2o: customer.is_some(),
             origin,
             custom_hostname,
+            admission: ChainAdmission::new(budget),
         };
         chain.id = self.ids.assign(name, &chain);
+        // The same chain as before keeps counting where it was.
+        if let Some(old) = self.ids.previous.and_then(|p| p.chain(chain.id))
+            && old.same_route(&chain)
+        {
+            chain.admission.keep_meter_of(&old.admission);
+        }
         let chain = Arc::new(chain);
         self.chains.push(chain.clone());
         chain

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use crate::admission::ChainAdmission;
 use crate::state::{MinTlsVersion, SslMode};
 
 /// One zone the request passes through; its rules run in this stage.
@@ -27,6 +28,8 @@ pub struct Chain {
     pub origin: Arc<Origin>,
     /// The custom hostname that made the provider zone the owner.
     pub custom_hostname: Option<ChainHostname>,
+    /// The chain's budget (the strictest of its zones' and custom hostname's) and its meter.
+    pub admission: ChainAdmission,
 }
 
 impl Chain {
@@ -35,12 +38,14 @@ impl Chain {
         &self.stages[self.stages.len() - 1]
     }
 
-    /// Everything but the id is equal: the same stages, origin and hostname.
+    /// Everything but the id is equal: the same stages, origin, hostname and budget (a
+    /// changed budget is a new chain, so that a narrow update does not keep the old one).
     pub fn same_route(&self, other: &Chain) -> bool {
         *self.stages == *other.stages
             && self.o2o == other.o2o
             && self.origin == other.origin
             && self.custom_hostname == other.custom_hostname
+            && self.admission == other.admission
     }
 
     /// The customer's stage of an O2O chain.

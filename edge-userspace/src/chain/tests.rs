@@ -775,6 +775,7 @@ mod derived {
                     ][status],
                     verification_errors: Vec::new(),
                     cname_observed: false,
+                    admission: Default::default(),
                     ownership_verification: None,
                 },
             });
@@ -860,6 +861,7 @@ mod derived {
                     status: HostnameStatus::Active,
                     verification_errors: Vec::new(),
                     cname_observed: false,
+                    admission: Default::default(),
                     ownership_verification: None,
                 },
             };

@@ -124,7 +124,8 @@ impl TlsAcceptor {
     }
 
     /// Runs the handshake on `io`, the connection from `peer` to `local`, applying the
-    /// hostname's minimum TLS version; a blocked hostname's handshake is refused.
+    /// hostname's minimum TLS version; a blocked hostname's handshake is refused, and so is
+    /// one whose chain is over its budget of new connections (`crate::admission`).
     pub async fn accept<IO>(
         &self,
         io: IO,
@@ -143,6 +144,14 @@ impl TlsAcceptor {
                 .as_ref()
                 .map(|c| c.classify(peer, local, sni))
             {
+                // Refused before anything is signed: a chain over its budget of new
+                // connections costs the edge the hello's parse and one atomic, no handshake.
+                Some(Classified::Chain(chain)) if !chain.admission.admit_connection() => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::ConnectionRefused,
+                        "the hostname's chain is over its budget of new connections",
+                    ));
+                }
                 Some(Classified::Chain(chain)) => Some(chain),
                 Some(Classified::Unrouted) | None => None,
                 Some(Classified::Blocked) => {

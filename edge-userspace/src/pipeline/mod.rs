@@ -38,6 +38,9 @@ pub struct Route {
     pub host_header: HeaderValue,
     /// The zone's request body limit in bytes; larger uploads get 413.
     pub max_request_body: Option<u64>,
+    /// The request's place under its chain's `max_concurrent_requests`, held until the
+    /// response body ends (shared only because a route is cloneable).
+    pub admitted: Option<Arc<crate::admission::Permit>>,
 }
 
 /// How the routing step stops a request instead of forwarding it.
@@ -259,7 +262,18 @@ impl<R: Router> Proxy<R> {
         let (mut parts, body) = response.into_parts();
         forward::strip_hop_by_hop(&mut parts.headers, switched);
         self.router.on_response(state, conn, &mut parts);
-        Ok(Response::from_parts(parts, body.boxed_unsync()))
+        let body = match route.admitted {
+            // The permit lives as long as the body: it is freed when the body ends or is
+            // dropped (client gone, write timeout).
+            Some(permit) => body
+                .map_frame(move |frame| {
+                    let _held = &permit;
+                    frame
+                })
+                .boxed_unsync(),
+            None => body.boxed_unsync(),
+        };
+        Ok(Response::from_parts(parts, body))
     }
 }
 

@@ -13,6 +13,7 @@ use anyhow::{Context, Result};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::admission::AdmissionCollector;
 use crate::config::Config;
 use crate::control::{self, Control};
 use crate::downstream::{self, LocalCa, h3};
@@ -109,6 +110,7 @@ pub async fn run(
     let acceptor = control.acceptor().with_classifier(xdp.clone());
     let metrics = Metrics::new();
     metrics.register_collector(Box::new(XdpCollector(xdp.clone())));
+    metrics.register_collector(Box::new(AdmissionCollector(routing.clone())));
     control.use_metrics(metrics.clone());
     let router = ChainRouter::new(routing.clone(), listeners.clone()).with_metrics(metrics.clone());
     let h3_addr = quic.as_ref().map(h3::Listener::local_addr).transpose()?;

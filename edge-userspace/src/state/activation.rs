@@ -247,6 +247,7 @@ mod tests {
             status,
             verification_errors: vec!["old".into()],
             cname_observed: false,
+            admission: Default::default(),
             ownership_verification: Some(OwnershipVerification {
                 verification_type: VerificationType::Txt,
                 name: "_cf-custom-hostname.shop.example.com".into(),

@@ -52,6 +52,61 @@ pub struct ZoneSettings {
     /// How request URLs are normalised before any rule runs (README, "URL normalisation").
     #[serde(default, skip_serializing_if = "UrlNormalization::is_default")]
     pub url_normalization: UrlNormalization,
+    /// Budgets of every chain the zone is a stage of (README, "Per-tenant admission").
+    #[serde(default, skip_serializing_if = "Admission::is_unset")]
+    pub admission: Admission,
+}
+
+/// What one chain (one tenant's hostnames) may take of the edge: new TLS connections per
+/// second, refused before their handshake, and requests at once. Unset: no budget. A chain's
+/// budget is the strictest of those of its zones and its custom hostname.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Admission {
+    /// Sustained rate of new TLS connections, with a burst of one second's worth.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "budget"
+    )]
+    pub new_connections_per_second: Option<u32>,
+    /// Requests of the chain in flight at once (until their response body ends).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "budget"
+    )]
+    pub max_concurrent_requests: Option<u32>,
+}
+
+/// A budget as the JSON gives it. serde's own message for `-1` or `"fast"` does not say
+/// what was expected of which setting; this one does (the bounds are checked in validation).
+fn budget<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    let value = serde_json::Value::deserialize(d)?;
+    if value.is_null() {
+        return Ok(None);
+    }
+    value
+        .as_u64()
+        .and_then(|n| u32::try_from(n).ok())
+        .map(Some)
+        .ok_or_else(|| {
+            serde::de::Error::custom(format_args!(
+                "an admission budget must be a whole number from 1 to {}, not {value}",
+                Admission::MAX_CONCURRENT_REQUESTS.max(Admission::MAX_NEW_CONNECTIONS_PER_SECOND)
+            ))
+        })
+}
+
+impl Admission {
+    /// Highest `new_connections_per_second` accepted.
+    pub const MAX_NEW_CONNECTIONS_PER_SECOND: u32 = 1_000_000;
+    /// Highest `max_concurrent_requests` accepted.
+    pub const MAX_CONCURRENT_REQUESTS: u32 = 1_000_000;
+
+    pub fn is_unset(&self) -> bool {
+        *self == Admission::default()
+    }
 }
 
 /// A zone's URL normalisation: paths are always normalised before rules run (RFC 3986
@@ -191,6 +246,9 @@ pub struct CustomHostname {
     pub cname_observed: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ownership_verification: Option<OwnershipVerification>,
+    /// The hostname's own budgets (see [`Admission`]), set by the provider.
+    #[serde(default, skip_serializing_if = "Admission::is_unset")]
+    pub admission: Admission,
 }
 
 /// The `custom_origin_sni` value that means "send the request's host as SNI".

@@ -234,6 +234,37 @@ fn zone(zs: &ZoneState, state: &State) -> Result<(), ValidationError> {
             format!("no account `{}`", zone.account.id),
         ));
     }
+    admission(&zone.settings.admission)
+        .map_err(|(field, m)| ValidationError::new(object(), format!("settings.{field}"), m))
+}
+
+/// Each budget is at least 1 (no budget is written by leaving it out) and at most its bound.
+fn admission(admission: &Admission) -> Result<(), (&'static str, String)> {
+    for (field, value, max) in [
+        (
+            "admission.new_connections_per_second",
+            admission.new_connections_per_second,
+            Admission::MAX_NEW_CONNECTIONS_PER_SECOND,
+        ),
+        (
+            "admission.max_concurrent_requests",
+            admission.max_concurrent_requests,
+            Admission::MAX_CONCURRENT_REQUESTS,
+        ),
+    ] {
+        match value {
+            Some(0) => {
+                return Err((
+                    field,
+                    "must be at least 1 (leave it out for no budget)".into(),
+                ));
+            }
+            Some(value) if value > max => {
+                return Err((field, format!("is {value}, at most {max} is allowed")));
+            }
+            _ => {}
+        }
+    }
     Ok(())
 }
 
@@ -419,6 +450,7 @@ fn custom_hostname(
             ));
         }
     }
+    admission(&ch.admission).map_err(|(field, m)| err(field, m))?;
     if let Some(ov) = &ch.ownership_verification {
         const PREFIX: &str = "_cf-custom-hostname.";
         let (name, prefix) = (ov.name.as_bytes(), PREFIX.as_bytes());

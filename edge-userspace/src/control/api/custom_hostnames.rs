@@ -9,7 +9,7 @@ use crate::control::ids::new_id;
 use crate::control::router::Call;
 use crate::control::{ApiError, Control};
 use crate::state::{
-    Change, CustomHostname, CustomHostnameSsl, FallbackOrigin, FallbackOriginStatus,
+    Admission, Change, CustomHostname, CustomHostnameSsl, FallbackOrigin, FallbackOriginStatus,
     HostnameStatus, Observation, OwnershipVerification, State, VerificationType, ZoneState,
 };
 
@@ -25,6 +25,8 @@ struct Create {
     custom_metadata: Option<Map<String, Value>>,
     #[serde(default)]
     ssl: CustomHostnameSsl,
+    #[serde(default)]
+    admission: Admission,
 }
 
 const PATCHABLE: &[&str] = &[
@@ -32,6 +34,7 @@ const PATCHABLE: &[&str] = &[
     "custom_origin_sni",
     "custom_metadata",
     "ssl",
+    "admission",
 ];
 
 #[derive(Deserialize)]
@@ -120,6 +123,7 @@ pub(in crate::control) fn plan_create(
             status: HostnameStatus::Pending,
             verification_errors: Vec::new(),
             cname_observed: false,
+            admission: body.admission,
         };
         let zone_id = zs.zone.id.clone();
         Ok((
