@@ -11,6 +11,7 @@ pub mod downstream;
 pub mod duration_ms;
 pub mod echo;
 pub mod fuzzing;
+pub mod hop_by_hop;
 pub mod json_depth;
 pub mod memory;
 pub mod metrics;
