@@ -4,6 +4,7 @@
 //! passes through, `stages` runs their `rules`, `pipeline` ties the request
 //! path together and `upstream` carries it to the origin.
 
+pub mod apply;
 pub mod chain;
 pub mod config;
 pub mod control;
