@@ -144,11 +144,11 @@ fn requests_route_while_the_applier_swaps_the_routing() {
         }
         Err(reply) => Some(error_code(reply)),
     };
-    assert_eq!(route(&*router), None, "served before the swap");
+    assert_eq!(route(&router), None, "served before the swap");
     let readers: Vec<_> = (0..2)
         .map(|_| {
             let router = router.clone();
-            std::thread::spawn(move || (0..1000).map(|_| route(&*router)).collect::<Vec<_>>())
+            std::thread::spawn(move || (0..1000).map(|_| route(&router)).collect::<Vec<_>>())
         })
         .collect();
     applier
@@ -162,7 +162,7 @@ fn requests_route_while_the_applier_swaps_the_routing() {
             "{outcomes:?}"
         );
     }
-    assert_eq!(route(&*router), Some(1001), "gone after the swap");
+    assert_eq!(route(&router), Some(1001), "gone after the swap");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
