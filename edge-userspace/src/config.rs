@@ -41,7 +41,30 @@ pub struct Config {
     pub state: State,
     /// The control socket (`edge ctl`); the store in `state_dir` keeps what it changes.
     #[serde(default)]
-    pub control: crate::control::ControlConfig,
+    pub control: ControlConfig,
+}
+
+/// File name of the control socket in the state directory, unless the config names one.
+pub const SOCKET_FILE: &str = "control.sock";
+
+/// The config's `control` section: where `edge ctl` reaches the edge (see [`crate::control`]).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlConfig {
+    /// Socket path [default: `<state_dir>/control.sock`].
+    #[serde(default)]
+    pub socket: Option<PathBuf>,
+    /// A group whose members may use the socket too (mode 0660 instead of 0600).
+    #[serde(default)]
+    pub group: Option<String>,
+}
+
+impl ControlConfig {
+    pub fn socket_path(&self, state_dir: &Path) -> PathBuf {
+        self.socket
+            .clone()
+            .unwrap_or_else(|| state_dir.join(SOCKET_FILE))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -5,6 +5,7 @@
 //! path together and `upstream` carries it to the origin.
 
 pub mod admission;
+pub mod apply;
 pub mod chain;
 pub mod config;
 pub mod control;
@@ -12,6 +13,7 @@ pub mod downstream;
 pub mod duration_ms;
 pub mod echo;
 pub mod fuzzing;
+pub mod hop_by_hop;
 pub mod json_depth;
 pub mod memory;
 pub mod metrics;

@@ -7,11 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use edge_userspace::chain::ErrorKind;
 use edge_userspace::downstream::{self, CertStore, ConnInfo, Limits, LocalCa, Tier, TlsAcceptor};
-use edge_userspace::pipeline::{ErrorPage, PipelineConfig, Proxy, Reply, Route, Router};
+use edge_userspace::pipeline::{ErrorPage, PipelineConfig, Proxy, Route, Routed, Router};
 use edge_userspace::upstream::{self, ClientConfig, Origin};
 use http::header::HeaderValue;
-use http::{StatusCode, request, response};
+use http::{request, response};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
@@ -26,7 +27,7 @@ pub struct TableRouter(pub HashMap<String, Route>);
 impl Router for TableRouter {
     type State = String;
 
-    fn route(&self, _conn: &ConnInfo, req: &mut request::Parts) -> Result<(Route, String), Reply> {
+    fn route(&self, _conn: &ConnInfo, req: &mut request::Parts) -> Routed<String> {
         let host = req
             .uri
             .host()
@@ -37,16 +38,10 @@ impl Router for TableRouter {
             })
             .unwrap_or_default()
             .to_ascii_lowercase();
-        match self.0.get(&host) {
+        Routed::from(match self.0.get(&host) {
             Some(route) => Ok((route.clone(), host)),
-            None => Err(ErrorPage::new(
-                StatusCode::from_u16(530).unwrap(),
-                1001,
-                "DNS resolution error",
-                "No zone or custom hostname on this edge serves this hostname.",
-            )
-            .into()),
-        }
+            None => Err(ErrorPage::new(ErrorKind::NoRoute).into()),
+        })
     }
 
     fn on_response(&self, host: String, _conn: &ConnInfo, resp: &mut response::Parts) {

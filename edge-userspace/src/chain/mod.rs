@@ -2,6 +2,7 @@
 //! indexed [`Snapshot`] of the state with every hostname's chain (or error)
 //! precomputed, so the data path resolves a hostname with one hash lookup.
 
+pub mod addresses;
 pub mod affected;
 mod build;
 pub mod error;
@@ -11,7 +12,8 @@ pub mod snapshot;
 #[cfg(test)]
 mod tests;
 
+pub use addresses::OwnAddresses;
 pub use affected::{Affected, affected};
 pub use error::{EdgeError, ErrorKind};
 pub use model::{Chain, ChainHostname, HostHeader, Origin, OriginSni, OriginTls, Stage};
-pub use snapshot::{Live, Route, Snapshot};
+pub use snapshot::{Route, Snapshot};

@@ -10,8 +10,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use arc_swap::{ArcSwap, Guard};
-
 use super::build::Context;
 use super::error::{EdgeError, ErrorKind};
 use super::index::{FoldedCase, Index, Stored};
@@ -595,27 +593,5 @@ impl Base {
             Stored::Error(i) => View::Error(&self.errors[*i as usize]),
             Stored::Vacant => unreachable!("indexes never hand out vacant records"),
         }
-    }
-}
-
-/// The current snapshot, replaced atomically; readers never wait for writers.
-pub struct Live(ArcSwap<Snapshot>);
-
-impl Live {
-    pub fn new(snapshot: Snapshot) -> Live {
-        Live(ArcSwap::from_pointee(snapshot))
-    }
-
-    /// Cheap, lock-free; hold it for one request, not across awaits of long tasks.
-    pub fn load(&self) -> Guard<Arc<Snapshot>> {
-        self.0.load()
-    }
-
-    pub fn load_full(&self) -> Arc<Snapshot> {
-        self.0.load_full()
-    }
-
-    pub fn store(&self, snapshot: Snapshot) {
-        self.0.store(Arc::new(snapshot));
     }
 }

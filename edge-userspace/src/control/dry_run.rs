@@ -9,9 +9,9 @@ use bytes::Bytes;
 
 use super::router::Call;
 use super::{ApiError, api, prepare};
+use crate::apply::ApplyError;
 use crate::routing::Routing;
 use crate::rules::Phase;
-use crate::serve::apply::ApplyError;
 use crate::state::State;
 
 /// The endpoints whose bodies a hostile tenant or operator writes.

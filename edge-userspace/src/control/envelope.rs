@@ -4,7 +4,7 @@
 use http::StatusCode;
 use serde_json::{Value, json};
 
-use crate::serve::apply::ApplyError;
+use crate::apply::ApplyError;
 use crate::state::ValidationError;
 
 /// Error codes (numbers chosen in Cloudflare's style; the message says what

@@ -18,48 +18,23 @@ pub mod socket;
 pub mod store;
 mod verification;
 
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use anyhow::Result;
 use arc_swap::ArcSwap;
-use serde::Deserialize;
 use tokio::sync::watch;
 
+use crate::apply::{Applier, ApplyError, Write};
 use crate::config::Config;
 use crate::downstream::LocalCa;
 use crate::metrics::Metrics;
 use crate::routing::Routing;
-use crate::serve::apply::{Applier, ApplyError, Write};
 use crate::state::{Change, State};
 use crate::xdp::XdpRuntime;
 pub use dry_run::{Body, dry_run};
 pub use envelope::ApiError;
 pub use socket::serve;
 use store::Store;
-
-/// File name of the socket in the state directory, unless the config names one.
-pub const SOCKET_FILE: &str = "control.sock";
-
-/// The config's `control` section.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ControlConfig {
-    /// Socket path [default: `<state_dir>/control.sock`].
-    #[serde(default)]
-    pub socket: Option<PathBuf>,
-    /// A group whose members may use the socket too (mode 0660 instead of 0600).
-    #[serde(default)]
-    pub group: Option<String>,
-}
-
-impl ControlConfig {
-    pub fn socket_path(&self, state_dir: &Path) -> PathBuf {
-        self.socket
-            .clone()
-            .unwrap_or_else(|| state_dir.join(SOCKET_FILE))
-    }
-}
 
 /// The edge's state and the one writer that may change it; clones share both.
 #[derive(Clone)]

@@ -23,7 +23,8 @@ use tokio::task::JoinSet;
 
 use super::envelope::{code, failure, success};
 use super::router::{self, Call, Found, Reply};
-use super::{ApiError, Control, ControlConfig};
+use super::{ApiError, Control};
+use crate::config::ControlConfig;
 
 /// The bound socket; the file is removed when this is dropped (the edge stops).
 pub struct Socket {

@@ -71,19 +71,6 @@ impl CertStore {
         }
     }
 
-    /// Adds a certificate chain and key read from PEM files.
-    pub fn insert_pem(
-        &mut self,
-        tier: Tier,
-        names: &[String],
-        cert_path: &Path,
-        key_path: &Path,
-    ) -> Result<()> {
-        let key = load_pem(cert_path, key_path)?;
-        self.insert(tier, names, key);
-        Ok(())
-    }
-
     /// Mints a certificate from `ca` for `name` unless one already covers it.
     pub fn ensure(&mut self, tier: Tier, name: &str, ca: &LocalCa) -> Result<()> {
         if self.find(name).is_none() {

@@ -7,9 +7,10 @@
 //! another entity than `:authority` is malformed).
 
 use http::header::{HOST, HeaderValue};
-use http::{StatusCode, Version, request};
+use http::{Version, request};
 
 use super::ErrorPage;
+use crate::chain::ErrorKind;
 
 /// Refuses the ambiguous forms and leaves the request's host in one place: the `Host` header
 /// for HTTP/1.x (from the absolute-form authority when there is one), `:authority` or `host`
@@ -18,11 +19,11 @@ pub fn settle(parts: &mut request::Parts) -> Result<(), ErrorPage> {
     let mut hosts = parts.headers.get_all(HOST).iter();
     let host = hosts.next().cloned();
     if hosts.next().is_some() {
-        return Err(bad_request("The request has more than one Host header."));
+        return Err(ErrorKind::TwoHosts.into());
     }
     let authority = parts.uri.authority();
     if authority.is_some_and(|a| a.as_str().contains('@')) {
-        return Err(bad_request("The request target carries user information."));
+        return Err(ErrorKind::UserInfo.into());
     }
     if parts.version <= Version::HTTP_11 {
         match authority {
@@ -33,7 +34,7 @@ pub fn settle(parts: &mut request::Parts) -> Result<(), ErrorPage> {
                 parts.headers.insert(HOST, value);
             }
             None if host.is_none() && parts.version == Version::HTTP_11 => {
-                return Err(bad_request("The request has no Host header."));
+                return Err(ErrorKind::NoHost.into());
             }
             None => {}
         }
@@ -42,15 +43,9 @@ pub fn settle(parts: &mut request::Parts) -> Result<(), ErrorPage> {
             .as_bytes()
             .eq_ignore_ascii_case(authority.as_str().as_bytes())
     {
-        return Err(bad_request(
-            "The request's host header and :authority name different hosts.",
-        ));
+        return Err(ErrorKind::HostMismatch.into());
     }
     Ok(())
-}
-
-pub(super) fn bad_request(detail: &'static str) -> ErrorPage {
-    ErrorPage::new(StatusCode::BAD_REQUEST, 400, "Bad request", detail)
 }
 
 #[cfg(test)]
@@ -68,14 +63,14 @@ mod tests {
     #[test]
     fn http1_takes_exactly_one_host_and_absolute_form_wins() {
         let mut two = parts(Version::HTTP_11, "/", &["a.test", "b.test"]);
-        assert_eq!(settle(&mut two).unwrap_err().status, 400);
+        assert_eq!(settle(&mut two).unwrap_err().kind.status(), 400);
         let mut none = parts(Version::HTTP_11, "/", &[]);
-        assert_eq!(settle(&mut none).unwrap_err().status, 400);
+        assert_eq!(settle(&mut none).unwrap_err().kind.status(), 400);
         let mut absolute = parts(Version::HTTP_11, "http://b.test:8080/x", &["a.test"]);
         settle(&mut absolute).unwrap();
         assert_eq!(absolute.headers[HOST], "b.test:8080");
         let mut userinfo = parts(Version::HTTP_11, "http://u@b.test/", &["b.test"]);
-        assert_eq!(settle(&mut userinfo).unwrap_err().status, 400);
+        assert_eq!(settle(&mut userinfo).unwrap_err().kind.status(), 400);
         let mut plain = parts(Version::HTTP_11, "/", &["a.test"]);
         settle(&mut plain).unwrap();
         assert_eq!(plain.headers[HOST], "a.test");
@@ -84,12 +79,12 @@ mod tests {
     #[test]
     fn http2_host_must_match_authority() {
         let mut differ = parts(Version::HTTP_2, "https://a.test/", &["b.test"]);
-        assert_eq!(settle(&mut differ).unwrap_err().status, 400);
+        assert_eq!(settle(&mut differ).unwrap_err().kind.status(), 400);
         let mut same = parts(Version::HTTP_2, "https://a.test/", &["A.test"]);
         settle(&mut same).unwrap();
         let mut host_only = parts(Version::HTTP_2, "/", &["a.test"]);
         settle(&mut host_only).unwrap();
         let mut h3 = parts(Version::HTTP_3, "https://a.test/", &["b.test"]);
-        assert_eq!(settle(&mut h3).unwrap_err().status, 400);
+        assert_eq!(settle(&mut h3).unwrap_err().kind.status(), 400);
     }
 }

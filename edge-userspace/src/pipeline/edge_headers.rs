@@ -8,11 +8,12 @@ use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::{Bytes, BytesMut};
+use http::HeaderMap;
 use http::header::{HeaderName, HeaderValue};
-use http::{HeaderMap, StatusCode};
 use http_body::Frame;
 
 use super::ErrorPage;
+use crate::chain::EdgeError;
 use crate::downstream::ConnInfo;
 use crate::vouched;
 
@@ -93,13 +94,7 @@ pub fn on_request(
 ) -> Result<(), ErrorPage> {
     let passes = loop_passes(headers, &guard.cdn_id);
     if passes >= guard.max_passes {
-        return Err(ErrorPage::new(
-            StatusCode::LOOP_DETECTED,
-            1019,
-            "Loop detected",
-            "This request has passed through the edge too many times: an origin or a rule \
-             points back at the edge.",
-        ));
+        return Err(ErrorPage::edge(&EdgeError::loop_detected(passes)));
     }
     remove_edge_owned(headers);
     // The six headers below, room for which is made once rather than the map growing halfway.
@@ -242,7 +237,7 @@ mod tests {
         let cdn = HeaderValue::from_static("edge");
         on_request(&mut headers, &conn(), &ray, &guard, &cdn).unwrap();
         let page = on_request(&mut headers, &conn(), &ray, &guard, &cdn).unwrap_err();
-        assert_eq!((page.status.as_u16(), page.code), (508, 1019));
+        assert_eq!((page.kind.status().as_u16(), page.kind.code()), (508, 1019));
     }
 
     #[test]

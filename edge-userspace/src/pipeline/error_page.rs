@@ -1,7 +1,6 @@
 //! Error answers in Cloudflare's shape: "Error 1016 · Origin DNS error" as a small HTML page,
-//! or the same fields as JSON for API clients, so people can search the code they see.
-
-use std::borrow::Cow;
+//! or the same fields as JSON for API clients, so people can search the code they see. What
+//! each error says is the table in `chain::error`; this is the one place that renders it.
 
 use bytes::Bytes;
 use http::header::{ACCEPT, CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
@@ -9,78 +8,62 @@ use http::{HeaderMap, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 
 use super::Body;
+use crate::chain::{EdgeError, ErrorKind};
 
-/// An error the edge answers itself.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// An error the edge answers itself: a row of the one table ([`ErrorKind::answer`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ErrorPage {
-    pub status: StatusCode,
-    /// Cloudflare's error number (1001, 1014, …) or the status itself for 502/504.
-    pub code: u16,
-    pub title: Cow<'static, str>,
-    pub detail: Cow<'static, str>,
+    pub kind: ErrorKind,
 }
 
 impl ErrorPage {
-    pub fn new(
-        status: StatusCode,
-        code: u16,
-        title: impl Into<Cow<'static, str>>,
-        detail: impl Into<Cow<'static, str>>,
-    ) -> Self {
-        Self {
-            status,
-            code,
-            title: title.into(),
-            detail: detail.into(),
-        }
+    pub fn new(kind: ErrorKind) -> Self {
+        Self { kind }
     }
 
-    /// Renders the page for a request with headers `request`.
+    /// The page for `error`, whose detail names zones, accounts and hostnames: it goes to the
+    /// log (and the owner's trace through the control API), never to an anonymous visitor.
+    pub fn edge(error: &EdgeError) -> Self {
+        tracing::info!(code = error.code(), detail = error.detail(), "edge error");
+        Self::new(error.kind())
+    }
+
+    /// Renders the page for a request with headers `request`; JSON when the client's `Accept`
+    /// prefers `application/json`.
     pub fn render(&self, request: &HeaderMap, ray: &str) -> Response<Body> {
-        error_response(
-            request,
-            ray,
-            self.status,
-            self.code,
-            &self.title,
-            &self.detail,
-        )
+        let answer = self.kind.answer();
+        let (status, code, title, text) = (answer.status, answer.code, answer.title, answer.text);
+        let (content_type, body) = if prefers_json(request) {
+            let body = serde_json::json!({
+                "success": false,
+                "errors": [{ "code": code, "message": title, "detail": text }],
+                "status": status.as_u16(),
+                "ray_id": ray,
+            });
+            ("application/json", body.to_string())
+        } else {
+            (
+                "text/html; charset=utf-8",
+                html(status, code, title, text, ray),
+            )
+        };
+        let mut response = Response::new(
+            Full::new(Bytes::from(body))
+                .map_err(|e| match e {})
+                .boxed_unsync(),
+        );
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        response
     }
 }
 
-/// Builds the error response; JSON when the client's `Accept` prefers `application/json`.
-pub fn error_response(
-    request: &HeaderMap,
-    ray: &str,
-    status: StatusCode,
-    code: u16,
-    title: &str,
-    detail: &str,
-) -> Response<Body> {
-    let (content_type, body) = if prefers_json(request) {
-        let body = serde_json::json!({
-            "success": false,
-            "errors": [{ "code": code, "message": title, "detail": detail }],
-            "status": status.as_u16(),
-            "ray_id": ray,
-        });
-        ("application/json", body.to_string())
-    } else {
-        (
-            "text/html; charset=utf-8",
-            html(status, code, title, detail, ray),
-        )
-    };
-    let mut response = Response::new(
-        Full::new(Bytes::from(body))
-            .map_err(|e| match e {})
-            .boxed_unsync(),
-    );
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
+impl From<ErrorKind> for ErrorPage {
+    fn from(kind: ErrorKind) -> Self {
+        Self::new(kind)
+    }
 }
 
 fn html(status: StatusCode, code: u16, title: &str, detail: &str, ray: &str) -> String {
@@ -161,6 +144,25 @@ mod tests {
         assert!(!prefers_json(&HeaderMap::new()));
         assert!(prefers_json(&accept("application/json, */*;q=0.1")));
         assert!(!prefers_json(&accept("application/json;q=0")));
+    }
+
+    #[tokio::test]
+    async fn json_page_is_the_tables_row() {
+        let page = ErrorPage::new(ErrorKind::Loop).render(&accept("application/json"), "r-X");
+        assert_eq!(page.status(), 508);
+        assert_eq!(page.headers()[CACHE_CONTROL], "no-store");
+        let body = page.into_body().collect().await.unwrap().to_bytes();
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let answer = ErrorKind::Loop.answer();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "success": false,
+                "errors": [{"code": 1019, "message": answer.title, "detail": answer.text}],
+                "status": 508,
+                "ray_id": "r-X",
+            })
+        );
     }
 
     #[test]

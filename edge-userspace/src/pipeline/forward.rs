@@ -1,28 +1,13 @@
 //! Turning the client's request into the origin's and the origin's response into the
 //! client's: hop-by-hop headers stay on their hop, everything else streams through untouched.
 
-use http::header::{
-    CONNECTION, HOST, HeaderName, HeaderValue, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE,
-    TRANSFER_ENCODING, UPGRADE,
-};
+use http::header::{CONNECTION, HOST, HeaderName, HeaderValue, TE, UPGRADE};
 use http::{HeaderMap, Request, Version, request};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
+use crate::hop_by_hop::HOP_BY_HOP;
 use crate::upstream::RequestBody;
-
-/// Hop-by-hop headers (RFC 9110 §7.6.1) plus the legacy ones proxies still see; names, so
-/// that removing them parses nothing per request.
-pub(crate) const HOP_BY_HOP: [HeaderName; 8] = [
-    CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    PROXY_AUTHENTICATE,
-    PROXY_AUTHORIZATION,
-    TRANSFER_ENCODING,
-    TE,
-    UPGRADE,
-];
 
 /// `true` for an HTTP/1.1 protocol switch (WebSocket and friends).
 pub fn is_upgrade(parts: &request::Parts) -> bool {

@@ -21,11 +21,12 @@ use http::header::HeaderValue;
 use http::{Method, Request, Response, StatusCode, Version, request, response};
 use http_body_util::{BodyExt, Empty, LengthLimitError, Limited};
 
+use crate::chain::ErrorKind;
 use crate::downstream::{self, BoxError, ConnInfo};
 use crate::metrics::{ChainMetrics, InFlight, Metrics};
 use crate::upstream::{self, IdleTimeout, Origin, UpstreamError};
 pub use edge_headers::{LoopGuard, RequestIds};
-pub use error_page::{ErrorPage, error_response};
+pub use error_page::ErrorPage;
 
 /// Body of every response the edge sends.
 pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
@@ -57,6 +58,24 @@ impl From<ErrorPage> for Reply {
     }
 }
 
+/// What the routing step decided, with the metrics of the chain it found: a request its
+/// chain's rules answered (a block, a redirect) is the chain's as much as one it forwarded.
+pub struct Routed<S> {
+    /// `None` when no chain took the request (or nothing is counted).
+    pub metrics: Option<Arc<ChainMetrics>>,
+    pub outcome: Result<(Route, S), Reply>,
+}
+
+impl<S> From<Result<(Route, S), Reply>> for Routed<S> {
+    /// An outcome no chain's metrics count.
+    fn from(outcome: Result<(Route, S), Reply>) -> Self {
+        Routed {
+            metrics: None,
+            outcome,
+        }
+    }
+}
+
 /// The routing step: the only part of the pipeline that knows about zones.
 ///
 /// This is where the chain resolver and the stage runner plug in: `route` resolves the chain
@@ -69,11 +88,7 @@ pub trait Router: Send + Sync + 'static {
     /// Carried from `route` to `on_response` of the same request.
     type State: Send + 'static;
 
-    fn route(
-        &self,
-        conn: &ConnInfo,
-        req: &mut request::Parts,
-    ) -> Result<(Route, Self::State), Reply>;
+    fn route(&self, conn: &ConnInfo, req: &mut request::Parts) -> Routed<Self::State>;
 
     fn on_response(&self, state: Self::State, conn: &ConnInfo, resp: &mut response::Parts);
 }
@@ -86,8 +101,8 @@ pub struct PipelineConfig {
     pub node: String,
     /// Longest silence inside a client's request body.
     pub request_body_idle_timeout: std::time::Duration,
-    /// Where requests and connections are counted; per chain when the router puts its chain's
-    /// [`ChainMetrics`] into the request's extensions.
+    /// Where requests and connections are counted; per chain when the router returns its
+    /// chain's metrics ([`Routed::metrics`]).
     pub metrics: Option<Arc<Metrics>>,
 }
 
@@ -174,13 +189,7 @@ impl<R: Router> Proxy<R> {
         B::Error: Into<BoxError>,
     {
         if req.method() == Method::CONNECT {
-            return Err(ErrorPage::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                405,
-                "CONNECT is not supported",
-                "The edge is a reverse proxy; it does not open tunnels with CONNECT.",
-            )
-            .into());
+            return Err(ErrorPage::new(ErrorKind::Connect).into());
         }
         let client_upgrade = hyper::upgrade::on(&mut req);
         let (mut parts, body) = req.into_parts();
@@ -200,10 +209,10 @@ impl<R: Router> Proxy<R> {
 
         // Phase 2, route: chain resolution and the zones' request stages.
         let routed = self.router.route(conn, &mut parts);
-        if let Some(chain) = parts.extensions.remove::<Arc<ChainMetrics>>() {
+        if let Some(chain) = routed.metrics {
             *in_flight = Some(chain.start());
         }
-        let (route, state) = routed?;
+        let (route, state) = routed.outcome?;
 
         // Phase 3, upstream.
         if let Some(max) = route.max_request_body
@@ -287,12 +296,7 @@ fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
 }
 
 fn body_too_large() -> ErrorPage {
-    ErrorPage::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        413,
-        "Request entity too large",
-        "The request body is larger than this zone allows.",
-    )
+    ErrorPage::new(ErrorKind::BodyTooLarge)
 }
 
 /// The client's request body failed on its way in (malformed chunked framing, a reset):
@@ -313,47 +317,23 @@ impl std::error::Error for ClientBodyError {
 }
 
 fn bad_request_body() -> ErrorPage {
-    ErrorPage::new(
-        StatusCode::BAD_REQUEST,
-        400,
-        "Bad request",
-        "The request body could not be read: its framing is invalid or it was cut off.",
-    )
+    ErrorPage::new(ErrorKind::BadBody)
 }
 
 fn request_body_timeout() -> ErrorPage {
-    ErrorPage::new(
-        StatusCode::REQUEST_TIMEOUT,
-        408,
-        "Request timeout",
-        "The request body stopped arriving.",
-    )
+    ErrorPage::new(ErrorKind::BodyTimeout)
 }
 
 fn too_many_in_flight() -> ErrorPage {
-    ErrorPage::new(
-        StatusCode::TOO_MANY_REQUESTS,
-        429,
-        "Too many requests",
-        "This client already has as many requests in flight to this origin as it may.",
-    )
+    ErrorPage::new(ErrorKind::TooManyInFlight)
 }
 
 fn upstream_error(origin: &Origin, error: &UpstreamError) -> ErrorPage {
     tracing::info!(origin = %origin.host, port = origin.port, %error, "origin request failed");
-    let (code, title, detail) = match error.status() {
-        StatusCode::GATEWAY_TIMEOUT => (
-            504,
-            "Gateway time-out",
-            "The origin web server did not answer in time.",
-        ),
-        _ => (
-            502,
-            "Bad gateway",
-            "The origin web server refused or dropped the connection, or sent an invalid response.",
-        ),
-    };
-    ErrorPage::new(error.status(), code, title, detail)
+    ErrorPage::new(match error.status() {
+        StatusCode::GATEWAY_TIMEOUT => ErrorKind::GatewayTimeout,
+        _ => ErrorKind::BadGateway,
+    })
 }
 
 impl<R: Router> downstream::Handler for Arc<Proxy<R>> {

@@ -19,7 +19,7 @@ use super::model::{
 };
 use super::ratelimit::{Clock, RateLimiter, SystemClock};
 use super::scheme::{ExprKind, Field};
-use crate::pipeline::forward::HOP_BY_HOP;
+use crate::hop_by_hop::HOP_BY_HOP;
 use crate::vouched;
 
 /// Why rules may not set, add or remove `name`, if they may not: a header the edge vouches

@@ -1,7 +1,6 @@
 //! `edge serve`: builds every part from the config and runs the listeners
 //! until SIGTERM/SIGINT (drain) while SIGHUP reloads the config in place.
 
-pub mod apply;
 pub mod demo;
 
 use std::future::Future;

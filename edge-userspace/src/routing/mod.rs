@@ -17,14 +17,14 @@ use http::{Response, request, response};
 use http_body_util::{BodyExt, Full};
 
 use crate::chain::{
-    Affected, Chain, EdgeError, ErrorKind, HostHeader, OriginSni, OriginTls, Snapshot,
+    Affected, Chain, EdgeError, ErrorKind, HostHeader, OriginSni, OriginTls, OwnAddresses, Snapshot,
 };
 use crate::downstream::{ConnInfo, h3};
 use crate::metrics::{ChainCache, Metrics};
-use crate::pipeline::{ErrorPage, Reply, Route, Router, normalize};
+use crate::pipeline::{ErrorPage, Reply, Route, Routed, Router, normalize};
 use crate::rules::{ClientInfo, CompiledRule, Field, Phase, RawRequest, ZoneRules};
 use crate::stages::{self, RequestOutcome, RouteOverride, Stage};
-use crate::state::{OriginUrl, RecordType, State, UrlNormalization, ZoneState};
+use crate::state::{OriginUrl, State, UrlNormalization, ZoneState};
 use crate::upstream;
 
 /// The compiled, indexed form of a [`State`].
@@ -240,78 +240,6 @@ impl<'a> std::ops::Deref for ChainStages<'a> {
     }
 }
 
-/// The addresses of this edge's own A/AAAA records, by lower-case name (wildcards as
-/// `*.suffix`), CNAMEs between its own records followed: an origin named by one of the
-/// edge's zones is reached where that zone says, whatever public DNS answers.
-#[derive(Debug, Default)]
-struct OwnAddresses(HashMap<String, Vec<IpAddr>>);
-
-/// CNAME hops followed between the edge's own records.
-const MAX_CNAME_HOPS: usize = 8;
-
-impl OwnAddresses {
-    fn build(state: &State) -> Self {
-        let records = || state.zones().iter().flat_map(|zone| &zone.dns_records);
-        let mut by_name: HashMap<String, Vec<IpAddr>> = HashMap::new();
-        for record in records() {
-            if matches!(record.record_type, RecordType::A | RecordType::Aaaa)
-                && let Ok(ip) = record.content.parse()
-            {
-                by_name
-                    .entry(record.name.to_ascii_lowercase())
-                    .or_default()
-                    .push(ip);
-            }
-        }
-        let cnames: HashMap<String, String> = records()
-            .filter(|record| record.record_type == RecordType::Cname)
-            .map(|record| {
-                (
-                    record.name.to_ascii_lowercase(),
-                    record.content.trim_end_matches('.').to_ascii_lowercase(),
-                )
-            })
-            .collect();
-        let mut own = OwnAddresses(by_name);
-        let aliases: Vec<(String, Vec<IpAddr>)> = cnames
-            .keys()
-            .filter_map(|name| {
-                let mut target = &cnames[name];
-                for _ in 0..MAX_CNAME_HOPS {
-                    if let Some(ips) = own.lookup(target) {
-                        return Some((name.clone(), ips.to_vec()));
-                    }
-                    target = cnames.get(target)?;
-                }
-                None
-            })
-            .collect();
-        own.0.extend(aliases);
-        own
-    }
-
-    fn lookup(&self, name: &str) -> Option<&[IpAddr]> {
-        let name = name.trim_end_matches('.').to_ascii_lowercase();
-        let exact = self.0.get(&name);
-        let wildcard = || {
-            let (_, parent) = name.split_once('.')?;
-            self.0.get(&format!("*.{parent}"))
-        };
-        exact.or_else(wildcard).map(Vec::as_slice)
-    }
-}
-
-/// A chain at its `max_concurrent_requests`: 429, as Cloudflare answers a site's own rate
-/// limit (error 1015), so the client backs off and tries again.
-fn over_concurrency() -> ErrorPage {
-    ErrorPage::new(
-        http::StatusCode::TOO_MANY_REQUESTS,
-        1015,
-        "You are being rate limited",
-        "This website has as many requests in progress as its owner allows. Try again shortly.",
-    )
-}
-
 /// Origin names resolved through the live state's records (see [`OwnAddresses`]).
 pub struct OwnRecords(pub Arc<ArcSwap<Routing>>);
 
@@ -341,8 +269,7 @@ impl ChainRouter {
         }
     }
 
-    /// Hands every routed request its chain's metrics (as a request extension, which the
-    /// pipeline takes).
+    /// Returns every routed request's chain metrics with the route.
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
         self.metrics = Some(ChainCache::new(metrics));
         self
@@ -369,79 +296,28 @@ pub struct Pending {
 impl Router for ChainRouter {
     type State = Pending;
 
-    fn route(&self, conn: &ConnInfo, req: &mut request::Parts) -> Result<(Route, Pending), Reply> {
+    fn route(&self, conn: &ConnInfo, req: &mut request::Parts) -> Routed<Pending> {
         let routing = self.routing.load_full();
-        let host = request_host(req).ok_or_else(|| {
-            edge_error(&EdgeError::new(
+        let Some(host) = request_host(req) else {
+            return Routed::from(Err(edge_error(&EdgeError::new(
                 ErrorKind::DirectIp,
                 "The request names no host, so no zone can be chosen for it.",
-            ))
-        })?;
-        let chain = resolve(&routing, conn, &host)?;
-        if let Some(cache) = &self.metrics {
-            req.extensions.insert(cache.get(&routing, chain));
-        }
-        let stages = routing.stages(chain);
-        let client = client_info(conn, chain);
-        // The raw fields keep the URL as sent; every rule reads the normalised one.
-        let raw = stages::capture_raw(&stages, req);
-        let url = routing.url_normalization(chain);
-        let normalised = normalize::uri(&req.uri, url.merge_slashes);
-        if let Some(uri) = &normalised {
-            req.uri = uri.clone();
-        }
-        // Rules may set `Host`; the host is parsed again only if one did.
-        let visitor_host_header = req.headers.get(HOST).cloned();
-        let overrides = match stages::run_request(&stages, chain.o2o, req, &client, &raw, None) {
-            RequestOutcome::Continue(overrides) => overrides,
-            RequestOutcome::Respond { response, .. } => {
-                return Err(Reply::Response(Box::new(rule_response(
-                    response.into_response(),
-                ))));
-            }
+            ))));
         };
-        // Unless a rule rewrote it, the origin gets the URL as sent when the chain says so.
-        if url.origin == OriginUrl::AsSent && normalised.is_some_and(|uri| uri == req.uri) {
-            req.uri = raw.uri.clone();
+        // The one reference-count write per request, on the chain's line that the stages
+        // below read.
+        let chain = match resolve(&routing, conn, &host) {
+            Ok(chain) => chain.clone(),
+            Err(reply) => return Routed::from(Err(reply)),
+        };
+        let metrics = self
+            .metrics
+            .as_ref()
+            .map(|cache| cache.get(&routing, &chain));
+        Routed {
+            metrics,
+            outcome: self.run_stages(routing, chain, &host, conn, req),
         }
-        let request_host = if req.headers.get(HOST) == visitor_host_header.as_ref() {
-            None
-        } else {
-            request_host(req)
-        };
-        let (origin, host_header) =
-            self.origin(chain, &host, request_host.as_deref(), overrides)?;
-        // Counted once the rules have let the request through, until its response body ends.
-        let admitted = chain
-            .admission
-            .enter()
-            .map_err(|_| Reply::Error(over_concurrency()))?;
-        let route = Route {
-            origin,
-            host_header,
-            max_request_body: routing.max_request_body(chain),
-            admitted: admitted.map(Arc::new),
-        };
-        let response_rules = routing.response_rules(chain);
-        // Response rules read the head, never the extensions (which hold the chain's metrics).
-        let request = (response_rules == ResponseRules::ReadRequest).then(|| {
-            let extensions = std::mem::take(&mut req.extensions);
-            let head = req.clone();
-            req.extensions = extensions;
-            Box::new((head, raw))
-        });
-        // The one reference-count write per request, on the chain's line
-        // that the stages above have just read.
-        let chain = chain.clone();
-        Ok((
-            route,
-            Pending {
-                routing,
-                chain,
-                response_rules,
-                request,
-            },
-        ))
     }
 
     fn on_response(&self, pending: Pending, conn: &ConnInfo, resp: &mut response::Parts) {
@@ -468,6 +344,73 @@ impl Router for ChainRouter {
 }
 
 impl ChainRouter {
+    /// The chain's request stages on `req`, then its origin: where the request goes, or the
+    /// answer a rule or the origin check gave instead.
+    fn run_stages(
+        &self,
+        routing: Arc<Routing>,
+        chain: Arc<Chain>,
+        host: &str,
+        conn: &ConnInfo,
+        req: &mut request::Parts,
+    ) -> Result<(Route, Pending), Reply> {
+        let stages = routing.stages(&chain);
+        let client = client_info(conn, &chain);
+        // The raw fields keep the URL as sent; every rule reads the normalised one.
+        let raw = stages::capture_raw(&stages, req);
+        let url = routing.url_normalization(&chain);
+        let normalised = normalize::uri(&req.uri, url.merge_slashes);
+        if let Some(uri) = &normalised {
+            req.uri = uri.clone();
+        }
+        // Rules may set `Host`; the host is parsed again only if one did.
+        let visitor_host_header = req.headers.get(HOST).cloned();
+        let overrides = match stages::run_request(&stages, chain.o2o, req, &client, &raw, None) {
+            RequestOutcome::Continue(overrides) => overrides,
+            RequestOutcome::Respond { response, .. } => {
+                return Err(Reply::Response(Box::new(rule_response(
+                    response.into_response(),
+                ))));
+            }
+        };
+        // Unless a rule rewrote it, the origin gets the URL as sent when the chain says so.
+        if url.origin == OriginUrl::AsSent && normalised.is_some_and(|uri| uri == req.uri) {
+            req.uri = raw.uri.clone();
+        }
+        let request_host = if req.headers.get(HOST) == visitor_host_header.as_ref() {
+            None
+        } else {
+            request_host(req)
+        };
+        let (origin, host_header) =
+            self.origin(&chain, host, request_host.as_deref(), overrides)?;
+        // Counted once the rules have let the request through, until its response body ends.
+        let admitted = chain.admission.enter().map_err(|_| {
+            edge_error(&EdgeError::new(
+                ErrorKind::ChainAtCapacity,
+                "The chain's max_concurrent_requests are all in progress.",
+            ))
+        })?;
+        let route = Route {
+            origin,
+            host_header,
+            max_request_body: routing.max_request_body(&chain),
+            admitted: admitted.map(Arc::new),
+        };
+        let response_rules = routing.response_rules(&chain);
+        let request =
+            (response_rules == ResponseRules::ReadRequest).then(|| Box::new((req.clone(), raw)));
+        Ok((
+            route,
+            Pending {
+                routing,
+                chain,
+                response_rules,
+                request,
+            },
+        ))
+    }
+
     /// The chain's origin and the `Host` it receives, origin rules applied; `request_host`
     /// when a rule changed the request's host, else the visitor's stands.
     fn origin(
@@ -589,17 +532,9 @@ fn request_host(req: &request::Parts) -> Option<String> {
     (!host.is_empty()).then(|| host.trim_end_matches('.').to_ascii_lowercase())
 }
 
-/// The public page says what Cloudflare's says (code, title, a generic sentence, the Ray ID);
-/// the detail names zones, accounts and hostnames, so it goes to the log (and the owner's
-/// trace through the control API), never to an anonymous visitor.
+/// The public page says what Cloudflare's says (see [`ErrorPage::edge`]).
 fn edge_error(error: &EdgeError) -> Reply {
-    tracing::info!(code = error.code(), detail = error.detail(), "edge error");
-    Reply::Error(ErrorPage::new(
-        error.status(),
-        error.code(),
-        error.title(),
-        error.kind().public_sentence(),
-    ))
+    Reply::Error(ErrorPage::edge(error))
 }
 
 /// A rule's own answer (block page, redirect) as a pipeline response.
@@ -610,3 +545,6 @@ fn rule_response(response: Response<Bytes>) -> Response<crate::pipeline::Body> {
             .boxed_unsync()
     })
 }
+
+#[cfg(test)]
+mod tests;
