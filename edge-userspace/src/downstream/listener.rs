@@ -5,19 +5,23 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::BytesMut;
+use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 use super::control_frames::ControlFrames;
+use super::rewind::Rewind;
 use super::watchdog::{Activity, Closed, Registry};
-use super::{ConnInfo, Handler, TlsAcceptor};
+use super::{ConnInfo, Handler, TlsAcceptor, http1};
 use crate::per_address::PerAddress;
+
+/// What an HTTP/2 client with prior knowledge sends first (RFC 9113 §3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Resource limits of a listener: the config file's `limits` section (every field optional,
 /// durations in milliseconds). The defaults follow Cloudflare's documented limits where there is
@@ -140,7 +144,7 @@ impl Limits {
             self.h2_max_concurrent_streams > 0,
             "limits: h2_max_concurrent_streams must be at least 1"
         );
-        // hyper refuses HTTP/1.1 buffers below 8 KiB.
+        // A head must fit a request line and a few headers.
         anyhow::ensure!(
             (8192..=u32::MAX as usize).contains(&self.max_header_bytes),
             "limits: max_header_bytes must be between 8192 and {}",
@@ -180,11 +184,12 @@ pub async fn serve<H: Handler>(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     limits.validate()?;
-    let http = Arc::new(http_builder(&limits));
+    let http = Arc::new(Protocols::new(&limits));
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let per_address = PerAddress::new(limits.max_connections_per_address);
     let registry = Arc::new(Registry::default());
-    let graceful = GracefulShutdown::new();
+    // Turns true on shutdown: every connection finishes what it has in flight and closes.
+    let (drain, draining) = watch::channel(false);
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
@@ -218,7 +223,7 @@ pub async fn serve<H: Handler>(
             }
         };
         while connections.try_join_next().is_some() {}
-        let watcher = graceful.watcher();
+        let watcher = draining.clone();
         let (tls, handler, http) = (tls.clone(), handler.clone(), http.clone());
         let activity = Activity::new(limits.idle_timeout, limits.write_timeout);
         let registered = registry.register(&activity);
@@ -261,8 +266,10 @@ pub async fn serve<H: Handler>(
         });
     }
     drop(listener);
-    tracing::info!(connections = graceful.count(), "draining");
-    if tokio::time::timeout(limits.drain_timeout, graceful.shutdown())
+    tracing::info!(connections = connections.len(), "draining");
+    let _ = drain.send(true);
+    let drained = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(limits.drain_timeout, drained)
         .await
         .is_err()
     {
@@ -275,14 +282,41 @@ pub async fn serve<H: Handler>(
     Ok(())
 }
 
+/// How connections are served: HTTP/1.1 by the edge's own server, HTTP/2 by hyper's.
+struct Protocols {
+    http1: http1::Settings,
+    http2: http2::Builder<TokioExecutor>,
+}
+
+impl Protocols {
+    fn new(limits: &Limits) -> Self {
+        let mut http2 = http2::Builder::new(TokioExecutor::new());
+        http2
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(limits.h2_max_concurrent_streams)
+            .max_pending_accept_reset_streams(limits.h2_max_pending_accept_reset_streams)
+            .max_local_error_reset_streams(limits.h2_max_local_error_reset_streams)
+            .max_header_list_size(limits.max_header_bytes as u32)
+            .keep_alive_interval(Duration::from_secs(20));
+        Self {
+            http1: http1::Settings {
+                max_header_bytes: limits.max_header_bytes,
+                max_headers: limits.max_headers,
+                header_read_timeout: limits.header_read_timeout,
+            },
+            http2,
+        }
+    }
+}
+
 /// Serves one connection until it ends or its [`Activity`] expires; says why the edge closed
 /// it, if it did.
 async fn serve_connection<IO, H>(
     io: IO,
     conn: ConnInfo,
     handler: &H,
-    http: &auto::Builder<TokioExecutor>,
-    watcher: Watcher,
+    protocols: &Protocols,
+    draining: watch::Receiver<bool>,
     activity: &Arc<Activity>,
 ) -> Option<Closed>
 where
@@ -290,25 +324,13 @@ where
     H: Handler,
 {
     let peer = conn.peer;
-    let conn = Arc::new(conn);
-    let service = {
-        let (handler, activity) = (handler.clone(), activity.clone());
-        service_fn(move |req| {
-            let (handler, conn, activity) = (handler.clone(), conn.clone(), activity.clone());
-            async move {
-                let request = activity.request();
-                let response = handler.handle(conn, req).await;
-                Ok::<_, Infallible>(response.map(|body| activity.watch(body, request)))
-            }
-        })
-    };
-    let connection = http.serve_connection_with_upgrades(TokioIo::new(io), service);
+    let served = serve_protocol(io, conn, handler, protocols, draining, activity);
     tokio::select! {
-        ended = watcher.watch(connection.into_owned()) => match ended {
+        ended = served => match ended {
             Ok(()) => None,
             Err(error) => {
                 // Clients under attack end thousands of connections this way (rapid reset,
-                // floods): counted, not logged one line each.
+                // floods, refused heads): counted, not logged one line each.
                 tracing::debug!(%peer, %error, "connection ended with an error");
                 Some(Closed::ProtocolError)
             }
@@ -320,22 +342,58 @@ where
     }
 }
 
-fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .keep_alive(true)
-        .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(limits.max_header_bytes)
-        .max_headers(limits.max_headers);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(limits.h2_max_concurrent_streams)
-        .max_pending_accept_reset_streams(limits.h2_max_pending_accept_reset_streams)
-        .max_local_error_reset_streams(limits.h2_max_local_error_reset_streams)
-        .max_header_list_size(limits.max_header_bytes as u32)
-        .keep_alive_interval(Duration::from_secs(20));
-    builder
+/// HTTP/2 when ALPN chose it or the client starts with its preface; HTTP/1.1 otherwise.
+async fn serve_protocol<IO, H>(
+    mut io: IO,
+    conn: ConnInfo,
+    handler: &H,
+    protocols: &Protocols,
+    mut draining: watch::Receiver<bool>,
+    activity: &Arc<Activity>,
+) -> Result<(), crate::downstream::BoxError>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    H: Handler,
+{
+    let alpn_h2 = conn
+        .tls
+        .as_ref()
+        .and_then(|tls| tls.alpn.as_deref())
+        .is_some_and(|alpn| alpn == b"h2");
+    let conn = Arc::new(conn);
+    let mut buf = BytesMut::new();
+    if !alpn_h2 {
+        // Read until the bytes stop matching the preface or are all of it.
+        while buf.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(&buf) {
+            buf.reserve(H2_PREFACE.len());
+            let read = tokio::select! {
+                read = io.read_buf(&mut buf) => read?,
+                _ = draining.wait_for(|draining| *draining) => return Ok(()),
+            };
+            if read == 0 {
+                return Ok(());
+            }
+        }
+        if !buf.starts_with(H2_PREFACE) {
+            return http1::serve(io, buf, conn, handler, protocols.http1, activity, draining).await;
+        }
+    }
+    let service = {
+        let (handler, activity) = (handler.clone(), activity.clone());
+        service_fn(move |req| {
+            let (handler, conn, activity) = (handler.clone(), conn.clone(), activity.clone());
+            async move {
+                let request = activity.request();
+                let response = handler.handle(conn, req).await;
+                Ok::<_, Infallible>(response.map(|body| activity.watch(body, request)))
+            }
+        })
+    };
+    let io = TokioIo::new(Rewind::new(io, buf.freeze()));
+    let mut connection = std::pin::pin!(protocols.http2.serve_connection(io, service));
+    tokio::select! {
+        ended = connection.as_mut() => return Ok(ended?),
+        _ = draining.wait_for(|draining| *draining) => connection.as_mut().graceful_shutdown(),
+    }
+    Ok(connection.await?)
 }

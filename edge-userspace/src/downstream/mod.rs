@@ -2,14 +2,17 @@
 //!
 //! `ca` and `certs` decide which certificate a hostname gets, `tls` runs the handshake with the
 //! hostname's policy, `listener` accepts connections under the limits and hands every request
-//! to a [`Handler`] (the pipeline); `watchdog` closes idle connections and drops responses the
+//! to a [`Handler`] (the pipeline): HTTP/1.1 through the edge's own server (`http1`), HTTP/2
+//! through hyper's; `watchdog` closes idle connections and drops responses the
 //! client does not read, `control_frames` cuts HTTP/2 SETTINGS and PING floods.
 
 pub mod ca;
 pub mod certs;
 pub mod control_frames;
 pub mod h3;
+pub mod http1;
 pub mod listener;
+pub(crate) mod rewind;
 pub mod tls;
 pub mod watchdog;
 
@@ -21,7 +24,6 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::header::HeaderValue;
 use http::{Request, Response};
-use hyper::body::Incoming;
 
 pub use ca::LocalCa;
 pub use certs::{CertStore, MinTls, Tier};
@@ -91,11 +93,15 @@ pub trait Handler: Clone + Send + Sync + 'static {
     /// Response body; streamed frame by frame to the client.
     type Body: http_body::Body<Data = Bytes, Error = BoxError> + Send + Unpin + 'static;
 
-    fn handle(
+    /// Answers `req`, whose body is hyper's (HTTP/2) or the edge's own (HTTP/1.1).
+    fn handle<B>(
         &self,
         conn: Arc<ConnInfo>,
-        req: Request<Incoming>,
-    ) -> impl Future<Output = Response<Self::Body>> + Send;
+        req: Request<B>,
+    ) -> impl Future<Output = Response<Self::Body>> + Send
+    where
+        B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<BoxError>;
 
     /// Called for every accepted connection; what it returns lives as long as the connection
     /// (e.g. a guard counting open connections).

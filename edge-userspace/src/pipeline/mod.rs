@@ -20,7 +20,6 @@ use bytes::Bytes;
 use http::header::HeaderValue;
 use http::{Method, Request, Response, StatusCode, Version, request, response};
 use http_body_util::{BodyExt, Empty, LengthLimitError, Limited};
-use hyper::body::Incoming;
 
 use crate::downstream::{self, BoxError, ConnInfo};
 use crate::metrics::{ChainMetrics, InFlight, Metrics};
@@ -180,7 +179,10 @@ impl<R: Router> Proxy<R> {
             )
             .into());
         }
-        let client_upgrade = hyper::upgrade::on(&mut req);
+        // Only HTTP/1.1 has upgrades: its server puts the client's side in the request.
+        let client_upgrade = req
+            .extensions_mut()
+            .remove::<downstream::http1::ClientUpgrade>();
         let (mut parts, body) = req.into_parts();
         let upgrading = forward::is_upgrade(&parts);
         // Phase 1, request received. The client's hop-by-hop headers (and those its
@@ -254,7 +256,7 @@ impl<R: Router> Proxy<R> {
 
         // Phase 4, response filter: the zones' response stages, in reverse.
         let switched = upgrading && response.status() == StatusCode::SWITCHING_PROTOCOLS;
-        if switched {
+        if switched && let Some(client_upgrade) = client_upgrade {
             forward::tunnel(client_upgrade, hyper::upgrade::on(&mut response));
         }
         let (mut parts, body) = response.into_parts();
@@ -346,7 +348,11 @@ fn upstream_error(origin: &Origin, error: &UpstreamError) -> ErrorPage {
 impl<R: Router> downstream::Handler for Arc<Proxy<R>> {
     type Body = Body;
 
-    async fn handle(&self, conn: Arc<ConnInfo>, req: Request<Incoming>) -> Response<Body> {
+    async fn handle<B>(&self, conn: Arc<ConnInfo>, req: Request<B>) -> Response<Body>
+    where
+        B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<BoxError>,
+    {
         self.respond(&conn, req).await
     }
 
