@@ -636,14 +636,13 @@ async fn huge_heads_and_smuggling_shapes_are_refused() {
             format!("GET / HTTP/1.1\r\nhost: {HOST}\r\n{many}\r\n"),
             &[431],
         ),
-        // Content-Length and Transfer-Encoding together: chunked wins and the length is
-        // dropped (the origin never sees both); two lengths; an obfuscated coding; a
-        // request line that is not HTTP/1.1.
+        // Content-Length and Transfer-Encoding together (refused: the classic smuggling
+        // pair); two lengths; an obfuscated coding; a request line that is not HTTP/1.1.
         (
             format!(
                 "POST / HTTP/1.1\r\nhost: {HOST}\r\ncontent-length: 40\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n"
             ),
-            &[200],
+            &[400],
         ),
         (
             format!("GET / HTTP/1.1 HTTP/1.1\r\nhost: {HOST}\r\n\r\n"),

@@ -1,22 +1,20 @@
 //! Accept loop, connection limits and graceful drain.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite};
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 use super::control_frames::ControlFrames;
-use super::rewind::{self, Rewind};
+use super::rewind::Rewind;
 use super::watchdog::{Activity, Closed, Registry};
-use super::{ConnInfo, Handler, TlsAcceptor, http2};
+use super::http2::PREFACE as H2_PREFACE;
+use super::{ConnInfo, Handler, TlsAcceptor, http1, http2};
 use crate::per_address::PerAddress;
 
 /// Resource limits of a listener: the config file's `limits` section (every field optional,
@@ -140,7 +138,7 @@ impl Limits {
             self.h2_max_concurrent_streams > 0,
             "limits: h2_max_concurrent_streams must be at least 1"
         );
-        // hyper refuses HTTP/1.1 buffers below 8 KiB.
+        // A head must fit a request line and a few headers.
         anyhow::ensure!(
             (8192..=u32::MAX as usize).contains(&self.max_header_bytes),
             "limits: max_header_bytes must be between 8192 and {}",
@@ -184,6 +182,7 @@ pub async fn serve<H: Handler>(
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let per_address = PerAddress::new(limits.max_connections_per_address);
     let registry = Arc::new(Registry::default());
+    // Turns true on shutdown: every connection finishes what it has in flight and closes.
     let (drain, draining) = watch::channel(false);
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
@@ -218,7 +217,7 @@ pub async fn serve<H: Handler>(
             }
         };
         while connections.try_join_next().is_some() {}
-        let draining = draining.clone();
+        let watcher = draining.clone();
         let (tls, handler, http) = (tls.clone(), handler.clone(), http.clone());
         let activity = Activity::new(limits.idle_timeout, limits.write_timeout);
         let registered = registry.register(&activity);
@@ -233,7 +232,7 @@ pub async fn serve<H: Handler>(
                 None => {
                     let conn = ConnInfo::new(peer, local, None);
                     let io = ControlFrames::new(tcp, control_frames);
-                    serve_connection(io, conn, &handler, &http, draining, &activity).await
+                    serve_connection(io, conn, &handler, &http, watcher, &activity).await
                 }
                 Some(tls) => {
                     match tokio::time::timeout(handshake_timeout, tls.accept(tcp, peer, local))
@@ -242,7 +241,7 @@ pub async fn serve<H: Handler>(
                         Ok(Ok((stream, info))) => {
                             let conn = ConnInfo::new(peer, local, Some(info));
                             let io = ControlFrames::new(stream, control_frames);
-                            serve_connection(io, conn, &handler, &http, draining, &activity).await
+                            serve_connection(io, conn, &handler, &http, watcher, &activity).await
                         }
                         Ok(Err(error)) => {
                             tracing::debug!(%peer, %error, "TLS handshake failed");
@@ -277,39 +276,32 @@ pub async fn serve<H: Handler>(
     Ok(())
 }
 
-/// How the listener speaks HTTP: hyper's HTTP/1.1 server, and HTTP/2 on `h2` directly.
+/// How connections are served: HTTP/1.1 by the edge's own server, HTTP/2 on `h2`.
 struct Protocols {
-    http1: http1::Builder,
+    http1: http1::Settings,
     http2: h2::server::Builder,
 }
 
 impl Protocols {
     fn new(limits: &Limits) -> Self {
-        let mut http1 = http1::Builder::new();
-        http1
-            .timer(TokioTimer::new())
-            .keep_alive(true)
-            .header_read_timeout(limits.header_read_timeout)
-            // The read buffer's cap is not enough on its own: one read can bring a whole
-            // oversized head (over TLS, a record's plaintext at once), which then parses.
-            .max_buf_size(limits.max_header_bytes)
-            .max_header_size(limits.max_header_bytes)
-            .max_headers(limits.max_headers);
         Self {
-            http1,
+            http1: http1::Settings {
+                max_header_bytes: limits.max_header_bytes,
+                max_headers: limits.max_headers,
+                header_read_timeout: limits.header_read_timeout,
+            },
             http2: http2::builder(limits),
         }
     }
 }
 
 /// Serves one connection until it ends or its [`Activity`] expires; says why the edge closed
-/// it, if it did. Over TLS, ALPN says which HTTP it is (RFC 9113 §3.2); on the plain listener
-/// the HTTP/2 preface does (prior knowledge, §3.3).
+/// it, if it did.
 async fn serve_connection<IO, H>(
     io: IO,
     conn: ConnInfo,
     handler: &H,
-    http: &Protocols,
+    protocols: &Protocols,
     draining: watch::Receiver<bool>,
     activity: &Arc<Activity>,
 ) -> Option<Closed>
@@ -318,26 +310,13 @@ where
     H: Handler,
 {
     let peer = conn.peer;
-    let served = async {
-        let (h2, io) = match &conn.tls {
-            Some(tls) => (tls.alpn.as_deref() == Some(b"h2"), Rewind::new(io)),
-            None => rewind::starts_with(io, http2::PREFACE).await?,
-        };
-        let conn = Arc::new(conn);
-        if h2 {
-            http2::serve(io, &http.http2, conn, handler, activity, draining)
-                .await
-                .map_err(Into::into)
-        } else {
-            serve_http1(io, conn, handler, &http.http1, activity, draining).await
-        }
-    };
+    let served = serve_protocol(io, conn, handler, protocols, draining, activity);
     tokio::select! {
         ended = served => match ended {
             Ok(()) => None,
             Err(error) => {
                 // Clients under attack end thousands of connections this way (rapid reset,
-                // floods): counted, not logged one line each.
+                // floods, refused heads): counted, not logged one line each.
                 tracing::debug!(%peer, %error, "connection ended with an error");
                 Some(Closed::ProtocolError)
             }
@@ -349,37 +328,44 @@ where
     }
 }
 
-/// One HTTP/1.1 connection on hyper's server, upgrades included.
-async fn serve_http1<IO, H>(
-    io: IO,
-    conn: Arc<ConnInfo>,
+/// HTTP/2 when ALPN chose it or the client starts with its preface; HTTP/1.1 otherwise.
+async fn serve_protocol<IO, H>(
+    mut io: IO,
+    conn: ConnInfo,
     handler: &H,
-    http1: &http1::Builder,
-    activity: &Arc<Activity>,
+    protocols: &Protocols,
     mut draining: watch::Receiver<bool>,
-) -> Result<(), super::BoxError>
+    activity: &Arc<Activity>,
+) -> Result<(), crate::downstream::BoxError>
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     H: Handler,
 {
-    let service = {
-        let (handler, activity) = (handler.clone(), activity.clone());
-        service_fn(move |req| {
-            let (handler, conn, activity) = (handler.clone(), conn.clone(), activity.clone());
-            async move {
-                let request = activity.request();
-                let response = handler.handle(conn, req).await;
-                Ok::<_, Infallible>(response.map(|body| activity.watch(body, request)))
+    let alpn_h2 = conn
+        .tls
+        .as_ref()
+        .and_then(|tls| tls.alpn.as_deref())
+        .is_some_and(|alpn| alpn == b"h2");
+    let conn = Arc::new(conn);
+    let mut buf = BytesMut::new();
+    if !alpn_h2 {
+        // Read until the bytes stop matching the preface or are all of it.
+        while buf.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(&buf) {
+            buf.reserve(H2_PREFACE.len());
+            let read = tokio::select! {
+                read = io.read_buf(&mut buf) => read?,
+                _ = draining.wait_for(|draining| *draining) => return Ok(()),
+            };
+            if read == 0 {
+                return Ok(());
             }
-        })
-    };
-    let connection = http1
-        .serve_connection(TokioIo::new(io), service)
-        .with_upgrades();
-    tokio::pin!(connection);
-    tokio::select! {
-        ended = connection.as_mut() => return Ok(ended?),
-        _ = draining.wait_for(|draining| *draining) => connection.as_mut().graceful_shutdown(),
+        }
+        if !buf.starts_with(H2_PREFACE) {
+            return http1::serve(io, buf, conn, handler, protocols.http1, activity, draining).await;
+        }
     }
-    Ok(connection.await?)
+    let io = Rewind::new(io, buf.freeze());
+    http2::serve(io, &protocols.http2, conn, handler, activity, draining)
+        .await
+        .map_err(Into::into)
 }

@@ -1,19 +1,21 @@
 //! Client-facing side: TLS termination and the HTTP/1.1 + HTTP/2 listeners.
 //!
 //! `ca` and `certs` decide which certificate a hostname gets, `tls` runs the handshake with the
-//! hostname's policy, `listener` accepts connections under the limits and serves each with
-//! hyper's HTTP/1.1 server or `http2` (h2 directly), handing every request to a [`Handler`]
-//! (the pipeline); `watchdog` closes idle connections and drops responses the client does not
-//! read, `control_frames` cuts HTTP/2 SETTINGS and PING floods, `date` stamps `Date`.
+//! hostname's policy, `listener` accepts connections under the limits and hands every request
+//! to a [`Handler`] (the pipeline): HTTP/1.1 through the edge's own server on httparse
+//! (`http1`), HTTP/2 on `h2` directly (`http2`); `watchdog` closes idle connections and drops
+//! responses the client does not read, `control_frames` cuts HTTP/2 SETTINGS and PING floods,
+//! `date` stamps `Date` on both.
 
 pub mod ca;
 pub mod certs;
 pub mod control_frames;
 mod date;
 pub mod h3;
+pub mod http1;
 pub mod http2;
 pub mod listener;
-mod rewind;
+pub(crate) mod rewind;
 pub mod tls;
 pub mod watchdog;
 
@@ -94,8 +96,8 @@ pub trait Handler: Clone + Send + Sync + 'static {
     /// Response body; streamed frame by frame to the client.
     type Body: http_body::Body<Data = Bytes, Error = BoxError> + Send + Unpin + 'static;
 
-    /// Answers `req`, whose body type is the front door's own (hyper's for HTTP/1.1,
-    /// [`http2::RequestBody`] for HTTP/2).
+    /// Answers `req`, whose body type is the front door's own (the edge's HTTP/1.1 body,
+    /// [`http2::RequestBody`], HTTP/3's).
     fn handle<B>(
         &self,
         conn: Arc<ConnInfo>,

@@ -6,6 +6,7 @@ use http::{HeaderMap, Request, Version, request};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
+use crate::downstream::http1::ClientUpgrade;
 use crate::hop_by_hop::HOP_BY_HOP;
 use crate::upstream::RequestBody;
 
@@ -104,16 +105,20 @@ pub fn origin_request(
 
 /// Joins the client's and the origin's upgraded connections and copies bytes both ways until
 /// either side closes. Runs detached: the request has been answered (101) by then.
-pub fn tunnel(client: OnUpgrade, origin: OnUpgrade) {
+pub fn tunnel(client: ClientUpgrade, origin: OnUpgrade) {
     tokio::spawn(async move {
-        let (client, origin) = match tokio::try_join!(client, origin) {
-            Ok(pair) => pair,
-            Err(error) => {
-                tracing::debug!(%error, "upgrade failed");
+        let (client, origin) = match tokio::join!(client.upgraded(), origin) {
+            (Ok(client), Ok(origin)) => (client, origin),
+            (Err(error), _) => {
+                tracing::debug!(%error, "client upgrade failed");
+                return;
+            }
+            (_, Err(error)) => {
+                tracing::debug!(%error, "origin upgrade failed");
                 return;
             }
         };
-        let (mut client, mut origin) = (TokioIo::new(client), TokioIo::new(origin));
+        let (mut client, mut origin) = (client, TokioIo::new(origin));
         if let Err(error) = tokio::io::copy_bidirectional(&mut client, &mut origin).await {
             tracing::debug!(%error, "upgraded connection ended");
         }

@@ -191,7 +191,10 @@ impl<R: Router> Proxy<R> {
         if req.method() == Method::CONNECT {
             return Err(ErrorPage::new(ErrorKind::Connect).into());
         }
-        let client_upgrade = hyper::upgrade::on(&mut req);
+        // Only HTTP/1.1 has upgrades: its server puts the client's side in the request.
+        let client_upgrade = req
+            .extensions_mut()
+            .remove::<downstream::http1::ClientUpgrade>();
         let (mut parts, body) = req.into_parts();
         let upgrading = forward::is_upgrade(&parts);
         // Phase 1, request received. The client's hop-by-hop headers (and those its
@@ -265,7 +268,7 @@ impl<R: Router> Proxy<R> {
 
         // Phase 4, response filter: the zones' response stages, in reverse.
         let switched = upgrading && response.status() == StatusCode::SWITCHING_PROTOCOLS;
-        if switched {
+        if switched && let Some(client_upgrade) = client_upgrade {
             forward::tunnel(client_upgrade, hyper::upgrade::on(&mut response));
         }
         let (mut parts, body) = response.into_parts();
