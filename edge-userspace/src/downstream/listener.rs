@@ -11,9 +11,9 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 use super::control_frames::ControlFrames;
+use super::http2::PREFACE as H2_PREFACE;
 use super::rewind::Rewind;
 use super::watchdog::{Activity, Closed, Registry};
-use super::http2::PREFACE as H2_PREFACE;
 use super::{ConnInfo, Handler, TlsAcceptor, http1, http2};
 use crate::per_address::PerAddress;
 

@@ -14,16 +14,7 @@ use http_body::Body;
 use crate::downstream::BoxError;
 use crate::downstream::date;
 use crate::downstream::watchdog::Watched;
-
-/// Headers that name a connection rather than a message; HTTP/2 forbids them (RFC 9113
-/// §8.2.2) and `h2` refuses a response carrying one.
-const CONNECTION_SPECIFIC: [header::HeaderName; 5] = [
-    header::CONNECTION,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-    header::TE,
-    header::HeaderName::from_static("keep-alive"),
-];
+use crate::hop_by_hop::HOP_BY_HOP;
 
 /// Why a response was not written to its end.
 #[derive(Debug)]
@@ -79,14 +70,15 @@ where
     .await
 }
 
+/// HTTP/2 forbids connection-specific headers (RFC 9113 §8.2.2) and `h2` refuses a response
+/// carrying one: the hop-by-hop list, and whatever a `Connection` header names.
 fn strip_connection_specific(headers: &mut HeaderMap) {
-    // Whatever a `Connection` header names is connection-specific too.
     if let Some(named) = headers.remove(header::CONNECTION) {
         for name in named.to_str().unwrap_or_default().split(',') {
             headers.remove(name.trim());
         }
     }
-    for name in &CONNECTION_SPECIFIC {
+    for name in &HOP_BY_HOP {
         headers.remove(name);
     }
 }
