@@ -9,19 +9,12 @@
 //! bounded by the number of chains. A chain rebuilt unchanged (same id, same budget) keeps
 //! its meter; a chain whose budget changes starts afresh.
 //!
-//! Refusals are counted per chain and reason and read on each scrape ([`AdmissionCollector`]).
+//! Refusals are counted per chain and reason and read on each scrape (`metrics::AdmissionCollector`).
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use arc_swap::ArcSwap;
-use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
-use prometheus_client::metrics::MetricType;
-use prometheus_client::metrics::counter::ConstCounter;
-
-use crate::routing::Routing;
 use crate::state::Admission;
 
 /// The burst a connection budget allows: one second's worth of its rate.
@@ -173,50 +166,6 @@ fn now_ns() -> u64 {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
     let nanos = EPOCH.get_or_init(Instant::now).elapsed().as_nanos();
     u64::try_from(nanos).unwrap_or(u64::MAX)
-}
-
-/// `edge_admission_refused_total{chain, zones, hostname, reason}` for every live chain with a
-/// budget, read from the meters on each scrape.
-pub struct AdmissionCollector(pub Arc<ArcSwap<Routing>>);
-
-impl std::fmt::Debug for AdmissionCollector {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("AdmissionCollector")
-    }
-}
-
-impl Collector for AdmissionCollector {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let routing = self.0.load();
-        let snapshot = routing.snapshot();
-        let mut family = encoder.encode_descriptor(
-            "admission_refused",
-            "New connections (before the TLS handshake) and requests a chain's budget refused, \
-             by chain and reason",
-            None,
-            MetricType::Counter,
-        )?;
-        for id in 1..=snapshot.max_chain_id() {
-            let Some(chain) = snapshot.chain(id) else {
-                continue;
-            };
-            if chain.admission.budget.is_unset() {
-                continue;
-            }
-            let labels = crate::metrics::chain_labels(chain);
-            for reason in Refusal::ALL {
-                let labels = [
-                    ("chain", labels.chain.as_str()),
-                    ("zones", labels.zones.as_str()),
-                    ("hostname", labels.hostname.as_str()),
-                    ("reason", reason.as_str()),
-                ];
-                ConstCounter::new(chain.admission.refused(reason))
-                    .encode(family.encode_family(&labels)?)?;
-            }
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]

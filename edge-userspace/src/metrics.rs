@@ -377,6 +377,55 @@ pub(crate) fn chain_labels(chain: &Chain) -> ChainLabels {
     }
 }
 
+/// `edge_admission_refused_total{chain, zones, hostname, reason}` for every live chain with a
+/// budget, read from the meters on each scrape.
+pub struct AdmissionCollector(pub Arc<ArcSwap<crate::routing::Routing>>);
+
+impl std::fmt::Debug for AdmissionCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdmissionCollector")
+    }
+}
+
+impl Collector for AdmissionCollector {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        let routing = self.0.load();
+        let snapshot = routing.snapshot();
+        let mut family = encoder.encode_descriptor(
+            "admission_refused",
+            "New connections (before the TLS handshake) and requests a chain's budget refused, \
+             by chain and reason",
+            None,
+            MetricType::Counter,
+        )?;
+        for id in 1..=snapshot.max_chain_id() {
+            let Some(chain) = snapshot.chain(id) else {
+                continue;
+            };
+            if chain.admission.budget.is_unset() {
+                continue;
+            }
+            let labels = chain_labels(chain);
+            for reason in crate::admission::Refusal::ALL {
+                let labels = [
+                    ("chain", labels.chain.as_str()),
+                    ("zones", labels.zones.as_str()),
+                    ("hostname", labels.hostname.as_str()),
+                    ("reason", reason.as_str()),
+                ];
+                prometheus_client::metrics::counter::ConstCounter::new(
+                    chain.admission.refused(reason),
+                )
+                .encode(family.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,10 +12,10 @@ use anyhow::{Context, Result};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::admission::AdmissionCollector;
 use crate::config::Config;
 use crate::control::{self, Control};
 use crate::downstream::{self, LocalCa, h3};
+use crate::metrics::AdmissionCollector;
 use crate::metrics::Metrics;
 use crate::pipeline::{PipelineConfig, Proxy};
 use crate::routing::{ChainRouter, OwnRecords};
