@@ -1,11 +1,11 @@
 //! What a silent or slow client cannot escape: the idle timeout of a connection, the
 //! write-progress timeout of a response, and shedding idle connections when a listener is full.
 //!
-//! hyper closes neither: its HTTP/1.1 header timeout starts at the first byte, HTTP/2 has no idle
-//! timeout (and a client answering PINGs looks alive), and a response body is only polled when
-//! the client has room for it, so a client that stops reading (a full TCP window, or an HTTP/2
-//! stream window of zero) leaves the body, and the origin slot it holds, waiting for ever. So
-//! every connection gets an [`Activity`]: the requests it has in flight, since when it has had
+//! Neither protocol layer closes these by itself: a header timeout starts at the first byte,
+//! HTTP/2 has no idle timeout (and a client answering PINGs looks alive), and a response body is
+//! only polled when the client has room for it, so a client that stops reading (a full TCP
+//! window, or an HTTP/2 stream window of zero) leaves the body, and the origin slot it holds,
+//! waiting for ever. So every connection gets an [`Activity`]: the requests it has in flight, since when it has had
 //! none, and the responses it is writing; one timer per connection ([`Activity::expired`])
 //! checks them every quarter of the shorter timeout.
 
@@ -215,7 +215,7 @@ impl<B: Send> Writing for Mutex<Slot<B>> {
     }
 }
 
-/// The error a response body yields once its write timeout cancelled it; hyper then resets the
+/// The error a response body yields once its write timeout cancelled it; the writer then resets the
 /// HTTP/2 stream or closes the HTTP/1.1 connection.
 #[derive(Debug)]
 pub struct WriteStalled;
